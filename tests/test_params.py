@@ -1,0 +1,121 @@
+"""Parameter-tree utilities and safe persistence."""
+
+import autograd
+import autograd.numpy as np
+import numpy as onp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ssmref import params as P
+from ssmref.rng import as_rng
+
+
+def tree(rng):
+    return {"ssm": {"A": rng.standard_normal((3, 3)), "B": rng.standard_normal((3, 2))},
+            "head": {"W": rng.standard_normal((2, 4)), "b": rng.standard_normal(2)},
+            "log_std": rng.standard_normal(())}
+
+
+def test_tree_map_and_structure_errors(rng):
+    t = tree(rng)
+    doubled = P.tree_map(lambda x, y: x + y, t, t)
+    assert onp.array_equal(doubled["ssm"]["A"], 2 * t["ssm"]["A"])
+    with pytest.raises(ValueError, match="structures differ at ssm"):
+        P.tree_map(lambda x, y: x, t, {**t, "ssm": {"A": t["ssm"]["A"]}})
+    with pytest.raises(ValueError, match="leaf vs dict"):
+        P.tree_map(lambda x, y: x, t["ssm"]["A"], t)
+    with pytest.raises(ValueError, match="without"):
+        P.tree_map(lambda x: x, {"a.b": onp.zeros(1)})
+
+
+def test_flatten_unflatten_round_trip(rng):
+    t = tree(rng)
+    flat = P.flatten_dict(t)
+    assert list(flat) == ["head.W", "head.b", "log_std", "ssm.A", "ssm.B"]
+    assert P.tree_allclose(P.unflatten_dict(flat), t, rtol=0)
+    with pytest.raises(ValueError, match="leaf"):
+        P.unflatten_dict({"a": 1.0, "a.b": 2.0})
+
+
+def test_ravel_round_trip_and_gradient(rng):
+    t = tree(rng)
+    vec, unravel = P.ravel(t)
+    assert vec.shape == (9 + 6 + 8 + 2 + 1,)
+    assert P.tree_allclose(unravel(vec), t, rtol=0)
+    # differentiable both ways: d/dv sum(unravel(v)^2) = 2 v
+    g = autograd.grad(lambda v: P.global_norm(unravel(v)) ** 2)(vec)
+    onp.testing.assert_allclose(g, 2 * vec, rtol=1e-14)
+
+
+def test_works_on_autograd_dictboxes(rng):
+    t = tree(rng)
+
+    def f(params):
+        assert not isinstance(params, dict)          # a DictBox while tracing
+        return P.tree_vdot(params, params) + np.sum(P.ravel(params)[0])
+    g = autograd.grad(f)(t)
+    want = P.tree_map(lambda x: 2 * x + 1, t)
+    assert P.tree_allclose(g, want, rtol=1e-14)
+
+
+def test_global_norm_and_vdot(rng):
+    t = tree(rng)
+    vec, _ = P.ravel(t)
+    assert onp.isclose(P.global_norm(t), onp.linalg.norm(vec), rtol=1e-14)
+    assert onp.isclose(P.tree_vdot(t, t), vec @ vec, rtol=1e-14)
+
+
+def test_tree_allclose(rng):
+    t = tree(rng)
+    assert P.tree_allclose(t, P.tree_copy(t), rtol=0)
+    assert not P.tree_allclose(t, P.tree_map(lambda x: x + 1e-3, t))
+    assert not P.tree_allclose(t, {"ssm": t["ssm"]})
+
+
+def test_tree_copy_does_not_alias(rng):
+    t = tree(rng)
+    c = P.tree_copy(t)
+    assert all(not onp.shares_memory(a, b) for a, b in zip(P.tree_leaves(c), P.tree_leaves(t)))
+
+
+@given(seed=st.integers(0, 2 ** 32 - 1))
+def test_save_load_round_trip_bit_exact(seed, tmp_path_factory):
+    rng = onp.random.default_rng(seed)
+    t = tree(rng)
+    path = tmp_path_factory.mktemp("npz") / "t.npz"
+    P.save_npz(path, t)
+    flat = P.load_npz(path, {k: v.shape for k, v in P.flatten_dict(t).items()})
+    assert P.tree_allclose(P.unflatten_dict(flat), t, rtol=0, atol=0)
+
+
+def test_load_validation(tmp_path):
+    path = tmp_path / "x.npz"
+    P.save_npz(path, {"a": onp.zeros((2, 3)), "step": onp.array(3)})
+    assert P.load_npz(path, {"a": (2, 3), "step": ((), "i")})["step"] == 3
+    with pytest.raises(ValueError, match=r"'a' has shape \(2, 3\), expected \(3, 2\)"):
+        P.load_npz(path, {"a": (3, 2), "step": ((), "i")})
+    with pytest.raises(ValueError, match="missing arrays"):
+        P.load_npz(path, {"a": None, "b": None, "step": ((), "i")})
+    with pytest.raises(ValueError, match="unexpected arrays"):
+        P.load_npz(path, {"a": None})
+    assert set(P.load_npz(path, {"a": None}, allow_extra=True)) == {"a", "step"}
+    with pytest.raises(ValueError, match="dtype"):
+        P.load_npz(path, {"a": None, "step": None})
+    with pytest.raises(ValueError, match="no such file"):
+        P.load_npz(tmp_path / "nope.npz")
+
+
+def test_save_refuses_object_arrays(tmp_path):
+    with pytest.raises(ValueError, match="dtype object"):
+        P.save_npz(tmp_path / "x.npz", {"a": onp.array([None, 1], dtype=object)})
+    assert not list(tmp_path.iterdir())
+
+
+def test_as_rng():
+    g = onp.random.default_rng(0)
+    assert as_rng(g) is g
+    assert as_rng(3).random() == onp.random.default_rng(3).random()
+    for bad in ("3", 1.5, True):
+        with pytest.raises(ValueError, match="rng"):
+            as_rng(bad)
