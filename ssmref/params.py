@@ -24,6 +24,7 @@ import zipfile
 
 import autograd.numpy as np
 import numpy as onp
+from autograd.tracer import getval
 
 SEP = "."
 
@@ -142,6 +143,21 @@ def tree_allclose(a, b, rtol=1e-7, atol=0.0):
     except ValueError:
         return False
     return all(tree_leaves(checks))
+
+
+def stop_gradient(tree):
+    """The values of ``tree`` (a parameter tree, an array or a scalar) as constants for autograd.
+
+    autograd has no ``stop_gradient``; this strips every autograd box from the leaves
+    (``autograd.tracer.getval``), so whatever is computed from the result is invisible to every
+    enclosing ``grad``, at every order (the analogue of ``jax.lax.stop_gradient`` and
+    ``tensor.detach()``).  A primitive whose VJP returns zeros would give the same derivatives, but
+    autograd would still record everything computed from it and backpropagate zeros through it;
+    unboxing keeps it off the tape.
+    """
+    if is_node(tree):
+        return tree_map(getval, tree)
+    return getval(tree)
 
 
 def tree_copy(tree):

@@ -35,7 +35,8 @@ where it makes sense, the other float inputs) may be autograd boxes, at any deri
 
 import autograd.numpy as np
 import numpy as onp
-from autograd.extend import defjvp, defvjp, primitive
+
+from .params import stop_gradient
 
 __all__ = [
     "stop_gradient", "dice_magic_box",
@@ -103,23 +104,6 @@ def _n_valid(m, where):
 # ---------------------------------------------------------------------------------------------
 # stop_gradient and the DiCE magic box
 # ---------------------------------------------------------------------------------------------
-
-@primitive
-def stop_gradient(x):
-    """Identity in value, zero derivative: ``stop_gradient(x) = x``, ``d stop_gradient / dx = 0``.
-
-    An autograd primitive whose VJP and JVP are zero (``defvjp(..., None)``), so the derivative is
-    zero at *every* order and in both reverse and forward mode: each nested trace records the
-    primitive and sees a zero derivative.  (``autograd.tracer.getval`` would also cut every trace at
-    once; the primitive makes the intent explicit and is the analogue of ``jax.lax.stop_gradient``
-    and ``tensor.detach()``.)
-    """
-    return x
-
-
-defvjp(stop_gradient, None)
-defjvp(stop_gradient, None)
-
 
 def dice_magic_box(x):
     """The DiCE operator: ``box(x) = exp(x - stop_gradient(x))``, elementwise.

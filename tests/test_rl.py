@@ -302,7 +302,7 @@ def test_stop_gradient_is_identity_with_zero_derivative():
     x = onp.array([0.3, -1.2, 2.0])
     onp.testing.assert_array_equal(rl.stop_gradient(x), x)
     onp.testing.assert_array_equal(elementwise_grad(lambda z: z * rl.stop_gradient(z))(x), x)
-    onp.testing.assert_array_equal(make_jvp(rl.stop_gradient)(x)(onp.ones(3))[1], 0.0)
+    onp.testing.assert_array_equal(make_jvp(lambda z: z + rl.stop_gradient(z))(x)(onp.ones(3))[1], 1.0)
     # at second order: d^2/dz^2 [z^2 * sg(z)] = 2 sg(z)
     d2 = elementwise_grad(elementwise_grad(lambda z: z ** 2 * rl.stop_gradient(z)))(x)
     onp.testing.assert_allclose(d2, 2.0 * x, rtol=1e-14)

@@ -1,0 +1,243 @@
+"""Model-agnostic meta-learning (MAML), its first-order variant and Meta-SGD, as pure functions.
+
+Contract (``docs/maml.md`` is the same spec in prose):
+
+* ``loss_fn(params, data) -> scalar``: ``params`` is a parameter tree (see :mod:`ssmref.params`),
+  ``data`` anything ``loss_fn`` understands.  It must be differentiable with ``autograd`` twice.
+* A *task* is a pair ``(support, query)`` of such ``data``.
+* ``inner_lr`` is ``α``: a non-negative float (MAML), or a tree with the structure of ``params``
+  whose leaves are finite arrays broadcastable to their parameter's shape (Meta-SGD; as in Li et
+  al. 2017 the learned rates may take either sign, so an outer step can never make them invalid).
+
+Inner loop, ``K = steps`` plain gradient steps on the support loss ``L_s`` (``⊙`` elementwise)::
+
+    θ_0 = θ,     θ_{k+1} = θ_k − α ⊙ ∇L_s(θ_k),     adapt(θ) = θ_K
+
+Meta-objective over tasks ``i = 1..N`` (query loss ``L_q``)::
+
+    F(θ, α) = (1/N) Σ_i L_q^i(θ_K^i(θ, α))
+
+Its gradient, with ``H_k = ∇²L_s(θ_k)`` (symmetric), ``A = diag(α)`` and ``v = ∇L_q(θ_K)``::
+
+    ∇_θ F = (1/N) Σ_i (I − H_0 A)(I − H_1 A) ⋯ (I − H_{K−1} A) v          (second order)
+    ∇_θ F = (1/N) Σ_i v                                                     (first order, FOMAML)
+
+``α`` sits to the *right* of each Hessian because the meta-gradient is the transpose of the Jacobian
+``∂θ_{k+1}/∂θ_k = I − A H_k``.  Nothing is written in this form here: autograd differentiates
+through the inner gradient, and the tests check that it equals this product.
+
+References: Finn, Abbeel & Levine (2017), "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+Networks", ICML; Nichol, Achiam & Schulman (2018), "On First-Order Meta-Learning Algorithms",
+arXiv:1803.02999 (FOMAML); Li, Zhou, Chen & Li (2017), "Meta-SGD: Learning to Learn Quickly for
+Few-Shot Learning", arXiv:1707.09835.
+
+Layout: input validation; the inner loop (:func:`adapt`); the outer objective (:func:`meta_loss`,
+:func:`meta_gradient`).  A ``MetaMAML`` RL orchestrator, built on these, goes below them.
+"""
+
+import autograd.numpy as np
+import numpy as onp
+from autograd import make_vjp, value_and_grad
+from autograd.tracer import getval
+
+from .params import flatten_dict, is_node, stop_gradient, tree_leaves, tree_map
+
+__all__ = ["adapt", "meta_loss", "meta_gradient", "stop_gradient"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation (on values: under autograd the arguments may be boxes, so checks read getval(x))
+# ---------------------------------------------------------------------------------------------
+
+def _check_params(params):
+    if not is_node(params):
+        raise ValueError(f"params: expected a dict of arrays, got {type(getval(params)).__name__}")
+    for path, leaf in zip(_paths(params), tree_leaves(params)):
+        a = onp.asarray(getval(leaf))
+        if a.dtype.kind != "f":
+            raise ValueError(f"params[{path!r}]: expected a floating array, got dtype {a.dtype}")
+
+
+def _paths(tree):
+    """Dotted leaf names in the order of :func:`tree_leaves`."""
+    return list(flatten_dict(tree))
+
+
+def _check_inner_lr(inner_lr, params):
+    """Raise ``ValueError`` unless ``inner_lr`` is a valid ``α`` for ``params``."""
+    if not is_node(inner_lr):
+        a = onp.asarray(getval(inner_lr))
+        if a.ndim != 0 or a.dtype.kind not in "iuf":
+            raise ValueError("inner_lr: expected a float or a dict of arrays shaped like params, "
+                             f"got {type(getval(inner_lr)).__name__} with shape {a.shape}")
+        if not onp.isfinite(a) or a < 0:
+            raise ValueError(f"inner_lr: expected a finite non-negative float, got {float(a)!r}")
+        return
+    try:
+        tree_map(lambda p, a: None, params, inner_lr)
+    except ValueError as e:
+        raise ValueError(f"inner_lr: must have the same structure as params ({e})") from None
+    for path, p, a in zip(_paths(params), tree_leaves(params), tree_leaves(inner_lr)):
+        a = onp.asarray(getval(a))
+        p_shape = onp.shape(getval(p))
+        if a.dtype.kind not in "iuf":
+            raise ValueError(f"inner_lr[{path!r}]: expected a real array, got dtype {a.dtype}")
+        try:
+            ok = onp.broadcast_shapes(a.shape, p_shape) == p_shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"inner_lr[{path!r}]: shape {a.shape} does not broadcast to the "
+                             f"parameter shape {p_shape}")
+        if not onp.all(onp.isfinite(a)):
+            raise ValueError(f"inner_lr[{path!r}]: expected finite entries, got non-finite values")
+
+
+def _check_loop_args(loss_fn, steps, first_order):
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn: expected a callable loss_fn(params, data), got "
+                         f"{type(loss_fn).__name__}")
+    if isinstance(steps, (bool, onp.bool_)) or not isinstance(steps, (int, onp.integer)):
+        raise ValueError(f"steps: expected a non-negative int, got {steps!r}")
+    if steps < 0:
+        raise ValueError(f"steps: expected a non-negative int, got {steps}")
+    if not isinstance(first_order, (bool, onp.bool_)):
+        raise ValueError(f"first_order: expected a bool, got {first_order!r}")
+
+
+def _check_tasks(tasks):
+    try:
+        tasks = list(tasks)
+    except TypeError:
+        raise ValueError(f"tasks: expected a sequence of (support, query) pairs, got "
+                         f"{type(tasks).__name__}") from None
+    if not tasks:
+        raise ValueError("tasks: expected at least one (support, query) pair, got none")
+    for i, task in enumerate(tasks):
+        if not isinstance(task, (tuple, list)) or len(task) != 2:
+            raise ValueError(f"tasks[{i}]: expected a (support, query) pair, got "
+                             f"{type(task).__name__}"
+                             + (f" of length {len(task)}" if hasattr(task, "__len__") else ""))
+    return tasks
+
+
+# ---------------------------------------------------------------------------------------------
+# Inner loop
+# ---------------------------------------------------------------------------------------------
+
+def _loss_grad(params, loss_fn, data):
+    """``∇_θ loss_fn(θ, data)`` at ``θ = params``; ``ValueError`` unless the loss is a real scalar.
+
+    Built with ``make_vjp`` on the possibly boxed ``params``, so that an enclosing ``grad``
+    differentiates through it (this is where the second-order terms of MAML come from).
+    """
+    vjp, loss = make_vjp(lambda p: loss_fn(p, data))(params)
+    value = onp.asarray(getval(loss))
+    if value.ndim != 0 or value.dtype.kind not in "iuf":
+        raise ValueError(f"loss_fn: must return a real scalar, got {value.dtype} with shape "
+                         f"{value.shape}")
+    return vjp(np.ones_like(loss))
+
+
+def _sgd_step(params, grads, inner_lr):
+    """``θ − α ⊙ g``: one inner update, leaf by leaf (a new tree; nothing written in place)."""
+    if is_node(inner_lr):
+        return tree_map(lambda p, g, a: p - a * g, params, grads, inner_lr)
+    return tree_map(lambda p, g: p - inner_lr * g, params, grads)
+
+
+def adapt(params, loss_fn, support, *, inner_lr, steps=1, first_order=False):
+    """Fast parameters after ``steps`` gradient steps on the support loss.
+
+    ``θ_0 = params``;  ``θ_{k+1} = θ_k − α ⊙ ∇_θ loss_fn(θ_k, support)``;  returns ``θ_steps``.
+
+    ``inner_lr`` (``α``) is a float, or (Meta-SGD, Li et al. 2017) a tree with the structure of
+    ``params`` whose leaves broadcast to their parameter's shape; the same ``α`` is used at every
+    step.  ``steps=0`` returns a new dict holding the input leaves (not copies).
+
+    Second order (default): the inner gradients are taken with autograd on the (possibly traced)
+    ``θ_k``, so an enclosing ``grad`` differentiates through them and picks up the Hessian terms.
+    ``first_order=True``: each inner gradient is :func:`stop_gradient`-ed, so
+    ``∂θ_{k+1}/∂θ_k = I`` and ``∂θ_{k+1}/∂α = −∇L_s(θ_k)`` (as constants); FOMAML.
+
+    Raises ``ValueError`` for a non-dict ``params``, non-floating leaves, ``steps < 0``, a negative
+    or non-finite float ``inner_lr`` (Meta-SGD tree entries may be negative), an ``inner_lr`` tree whose structure or shapes do not match
+    ``params``, or a ``loss_fn`` that does not return a real scalar.
+    """
+    _check_params(params)
+    _check_loop_args(loss_fn, steps, first_order)
+    _check_inner_lr(inner_lr, params)
+    theta = tree_map(lambda p: p, params)
+    for _ in range(int(steps)):
+        if first_order:
+            # Inner gradient on the unboxed values: a constant for every enclosing grad.
+            grads = stop_gradient(_loss_grad(stop_gradient(theta), loss_fn, support))
+        else:
+            grads = _loss_grad(theta, loss_fn, support)
+        theta = _sgd_step(theta, grads, inner_lr)
+    return theta
+
+
+# ---------------------------------------------------------------------------------------------
+# Outer objective
+# ---------------------------------------------------------------------------------------------
+
+def meta_loss(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=False):
+    """``F(θ, α) = (1/N) Σ_i loss_fn(adapt(θ, loss_fn, support_i), query_i)`` over ``N`` tasks.
+
+    A scalar, differentiable with autograd w.r.t. ``params`` and ``inner_lr`` (second order
+    unless ``first_order``).  ``tasks`` is a non-empty sequence of ``(support, query)`` pairs.
+    """
+    _check_params(params)
+    _check_loop_args(loss_fn, steps, first_order)
+    _check_inner_lr(inner_lr, params)
+    tasks = _check_tasks(tasks)
+    total = 0.0
+    for support, query in tasks:
+        fast = adapt(params, loss_fn, support, inner_lr=inner_lr, steps=steps,
+                     first_order=first_order)
+        loss = loss_fn(fast, query)
+        if np.ndim(loss) != 0:
+            raise ValueError(f"loss_fn: must return a scalar, got shape {np.shape(loss)}")
+        total = total + loss
+    return total / len(tasks)
+
+
+def _as_float_lr(inner_lr):
+    """``inner_lr`` with float64 leaves, so autograd can differentiate w.r.t. it (ints cannot)."""
+    def to_float(a):
+        return a if getval(a) is not a else onp.asarray(a, dtype=onp.float64)
+    if is_node(inner_lr):
+        return tree_map(to_float, inner_lr)
+    return inner_lr if getval(inner_lr) is not inner_lr else float(inner_lr)
+
+
+def meta_gradient(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=False,
+                  wrt_inner_lr=False):
+    """``(F, grads)``: the meta-loss of :func:`meta_loss` and its gradient.
+
+    * ``wrt_inner_lr=False`` (default): ``grads = ∇_θ F``, a tree shaped like ``params``.  With a
+      Meta-SGD ``inner_lr`` this is still the gradient w.r.t. ``params`` only (``α`` held fixed).
+    * ``wrt_inner_lr=True``: ``grads = (∇_θ F, ∇_α F)``; ``∇_α F`` has the structure of
+      ``inner_lr`` (a float for a float ``α``, a tree with leaves shaped like ``inner_lr``'s
+      leaves for Meta-SGD).  Meta-SGD trains ``θ`` and ``α`` together with this.
+
+    Second order by default: ``∇_θ F = mean_i (I − H_0 A) ⋯ (I − H_{K−1} A) ∇L_q(θ_K)`` with
+    ``H_k = ∇²L_s(θ_k)``, ``A = diag(α)``.  ``first_order=True`` (FOMAML) treats the inner
+    gradients as constants: ``∇_θ F = mean_i ∇L_q(θ_K^i)``, and
+    ``∇_α F = −mean_i Σ_k ∇L_s(θ_k^i) ⊙ ∇L_q(θ_K^i)`` (summed over the leaf for a float ``α``).
+    """
+    _check_params(params)
+    _check_loop_args(loss_fn, steps, first_order)
+    _check_inner_lr(inner_lr, params)
+    tasks = _check_tasks(tasks)
+    if not isinstance(wrt_inner_lr, (bool, onp.bool_)):
+        raise ValueError(f"wrt_inner_lr: expected a bool, got {wrt_inner_lr!r}")
+
+    def objective(theta, alpha):
+        return meta_loss(theta, loss_fn, tasks, inner_lr=alpha, steps=steps,
+                         first_order=first_order)
+
+    if wrt_inner_lr:
+        return value_and_grad(objective, argnum=(0, 1))(params, _as_float_lr(inner_lr))
+    return value_and_grad(objective, argnum=0)(params, inner_lr)
