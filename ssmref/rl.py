@@ -42,7 +42,7 @@ __all__ = [
     "stop_gradient", "dice_magic_box",
     "discount_cumsum", "discounted_returns", "gae",
     "baseline_features", "fit_linear_baseline", "predict_linear_baseline", "LinearFeatureBaseline",
-    "normalize_advantages", "reinforce_surrogate", "dice_surrogate",
+    "normalize_advantages", "reinforce_surrogate", "dice_surrogate", "rollout",
 ]
 
 
@@ -400,3 +400,35 @@ def dice_surrogate(log_probs, rewards, mask, gamma, baseline=None, baseline_term
             weight = weight * dice_magic_box(cum_prev)
         objective = objective + np.sum(weight * disc * b)
     return objective / N
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollouts
+# ---------------------------------------------------------------------------------------------
+
+def rollout(env, act, rng=None):
+    """Run every row of a vectorized environment for ``env.horizon`` steps.
+
+    ``act(obs, t) -> actions`` is the policy for all ``N`` rows at step ``t`` (it keeps its own
+    recurrent state, resetting it at ``t = 0``); ``obs (N, obs_dim)``; actions ``(N, action_dim)``
+    float or ``(N,)`` int.  ``rng`` is passed to ``env.reset``.
+
+    Returns a dict of arrays with leading dims ``(N, T)``, ``T = env.horizon``:
+    ``obs (N, T, obs_dim)`` (the observation the action was chosen from), ``actions (N, T, ...)``,
+    ``rewards (N, T)``, ``mask (N, T)`` (``info["mask"]``: 1.0 where the step belongs to the episode;
+    finished rows are frozen by the environment and contribute reward 0 there) and
+    ``task_index (N,)``.  The rllab return of row ``r`` is ``rewards[r].sum()``.
+    """
+    obs = env.reset(rng)
+    observations, actions, rewards, masks = [], [], [], []
+    for t in range(env.horizon):
+        a = act(obs, t)
+        observations.append(obs)
+        next_obs, reward, _, _, info = env.step(a)
+        actions.append(onp.asarray(a))
+        rewards.append(reward)
+        masks.append(info["mask"])
+        obs = next_obs
+    return {"obs": onp.stack(observations, axis=1), "actions": onp.stack(actions, axis=1),
+            "rewards": onp.stack(rewards, axis=1), "mask": onp.stack(masks, axis=1),
+            "task_index": onp.asarray(env.task_index).copy()}

@@ -480,3 +480,35 @@ def test_bad_masks_and_scalars():
     # boolean masks are accepted
     bool_mask = onp.array([[True, True, False]])
     onp.testing.assert_array_equal(rl.discounted_returns(r + 1, bool_mask, 1), [[2.0, 1.0, 0.0]])
+
+
+# ---------------------------------------------------------------------------------------------
+# rollout
+# ---------------------------------------------------------------------------------------------
+
+def test_rollout_records_what_the_env_returns():
+    from ssmref.envs import Navigation2D
+    family = Navigation2D(horizon=12)
+    tasks = family.sample_tasks(3, rng=0)
+    # a fixed policy that moves straight to the goal at full speed: some rows finish early
+    goals = onp.repeat(onp.stack([t["goal"] for t in tasks]), 2, axis=0) * onp.array([[1.0, 1.0]])
+    seen = []
+
+    def act(obs, t):
+        seen.append((t, obs.copy()))
+        return onp.clip((goals - obs) / 0.1, -1.0, 1.0)
+    traj = rl.rollout(family.make_env(tasks, episodes_per_task=2), act, rng=1)
+    assert traj["obs"].shape == (6, 12, 2) and traj["actions"].shape == (6, 12, 2)
+    assert traj["rewards"].shape == traj["mask"].shape == (6, 12)
+    assert [t for t, _ in seen] == list(range(12))
+    onp.testing.assert_array_equal(traj["task_index"], [0, 0, 1, 1, 2, 2])
+    # replay with a fresh env: same observations, rewards, masks
+    env = family.make_env(tasks, episodes_per_task=2)
+    obs = env.reset()
+    for t in range(12):
+        onp.testing.assert_array_equal(traj["obs"][:, t], obs)
+        obs, r, _, _, info = env.step(traj["actions"][:, t])
+        onp.testing.assert_array_equal(traj["rewards"][:, t], r)
+        onp.testing.assert_array_equal(traj["mask"][:, t], info["mask"])
+    assert (traj["mask"] == 0).any()                      # some episodes reached their goal
+    assert onp.all(traj["rewards"][traj["mask"] == 0] == 0.0)
