@@ -5,6 +5,13 @@ to any order.  The modules, in dependency order:
 
 - :mod:`ssmref.params`  parameter-dict utilities and safe ``.npz`` persistence
 - :mod:`ssmref.ssm`     the linear state space model in three equivalent modes
+- :mod:`ssmref.optim`   torch-exact Adam and global-norm clipping as pure (init, update) pairs
+- :mod:`ssmref.nn`      dense layers, MLPs, softmax, categorical and diagonal-Gaussian distributions
+- :mod:`ssmref.policy`  the SSM meta-RL policy (step and sequence forms)
+- :mod:`ssmref.envs`    task distributions: 2-D navigation, bandits, sinusoids, LTI system id
+- :mod:`ssmref.rl`      returns, GAE, the linear feature baseline, REINFORCE and DiCE, rollouts
+- :mod:`ssmref.maml`    MAML / FOMAML / Meta-SGD: adapt, meta_loss, meta_gradient
+- :mod:`ssmref.adaptation`, :mod:`ssmref.monitor`  test-time adaptation and its monitors
 
 See ``docs/`` for the specification.
 """

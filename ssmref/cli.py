@@ -3,6 +3,8 @@
 Subcommands:
 
 - ``selftest``: every module's self-test cases (see :mod:`ssmref.selftest`); exit 0 iff all pass.
+- ``adapt``: test-time adaptation of an SSM classifier under shifted dynamics
+  (:mod:`ssmref.adaptation_demo`; accuracy of no adaptation, tent and eata over seeds).
 """
 
 import argparse
@@ -21,6 +23,10 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     p = sub.add_parser("selftest", help="run the self-tests; exit 0 iff all pass")
     p.set_defaults(func=_selftest)
+    p = sub.add_parser("adapt", help="test-time adaptation under shifted dynamics (none / tent / eata)")
+    from ssmref import adaptation_demo
+    adaptation_demo.add_arguments(p)
+    p.set_defaults(func=adaptation_demo.run_from_args)
     return parser
 
 
