@@ -1,0 +1,192 @@
+"""MAML for reinforcement learning (Finn et al. 2017, sec. 5.3) with the SSM policy.
+
+One meta-iteration, for ``M`` tasks ``i`` drawn from the task family::
+
+    D_i  ~ pi_theta            E episodes of task i with the meta-parameters (pre-update)
+    theta_i' = theta - alpha * grad L(theta; D_i)           (ssmref.maml.adapt)
+    D_i' ~ pi_theta_i'         E fresh episodes with the adapted parameters (post-update)
+    g = grad_theta (1/M) sum_i L(theta_i'(theta); D_i')    (ssmref.maml.meta_gradient, second order)
+    theta <- Adam(theta, g)
+
+``L`` is the REINFORCE surrogate ``-mean(log pi(a|o) * A)`` over valid steps, with advantages
+``A`` = discounted return minus the rllab linear feature baseline fitted on the same batch,
+normalised per batch (:func:`trajectory_data`); advantages are constants.
+
+The estimator is Finn et al.'s: the meta-gradient differentiates through the inner update but
+not through the dependence of the pre-update sampling distribution on ``theta`` (see
+``docs/maml.md``).  The outer optimiser is Adam (Finn et al. used TRPO).
+"""
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as onp
+
+from ssmref import maml, optim, rl
+from ssmref import params as P
+from ssmref import policy as PL
+from ssmref.rng import as_rng
+
+
+@dataclass(frozen=True)
+class MetaMAMLConfig:
+    """Hyperparameters (defaults: Finn et al.'s 2-D navigation, Adam outer loop)."""
+    meta_batch_size: int = 20        # tasks per meta-iteration
+    episodes_per_task: int = 20      # episodes per task, pre- and post-update
+    inner_lr: float = 0.1            # alpha
+    inner_steps: int = 1             # inner gradient steps on the pre-update batch
+    outer_lr: float = 3e-3           # Adam learning rate for theta
+    gamma: float = 0.99              # discount
+    first_order: bool = False        # FOMAML instead of the second-order meta-gradient
+
+    def __post_init__(self):
+        for name in ("meta_batch_size", "episodes_per_task", "inner_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        for name in ("inner_lr", "outer_lr"):
+            if not (onp.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
+
+
+def trajectory_data(traj, gamma):
+    """The data of one batch for :func:`surrogate_loss`: obs, actions, rewards, mask and advantages.
+
+    ``A = normalize(R - b)`` with ``R`` the discounted returns and ``b`` the linear feature baseline
+    fitted on this batch (as rllab / maml_rl do).
+    """
+    R = rl.discounted_returns(traj["rewards"], traj["mask"], gamma)
+    coeffs = rl.fit_linear_baseline(traj["obs"], R, traj["mask"])
+    b = rl.predict_linear_baseline(coeffs, traj["obs"], traj["mask"])
+    adv = rl.normalize_advantages(R - b, traj["mask"])
+    return {"obs": traj["obs"], "actions": traj["actions"], "rewards": traj["rewards"],
+            "mask": traj["mask"], "adv": adv}
+
+
+def surrogate_loss(spec):
+    """``loss_fn(params, data)``: the REINFORCE surrogate of the policy on ``data``."""
+    def loss_fn(params, data):
+        out = PL.policy_sequence(params, spec, data["obs"], data["actions"], data["rewards"])
+        return rl.reinforce_surrogate(PL.log_prob(spec, out, data["actions"]), data["adv"], data["mask"])
+    return loss_fn
+
+
+def _rows(traj, i, E):
+    return {k: v[i * E:(i + 1) * E] for k, v in traj.items()}
+
+
+class MetaMAML:
+    """The meta-training loop: ``family`` (an RL task family of :mod:`ssmref.envs`), the policy
+    ``(params, spec)`` (:func:`ssmref.policy.policy_init`) and a :class:`MetaMAMLConfig`."""
+
+    def __init__(self, family, params, spec, config=None):
+        self.family, self.spec = family, spec
+        self.config = config or MetaMAMLConfig()
+        PL.check_params(params, spec)
+        self.params = P.tree_copy(params)
+        self._init, self._update = optim.adam(lr=self.config.outer_lr)
+        self.opt_state = self._init(self.params)
+        self.iteration = 0
+        self.loss_fn = surrogate_loss(spec)
+
+    def _sample(self, params, tasks, rng):
+        env = self.family.make_env(tasks, self.config.episodes_per_task)
+        return PL.policy_rollout(params, self.spec, env, rng)
+
+    def _adapt(self, params, data):
+        c = self.config
+        return maml.adapt(params, self.loss_fn, data, inner_lr=c.inner_lr, steps=c.inner_steps)
+
+    def meta_step(self, rng=None):
+        """One meta-iteration (module docstring); returns its metrics."""
+        rng, c = as_rng(rng), self.config
+        E = c.episodes_per_task
+        tasks = self.family.sample_tasks(c.meta_batch_size, rng)
+        pre = self._sample(self.params, tasks, rng)
+        pairs, post_returns = [], []
+        for i, task in enumerate(tasks):
+            support = trajectory_data(_rows(pre, i, E), c.gamma)
+            post = self._sample(self._adapt(self.params, support), [task], rng)
+            post_returns.append(post["rewards"].sum(axis=1).mean())
+            pairs.append((support, trajectory_data(post, c.gamma)))
+        loss, grads = maml.meta_gradient(self.params, self.loss_fn, pairs, inner_lr=c.inner_lr,
+                                         steps=c.inner_steps, first_order=c.first_order)
+        self.params, self.opt_state = self._update(grads, self.opt_state, self.params)
+        self.iteration += 1
+        return {"iteration": self.iteration, "meta_loss": float(loss),
+                "pre_return": float(pre["rewards"].sum(axis=1).mean()),
+                "post_return": float(onp.mean(post_returns)),
+                "grad_norm": float(P.global_norm(grads))}
+
+    def meta_train(self, iterations, rng=None, callback=None):
+        """``iterations`` meta-steps; ``callback(metrics)`` after each; returns the metrics list."""
+        rng = as_rng(rng)
+        history = []
+        for _ in range(iterations):
+            history.append(self.meta_step(rng))
+            if callback is not None:
+                callback(history[-1])
+        return history
+
+    def adapt_to_new_task(self, task, rng=None, steps=1):
+        """The *adapted* parameters for ``task``: ``steps`` rounds of sampling ``E`` episodes with
+        the current parameters and one inner update on them."""
+        rng = as_rng(rng)
+        params = self.params
+        for _ in range(steps):
+            data = trajectory_data(self._sample(params, [task], rng), self.config.gamma)
+            params = maml.adapt(params, self.loss_fn, data, inner_lr=self.config.inner_lr)
+        return params
+
+    def evaluate(self, tasks, rng=None, steps=3):
+        """``returns_by_step[k]``: mean return over ``tasks`` (and their episodes) after ``k``
+        inner steps, each step on fresh episodes of the previous parameters, ``k = 0..steps``."""
+        rng = as_rng(rng)
+        current = [self.params] * len(tasks)
+        out = []
+        for k in range(steps + 1):
+            returns, nxt = [], []
+            for task, params in zip(tasks, current):
+                traj = self._sample(params, [task], rng)
+                returns.append(traj["rewards"].sum(axis=1).mean())
+                if k < steps:
+                    data = trajectory_data(traj, self.config.gamma)
+                    nxt.append(maml.adapt(params, self.loss_fn, data, inner_lr=self.config.inner_lr))
+            out.append(float(onp.mean(returns)))
+            current = nxt
+        return out
+
+    def save(self, path):
+        """Parameters, Adam state, iteration, spec and config in one ``.npz`` (atomic, no pickle)."""
+        meta = json.dumps({"spec": json.loads(self.spec.to_json()), "config": asdict(self.config),
+                           "iteration": self.iteration, "adam_step": self.opt_state["step"]})
+        arrays = {**{f"params.{k}": v for k, v in P.flatten_dict(self.params).items()},
+                  **{f"adam_m.{k}": v for k, v in P.flatten_dict(self.opt_state["m"]).items()},
+                  **{f"adam_v.{k}": v for k, v in P.flatten_dict(self.opt_state["v"]).items()},
+                  "meta_json": onp.frombuffer(meta.encode(), dtype=onp.uint8)}
+        P.save_npz(path, arrays)
+
+    @classmethod
+    def load(cls, path, family):
+        """A :class:`MetaMAML` from :meth:`save`; ``ValueError`` on any malformed file."""
+        raw = P.load_npz(path)
+        if "meta_json" not in raw or raw["meta_json"].dtype != onp.uint8:
+            raise ValueError(f"{path}: missing or malformed 'meta_json'")
+        try:
+            meta = json.loads(raw["meta_json"].tobytes().decode())
+            spec = PL.PolicySpec.from_json(json.dumps(meta["spec"]))
+            config = MetaMAMLConfig(**meta["config"])
+            iteration, adam_step = int(meta["iteration"]), int(meta["adam_step"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: malformed metadata ({e})") from None
+        shapes = PL.policy_param_shapes(spec)
+        expected = {f"{g}.{k}": s for g in ("params", "adam_m", "adam_v") for k, s in shapes.items()}
+        expected["meta_json"] = (None, "u")
+        raw = P.load_npz(path, expected)
+        group = lambda g: P.unflatten_dict({k[len(g) + 1:]: raw[k] for k in raw if k.startswith(g + ".")})  # noqa: E731
+        self = cls(family, group("params"), spec, config)
+        self.opt_state = {"step": adam_step, "m": group("adam_m"), "v": group("adam_v")}
+        self.iteration = iteration
+        return self
