@@ -11,6 +11,7 @@ to any order.  The modules, in dependency order:
 - :mod:`ssmref.envs`    task distributions: 2-D navigation, bandits, sinusoids, LTI system id
 - :mod:`ssmref.rl`      returns, GAE, the linear feature baseline, REINFORCE and DiCE, rollouts
 - :mod:`ssmref.maml`    MAML / FOMAML / Meta-SGD: adapt, meta_loss, meta_gradient
+- :mod:`ssmref.metarl`  MetaMAML: the MAML-RL meta-training loop
 - :mod:`ssmref.adaptation`, :mod:`ssmref.monitor`  test-time adaptation and its monitors
 
 See ``docs/`` for the specification.
