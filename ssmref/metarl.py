@@ -184,7 +184,7 @@ class MetaMAML:
         shapes = PL.policy_param_shapes(spec)
         expected = {f"{g}.{k}": s for g in ("params", "adam_m", "adam_v") for k, s in shapes.items()}
         expected["meta_json"] = (None, "u")
-        raw = P.load_npz(path, expected)
+        P.check_arrays(raw, expected, where=str(path))
         group = lambda g: P.unflatten_dict({k[len(g) + 1:]: raw[k] for k in raw if k.startswith(g + ".")})  # noqa: E731
         self = cls(family, group("params"), spec, config)
         self.opt_state = {"step": adam_step, "m": group("adam_m"), "v": group("adam_v")}

@@ -227,6 +227,13 @@ def load_npz(path, expected=None, *, allow_extra=False):
         raise ValueError(f"{path}: unreadable array ({e})") from None
     if expected is None:
         return out
+    return check_arrays(out, expected, where=path, allow_extra=allow_extra)
+
+
+def check_arrays(arrays, expected, *, where="arrays", allow_extra=False):
+    """Validate a flat dict of arrays against ``expected`` exactly as :func:`load_npz` does
+    (names, shapes, dtype kinds; ``where`` prefixes the messages); returns ``arrays``."""
+    path, out = where, arrays
     missing = [k for k in expected if k not in out]
     if missing:
         raise ValueError(f"{path}: missing arrays {missing}; found {sorted(out)}")
