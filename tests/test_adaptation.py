@@ -192,8 +192,12 @@ def test_adapter_equals_hand_written_steps(seed, kw, strategy, allow):
     assume(all(i["updated"] and i["steps"] == cfg.max_steps_per_call for i in infos))
     ref = reference_run(params0, adapter.trainable_names, batches, cfg, strategy)
     for name in adapter.trainable_names:
-        onp.testing.assert_allclose(model.params[name], ref[-1][name], rtol=1e-9, atol=1e-12,
-                                    err_msg=name)
+        # hostile configs (lr up to 1e3) amplify rounding differences between the two
+        # implementations' operation orders; entries that nearly cancel cannot meet an
+        # elementwise rtol, so the check is 1e-9 relative to the tensor's largest entry
+        scale = max(onp.max(onp.abs(ref[-1][name])), 1.0)
+        onp.testing.assert_allclose(model.params[name], ref[-1][name], rtol=1e-9,
+                                    atol=1e-9 * scale, err_msg=name)
     for name in adapter.frozen_names:
         assert model.params[name] is params0[name] or onp.array_equal(model.params[name],
                                                                        params0[name])
