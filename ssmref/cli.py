@@ -2,6 +2,9 @@
 
 Subcommands:
 
+- ``train``: meta-train an SSM policy (or a sinusoid regressor) with second-order MAML and print
+  the before/after-adaptation table (:mod:`ssmref.train`).
+- ``evaluate``: returns (or MSE) of a trained run after 0..3 inner steps -> ``evaluation.json``.
 - ``selftest``: every module's self-test cases (see :mod:`ssmref.selftest`); exit 0 iff all pass.
 - ``adapt``: test-time adaptation of an SSM classifier under shifted dynamics
   (:mod:`ssmref.adaptation_demo`; accuracy of no adaptation, tent and eata over seeds).
@@ -21,6 +24,13 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m ssmref", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ssmref {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    from ssmref import train
+    p = sub.add_parser("train", help="meta-train with second-order MAML (default: navigation2d)")
+    train.add_train_arguments(p)
+    p.set_defaults(func=train.run_train)
+    p = sub.add_parser("evaluate", help="evaluate a training run after 0..3 inner steps")
+    train.add_evaluate_arguments(p)
+    p.set_defaults(func=train.run_evaluate)
     p = sub.add_parser("selftest", help="run the self-tests; exit 0 iff all pass")
     p.set_defaults(func=_selftest)
     p = sub.add_parser("adapt", help="test-time adaptation under shifted dynamics (none / tent / eata)")

@@ -28,6 +28,9 @@ from ssmref import policy as PL
 from ssmref.rng import as_rng
 
 
+ESTIMATORS = ("reinforce", "dice")
+
+
 @dataclass(frozen=True)
 class MetaMAMLConfig:
     """Hyperparameters (defaults: Finn et al.'s 2-D navigation, Adam outer loop)."""
@@ -38,6 +41,7 @@ class MetaMAMLConfig:
     outer_lr: float = 3e-3           # Adam learning rate for theta
     gamma: float = 0.99              # discount
     first_order: bool = False        # FOMAML instead of the second-order meta-gradient
+    estimator: str = "reinforce"     # inner loss: "reinforce" (Finn et al.) or "dice" (Foerster et al.)
 
     def __post_init__(self):
         for name in ("meta_batch_size", "episodes_per_task", "inner_steps"):
@@ -49,27 +53,51 @@ class MetaMAMLConfig:
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
 
 
-def trajectory_data(traj, gamma):
-    """The data of one batch for :func:`surrogate_loss`: obs, actions, rewards, mask and advantages.
+def trajectory_data(traj, gamma, estimator="reinforce"):
+    """The data of one batch for :func:`surrogate_loss`: obs, actions, rewards, mask, and
 
-    ``A = normalize(R - b)`` with ``R`` the discounted returns and ``b`` the linear feature baseline
-    fitted on this batch (as rllab / maml_rl do).
+    * ``estimator="reinforce"``: ``adv = normalize(R - b)`` with ``R`` the discounted returns and
+      ``b`` the linear feature baseline fitted on this batch (as rllab / maml_rl do);
+    * ``estimator="dice"``: ``baseline = b`` and ``scale = std(R - b) * (valid steps / episodes)``,
+      the constant that puts the DiCE objective on the scale of the normalised REINFORCE loss
+      (dividing by a constant changes no derivative's direction, only its size).
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     R = rl.discounted_returns(traj["rewards"], traj["mask"], gamma)
     coeffs = rl.fit_linear_baseline(traj["obs"], R, traj["mask"])
     b = rl.predict_linear_baseline(coeffs, traj["obs"], traj["mask"])
-    adv = rl.normalize_advantages(R - b, traj["mask"])
-    return {"obs": traj["obs"], "actions": traj["actions"], "rewards": traj["rewards"],
-            "mask": traj["mask"], "adv": adv}
+    data = {"obs": traj["obs"], "actions": traj["actions"], "rewards": traj["rewards"],
+            "mask": traj["mask"], "estimator": estimator, "gamma": float(gamma)}
+    if estimator == "reinforce":
+        data["adv"] = rl.normalize_advantages(R - b, traj["mask"])
+        return data
+    m = traj["mask"] > 0
+    std = float(onp.std((R - b)[m])) if m.any() else 1.0
+    data["baseline"] = b
+    data["scale"] = max(std, 1e-8) * m.sum() / m.shape[0]
+    return data
 
 
 def surrogate_loss(spec):
-    """``loss_fn(params, data)``: the REINFORCE surrogate of the policy on ``data``."""
+    """``loss_fn(params, data)``: the policy's loss on a batch of :func:`trajectory_data`.
+
+    ``"reinforce"`` data: ``-mean(log pi(a|o) * A)`` (:func:`ssmref.rl.reinforce_surrogate`);
+    ``"dice"`` data: ``-DiCE(log pi, r; b) / scale`` (:func:`ssmref.rl.dice_surrogate` with the
+    Mao et al. baseline term), whose Hessian is an unbiased estimate of the return's Hessian.
+    """
     def loss_fn(params, data):
         out = PL.policy_sequence(params, spec, data["obs"], data["actions"], data["rewards"])
-        return rl.reinforce_surrogate(PL.log_prob(spec, out, data["actions"]), data["adv"], data["mask"])
+        lp = PL.log_prob(spec, out, data["actions"])
+        if data.get("estimator", "reinforce") == "dice":
+            objective = rl.dice_surrogate(lp, data["rewards"], data["mask"], data["gamma"],
+                                          baseline=data["baseline"], baseline_term="mao")
+            return -objective / data["scale"]
+        return rl.reinforce_surrogate(lp, data["adv"], data["mask"])
     return loss_fn
 
 
@@ -107,7 +135,7 @@ class MetaMAML:
         pre = self._sample(self.params, tasks, rng)
         pairs, post_returns = [], []
         for i, task in enumerate(tasks):
-            support = trajectory_data(_rows(pre, i, E), c.gamma)
+            support = trajectory_data(_rows(pre, i, E), c.gamma, c.estimator)
             post = self._sample(self._adapt(self.params, support), [task], rng)
             post_returns.append(post["rewards"].sum(axis=1).mean())
             pairs.append((support, trajectory_data(post, c.gamma)))
@@ -136,27 +164,28 @@ class MetaMAML:
         rng = as_rng(rng)
         params = self.params
         for _ in range(steps):
-            data = trajectory_data(self._sample(params, [task], rng), self.config.gamma)
+            data = trajectory_data(self._sample(params, [task], rng), self.config.gamma,
+                                   self.config.estimator)
             params = maml.adapt(params, self.loss_fn, data, inner_lr=self.config.inner_lr)
         return params
 
-    def evaluate(self, tasks, rng=None, steps=3):
+    def evaluate(self, tasks, rng=None, steps=3, per_task=False):
         """``returns_by_step[k]``: mean return over ``tasks`` (and their episodes) after ``k``
-        inner steps, each step on fresh episodes of the previous parameters, ``k = 0..steps``."""
+        inner steps, each step on fresh episodes of the previous parameters, ``k = 0..steps``.
+        ``per_task=True`` returns the ``(steps + 1, len(tasks))`` array of per-task means instead."""
         rng = as_rng(rng)
         current = [self.params] * len(tasks)
-        out = []
+        out = onp.zeros((steps + 1, len(tasks)))
         for k in range(steps + 1):
-            returns, nxt = [], []
-            for task, params in zip(tasks, current):
+            nxt = []
+            for j, (task, params) in enumerate(zip(tasks, current)):
                 traj = self._sample(params, [task], rng)
-                returns.append(traj["rewards"].sum(axis=1).mean())
+                out[k, j] = traj["rewards"].sum(axis=1).mean()
                 if k < steps:
-                    data = trajectory_data(traj, self.config.gamma)
+                    data = trajectory_data(traj, self.config.gamma, self.config.estimator)
                     nxt.append(maml.adapt(params, self.loss_fn, data, inner_lr=self.config.inner_lr))
-            out.append(float(onp.mean(returns)))
             current = nxt
-        return out
+        return out if per_task else [float(v) for v in out.mean(axis=1)]
 
     def save(self, path):
         """Parameters, Adam state, iteration, spec and config in one ``.npz`` (atomic, no pickle)."""

@@ -1,0 +1,135 @@
+"""`python -m ssmref train` / `evaluate`: run directories, resume, evaluation, errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as onp
+import pytest
+
+from ssmref import params as P
+from ssmref import train as TR
+from ssmref.cli import main
+from ssmref.policy import SSMMetaPolicy
+
+TINY_NAV = ["--env", "navigation2d", "--meta-batch-size", "2", "--episodes-per-task", "3",
+            "--horizon", "8", "--hidden", "8", "--state-dim", "3", "--checkpoint-every", "2"]
+
+
+def records(run_dir):
+    with open(run_dir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def without_time(recs):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in recs]
+
+
+def test_train_writes_the_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY_NAV, "--out", str(out), "--iterations", "3",
+                 "--eval-tasks", "3", "--eval-steps", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "iter     3/3" in text and "Finn et al. 2017" in text
+    for name in ("config.json", "metrics.jsonl", "checkpoint.npz", "params.npz", "policy.npz",
+                 "evaluation.json"):
+        assert (out / name).exists(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["env"] == "navigation2d" and config["seed"] == 0
+    assert config["maml"]["meta_batch_size"] == 2 and config["family"]["horizon"] == 8
+    recs = records(out)
+    assert [r["iteration"] for r in recs] == [1, 2, 3]
+    assert {"meta_loss", "pre_return", "post_return", "grad_norm", "seconds"} <= set(recs[0])
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert ev["num_tasks"] == 3 and ev["steps"] == [0, 1, 2] and len(ev["returns_by_step"]) == 3
+    assert all(-8 <= r <= 0 for r in ev["returns_by_step"])
+    # the saved policy is the trainer's final meta-parameters
+    policy = SSMMetaPolicy.load(out / "policy.npz")
+    flat = P.load_npz(out / "params.npz")
+    assert P.tree_allclose(policy.params, P.unflatten_dict(flat), rtol=0, atol=0)
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", *TINY_NAV, "--out", str(a), "--iterations", "4", "--no-eval"]) == 0
+    assert main(["train", *TINY_NAV, "--out", str(b), "--iterations", "2", "--no-eval"]) == 0
+    # an interruption after the checkpoint at 2: a record of a lost iteration and a cut line
+    with open(b / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"iteration": 3, "meta_loss": 99.0}) + "\n" + '{"iterat')
+    assert main(["train", "--resume", "--out", str(b), "--iterations", "4", "--no-eval"]) == 0
+    assert without_time(records(a)) == without_time(records(b))
+    assert P.tree_allclose(P.unflatten_dict(P.load_npz(a / "params.npz")),
+                           P.unflatten_dict(P.load_npz(b / "params.npz")), rtol=0, atol=0)
+    assert json.loads((b / "config.json").read_text())["iterations"] == 4
+
+
+def test_evaluate_is_seeded_and_independent_of_the_training_seed(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval"]) == 0
+    first = TR.evaluate(run, tasks=2, steps=1, log=lambda *a: None)
+    second = TR.evaluate(run, tasks=2, steps=1, log=lambda *a: None)
+    assert first["returns_by_step"] == second["returns_by_step"]
+    assert json.loads((run / "evaluation.json").read_text())["returns_by_step"] == \
+        second["returns_by_step"]
+
+
+def test_unusable_run_directories_exit_2_with_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval"]) == 0
+    capsys.readouterr()
+    # a second fresh run into the same directory would overwrite it: refused
+    assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--resume" in err and "\n" not in err
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert main(["train", "--resume", "--out", str(tmp_path / "missing")]) == 2
+    (run / "checkpoint.npz").write_bytes(b"not a zip")
+    assert main(["evaluate", str(run)]) == 2
+    assert "checkpoint.npz" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown MAML settings"):
+        TR.make_config("sinusoid", maml={"episodes_per_task": 3})
+    with pytest.raises(ValueError, match="env"):
+        TR.make_config("cartpole")
+
+
+def test_bandit_and_sinusoid_runs(tmp_path):
+    bandit = tmp_path / "bandit"
+    assert main(["train", "--env", "bandit", "--out", str(bandit), "--iterations", "2",
+                 "--meta-batch-size", "2", "--episodes-per-task", "4", "--horizon", "5",
+                 "--eval-tasks", "3", "--eval-steps", "1"]) == 0
+    ev = json.loads((bandit / "evaluation.json").read_text())
+    assert len(ev["returns_by_step"]) == 2 and 0 <= ev["returns_by_step"][0] <= 5
+    assert ev["oracle_return"] <= 5
+    SSMMetaPolicy.load(bandit / "policy.npz")
+    sin = tmp_path / "sin"
+    assert main(["train", "--env", "sinusoid", "--out", str(sin), "--iterations", "3",
+                 "--meta-batch-size", "2", "--hidden", "8", "--eval-tasks", "3"]) == 0
+    ev = json.loads((sin / "evaluation.json").read_text())
+    assert len(ev["mse_by_step"]) == 4 and "returns_by_step" not in ev
+    assert all(v > 0 for v in ev["mse_by_step"])
+
+
+def test_train_runs_as_a_module(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "ssmref", "train", *TINY_NAV, "--out",
+                          str(tmp_path / "r"), "--iterations", "1", "--eval-tasks", "2",
+                          "--eval-steps", "1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "held-out tasks" in out.stdout
+
+
+def test_format_table_names_the_reference():
+    result = {"env": "navigation2d", "num_tasks": 40, "iteration": 5,
+              "returns_by_step": [-40.0, -12.0], "returns_stderr_by_step": [1.0, 0.5],
+              "reference_finn2017": {"0": -40.4, "1": -11.7, "2": -3.3}}
+    table = TR.format_table(result)
+    assert "-40.4" in table and "-11.7" in table and "-12.000" in table
+
+
+@pytest.mark.slow
+def test_default_navigation_run_reaches_the_target(tmp_path):
+    """The README's main job, end to end: the default run reaches at least -15 after one step."""
+    assert main(["train", "--out", str(tmp_path / "nav")]) == 0
+    ev = json.loads((tmp_path / "nav" / "evaluation.json").read_text())
+    assert ev["returns_by_step"][1] >= -15.0
+    assert ev["returns_by_step"][1] > ev["returns_by_step"][0] + 10
+    assert onp.all(onp.isfinite(ev["returns_by_step"]))
