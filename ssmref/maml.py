@@ -43,7 +43,8 @@ from autograd.tracer import getval
 
 from .params import flatten_dict, is_node, stop_gradient, tree_leaves, tree_map
 
-__all__ = ["adapt", "meta_loss", "meta_gradient", "stop_gradient", "MetaMAML", "MetaMAMLConfig"]
+__all__ = ["adapt", "meta_loss", "meta_gradient", "tile_params", "batched_meta_loss",
+           "batched_meta_gradient", "stop_gradient", "MetaMAML", "MetaMAMLConfig"]
 
 
 def __getattr__(name):
@@ -247,6 +248,64 @@ def meta_gradient(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=Fals
     def objective(theta, alpha):
         return meta_loss(theta, loss_fn, tasks, inner_lr=alpha, steps=steps,
                          first_order=first_order)
+
+    if wrt_inner_lr:
+        return value_and_grad(objective, argnum=(0, 1))(params, _as_float_lr(inner_lr))
+    return value_and_grad(objective, argnum=0)(params, inner_lr)
+
+
+# ---------------------------------------------------------------------------------------------
+# The same objective with the tasks on a leading array axis (one traced computation, not N)
+# ---------------------------------------------------------------------------------------------
+
+def tile_params(params, num_tasks):
+    """``Θ``: every leaf ``θ_p`` repeated along a new leading axis, ``Θ_p[i] = θ_p`` for
+    ``i < num_tasks``; written as a broadcast sum, so gradients w.r.t. ``θ`` sum over tasks."""
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, onp.integer)) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be an int >= 1, got {num_tasks!r}")
+    return tree_map(lambda p: p[None] + np.zeros((int(num_tasks),) + np.shape(p)), params)
+
+
+def batched_meta_loss(params, batched_loss_fn, support, query, *, num_tasks, inner_lr, steps=1,
+                      first_order=False):
+    """:func:`meta_loss` for ``N = num_tasks`` tasks stacked on a leading axis.
+
+    ``batched_loss_fn(Θ, data) -> (N,)``: the per-task losses ``L^i(Θ_i; data_i)`` for parameters
+    ``Θ`` whose leaves carry a leading task axis (:func:`tile_params`) and data stacked the same
+    way.  Because task ``i``'s loss depends on ``Θ_i`` only, ``∇_Θ Σ_i L^i = (∇L^i(Θ_i))_i``, so
+    :func:`adapt` on ``Σ_i L^i`` from ``Θ = tile(θ)`` takes every task's inner steps at once and
+
+        batched_meta_loss(θ) = mean_i L_q^i(adapt(tile(θ))_i)  =  meta_loss(θ, tasks)
+
+    exactly (the tests compare the two, and their gradients, at every order used).  It traces one
+    computation instead of ``N``, which is what makes it fast under autograd.  ``inner_lr`` as in
+    :func:`adapt` (a float, or a Meta-SGD tree shaped like ``params``; it broadcasts over tasks).
+    """
+    _check_params(params)
+    _check_loop_args(batched_loss_fn, steps, first_order)
+    _check_inner_lr(inner_lr, params)
+
+    def per_task(theta, data):
+        losses = batched_loss_fn(theta, data)
+        if np.shape(losses) != (int(num_tasks),):
+            raise ValueError(f"batched_loss_fn: must return shape ({num_tasks},), got "
+                             f"{np.shape(losses)}")
+        return losses
+
+    fast = adapt(tile_params(params, num_tasks), lambda t, d: np.sum(per_task(t, d)), support,
+                 inner_lr=inner_lr, steps=steps, first_order=first_order)
+    return np.mean(per_task(fast, query))
+
+
+def batched_meta_gradient(params, batched_loss_fn, support, query, *, num_tasks, inner_lr,
+                          steps=1, first_order=False, wrt_inner_lr=False):
+    """``(F, grads)`` of :func:`batched_meta_loss`, as :func:`meta_gradient` returns them."""
+    if not isinstance(wrt_inner_lr, (bool, onp.bool_)):
+        raise ValueError(f"wrt_inner_lr: expected a bool, got {wrt_inner_lr!r}")
+
+    def objective(theta, alpha):
+        return batched_meta_loss(theta, batched_loss_fn, support, query, num_tasks=num_tasks,
+                                 inner_lr=alpha, steps=steps, first_order=first_order)
 
     if wrt_inner_lr:
         return value_and_grad(objective, argnum=(0, 1))(params, _as_float_lr(inner_lr))

@@ -63,8 +63,10 @@ def trajectory_data(traj, gamma, estimator="reinforce"):
     * ``estimator="reinforce"``: ``adv = normalize(R - b)`` with ``R`` the discounted returns and
       ``b`` the linear feature baseline fitted on this batch (as rllab / maml_rl do);
     * ``estimator="dice"``: ``baseline = b`` and ``scale = std(R - b) * (valid steps / episodes)``,
-      the constant that puts the DiCE objective on the scale of the normalised REINFORCE loss
-      (dividing by a constant changes no derivative's direction, only its size).
+      which puts the DiCE objective on the scale of the normalised REINFORCE loss.  Dividing the
+      inner loss by a per-batch constant is a per-batch inner step size ``alpha / scale`` (as
+      advantage normalisation is for REINFORCE); the unbiasedness of DiCE's Hessian
+      (``docs/rl.md``) holds for a fixed scale, not for this data-dependent one.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")

@@ -1,0 +1,358 @@
+"""Speed of MAML in ssmref: a navigation meta-iteration, and the sinusoid meta-gradient vs torch.
+
+    python benchmarks/maml.py [--iterations 3] [--repeats 7] [--quick] [--skip-navigation]
+                              [--blas-threads N] [--torch-threads 1]
+
+1. Navigation (Finn et al. 2017, sec. 5.3): seconds per ``MetaMAML.meta_step`` of the default
+   configuration, ``MetaMAML(Navigation2D(), *policy_init(2, 2, discrete=False, state_dim=8,
+   ssm_output_dim=8, hidden_sizes=(64, 64), rng=0), MetaMAMLConfig())``: 20 tasks x 20 episodes
+   x 100 steps, second-order meta-gradient.  One warm-up iteration, then ``--iterations``
+   timed ones.  The breakdown comes from wrapping, in this process only, the pieces that
+   ``meta_step`` calls (``MetaMAML._sample``, ``MetaMAML._adapt``, ``metarl.trajectory_data``,
+   ``maml.meta_gradient``); the rest (task sampling, the Adam step, bookkeeping) is "other".
+2. Sinusoid (Finn et al. 2017, sec. 5.1): the meta-gradient of an MLP regressor [1, 40, 40, 1]
+   with ReLU, MSE loss, 25 tasks x 10-shot support / 10-shot query, one inner step with
+   alpha = 0.01: ssmref's ``maml.batched_meta_gradient`` (tasks on a leading axis, what
+   ``ssmref.fewshot.MetaRegression`` uses; the ratios are against it) and ``maml.meta_gradient``
+   (a Python loop over tasks), second order and FOMAML, against the same
+   computation in torch when it is installed (float64, CPU, the same weights), written three
+   ways: ``torch.func`` (``grad`` of a ``vmap`` over tasks), a Python loop over tasks with
+   ``torch.autograd.grad(create_graph=True)`` (the structure of ``ssmref.maml``), and all tasks
+   batched in one ``baddbmm`` graph.  Every peer's gradient must agree with ssmref's to 1e-10
+   (relative, global norm); the times are medians (and minima) of ``--repeats`` runs in this one
+   process, after one warm-up run each.  ssmref is in effect single-threaded at these sizes
+   (autograd's Python overhead dominates), so torch gets one thread too by default
+   (``--torch-threads``); on a shared 2-core machine two torch threads were slower and much
+   noisier (torch.func: 4 ms to 0.4 s per call).
+
+BLAS threads.  NumPy's OpenBLAS uses one thread per core unless told otherwise, and on a shared
+machine its threads spin waiting for each other on the small products of the policy: on a 2-core
+machine running other jobs, a navigation meta-iteration took 10-17 s with the default and 2.6-3 s
+with ``--blas-threads 1`` (``OPENBLAS_NUM_THREADS=1``).  Compare both on your machine.
+
+The summary compares with the issue's targets: <= 3 s per navigation meta-iteration on 2 cores,
+and the sinusoid meta-gradient within 2x of torch.  Times depend on the machine and its load;
+nothing here asserts a time.
+"""
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _blas_threads_argument(argv):
+    """The value of ``--blas-threads N`` / ``--blas-threads=N`` in ``argv``, or None."""
+    for i, arg in enumerate(argv):
+        if arg == "--blas-threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--blas-threads="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+# BLAS reads its thread count when NumPy is imported, so --blas-threads must act before that.
+if __name__ == "__main__" and _blas_threads_argument(sys.argv[1:]) is not None:
+    for _name in BLAS_ENV:
+        os.environ[_name] = _blas_threads_argument(sys.argv[1:])
+
+import autograd.numpy as np  # noqa: E402
+import numpy as onp  # noqa: E402
+
+from ssmref import maml, metarl  # noqa: E402
+from ssmref import params as P  # noqa: E402
+from ssmref.envs import Navigation2D, Sinusoid  # noqa: E402
+from ssmref.fewshot import batched_mse_loss  # noqa: E402
+from ssmref.nn import ACTIVATIONS, mlp_apply, mlp_init  # noqa: E402
+from ssmref.policy import policy_init  # noqa: E402
+
+NAV_TARGET_S = 3.0          # seconds per navigation meta-iteration, on 2 cores
+TORCH_TARGET_RATIO = 2.0    # ssmref / torch, sinusoid second-order meta-gradient
+
+
+def timed_runs(fn, repeats):
+    """``(median, min, result)``: wall-clock seconds of ``fn()`` over ``repeats`` calls after one
+    untimed warm-up call, and the last result.  On a loaded machine the minimum is the better
+    guess of the unloaded time."""
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times), out
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Navigation meta-iteration
+# ---------------------------------------------------------------------------------------------
+
+class PhaseTimer:
+    """Seconds spent in each wrapped piece of ``meta_step``, summed per iteration."""
+
+    def __init__(self):
+        self.totals = {}
+        self.samples_this_iteration = 0
+
+    def wrap(self, fn, label):
+        def timed(*args, **kwargs):
+            name = label(*args, **kwargs) if callable(label) else label
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - t0
+        return timed
+
+
+@contextlib.contextmanager
+def instrumented(meta, timer):
+    """Wrap the pieces of ``meta.meta_step`` for timing; restore them afterwards."""
+    def sample_label(*args, **kwargs):
+        timer.samples_this_iteration += 1
+        first = timer.samples_this_iteration == 1
+        return "sampling, pre-update" if first else "sampling, post-update"
+
+    saved_traj, saved_grad = metarl.trajectory_data, maml.meta_gradient
+    meta._sample = timer.wrap(meta._sample, sample_label)          # instance attributes
+    meta._adapt = timer.wrap(meta._adapt, "inner adaptation")
+    metarl.trajectory_data = timer.wrap(saved_traj, "returns, baseline, advantages")
+    maml.meta_gradient = timer.wrap(saved_grad, "meta-gradient")
+    try:
+        yield
+    finally:
+        del meta._sample, meta._adapt
+        metarl.trajectory_data, maml.meta_gradient = saved_traj, saved_grad
+
+
+def bench_navigation(iterations):
+    params, spec = policy_init(2, 2, discrete=False, state_dim=8, ssm_output_dim=8,
+                               hidden_sizes=(64, 64), rng=0)
+    meta = metarl.MetaMAML(Navigation2D(), params, spec, metarl.MetaMAMLConfig())
+    c = meta.config
+    print(f"navigation: {c.meta_batch_size} tasks x {c.episodes_per_task} episodes x "
+          f"{Navigation2D().horizon} steps, first_order={c.first_order}, "
+          f"{sum(a.size for a in P.tree_leaves(meta.params))} parameters")
+    rng = onp.random.default_rng(0)
+    t0 = time.perf_counter()
+    meta.meta_step(rng)
+    print(f"  warm-up iteration: {time.perf_counter() - t0:.2f} s")
+    timer = PhaseTimer()
+    per_iteration = []
+    with instrumented(meta, timer):
+        for _ in range(iterations):
+            timer.samples_this_iteration = 0
+            t0 = time.perf_counter()
+            metrics = meta.meta_step(rng)
+            per_iteration.append(time.perf_counter() - t0)
+    total = sum(per_iteration)
+    print(f"  {'phase':<34}{'s / iteration':>14}{'share':>8}")
+    for name, t in list(timer.totals.items()) + [("other", total - sum(timer.totals.values()))]:
+        print(f"  {name:<34}{t / iterations:>14.3f}{t / total:>8.0%}")
+    print(f"  {'total':<34}{total / iterations:>14.3f}   (iterations: "
+          + ", ".join(f"{t:.2f}" for t in per_iteration) + " s)")
+    print(f"  last iteration: pre-update return {metrics['pre_return']:.2f}, "
+          f"post-update {metrics['post_return']:.2f}")
+    return statistics.median(per_iteration)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Sinusoid meta-gradient, ssmref vs torch
+# ---------------------------------------------------------------------------------------------
+
+SIZES, ALPHA, TASKS, SHOTS = [1, 40, 40, 1], 0.01, 25, 10
+
+
+ACTIVATION = "relu"         # Finn et al.'s; ssmref.nn.relu has derivative 0 at 0, as torch.relu
+assert ACTIVATION in ACTIVATIONS, sorted(ACTIVATIONS)
+
+
+def mse(params, data):
+    """The regression loss of every task: ``mean((mlp(x) - y)^2)`` over the K points."""
+    x, y = data                                                # (K, 1), (K, 1)
+    return np.mean((mlp_apply(params, x, activation=ACTIVATION) - y) ** 2)
+
+
+def sinusoid_tasks(rng):
+    family = Sinusoid()
+    tasks = []
+    for task in family.sample_tasks(TASKS, rng):
+        d = family.support_query(task, SHOTS, rng=rng)
+        tasks.append(((d["x_support"], d["y_support"]), (d["x_query"], d["y_query"])))
+    return tasks                                               # [((x (10, 1), y (10, 1)), ...)]
+
+
+def torch_peers(params, tasks, first_order):
+    """The same meta-gradient in torch, three ways: ``{name: run}``, ``run() -> (value, grads)``
+    with ``grads`` a tree like ``params`` (numpy).  float64, CPU, the weights of ``params``.
+
+    - ``torch.func vmap``: ``grad`` of the mean over a ``vmap`` over tasks of the query loss at
+      ``theta - alpha * grad(support loss)`` (functional, as in the torch.func MAML tutorial);
+    - ``torch loop``: a Python loop over tasks with ``torch.autograd.grad(create_graph=True)``,
+      the structure of ``ssmref.maml`` (which loops over tasks too);
+    - ``torch batched``: the parameters expanded to one copy per task and every task's MLP run
+      at once with ``baddbmm``, so one inner ``autograd.grad`` gives all 25 inner gradients.
+    """
+    import torch
+    from torch.func import grad, grad_and_value, vmap
+
+    names = list(P.flatten_dict(params))                       # layer0.W, layer0.b, ...
+    n_layers = len(SIZES) - 1
+    leaves = [torch.tensor(P.flatten_dict(params)[k], dtype=torch.float64) for k in names]
+    stack = lambda i, j: torch.tensor(onp.stack([t[i][j] for t in tasks]),   # noqa: E731
+                                      dtype=torch.float64)
+    xs, ys, xq, yq = stack(0, 0), stack(0, 1), stack(1, 0), stack(1, 1)     # (25, 10, 1) each
+
+    def forward(p, x):                  # p: [W0, b0, W1, b1, ...]; x (..., K, 1)
+        h = x
+        for i in range(n_layers):
+            h = h @ p[2 * i].transpose(-1, -2) + p[2 * i + 1].unsqueeze(-2)
+            h = torch.relu(h) if i < n_layers - 1 else h
+        return h
+
+    def loss(p, x, y):                  # mean over the last two axes, per task
+        return ((forward(p, x) - y) ** 2).mean(dim=(-2, -1))
+
+    def as_tree(grads):
+        return P.unflatten_dict({k: g.detach().numpy() for k, g in zip(names, grads)})
+
+    def task_loss(p, x_s, y_s, x_q, y_q):
+        g = grad(loss)(p, x_s, y_s)
+        if first_order:
+            g = [gi.detach() for gi in g]
+        return loss([pi - ALPHA * gi for pi, gi in zip(p, g)], x_q, y_q)
+
+    func_grad = grad_and_value(
+        lambda p: vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(p, xs, ys, xq, yq).mean())
+
+    def run_func():
+        g, value = func_grad(leaves)
+        return float(value), as_tree(g)
+
+    tp = [leaf.clone().requires_grad_(True) for leaf in leaves]
+
+    def run_loop():
+        total = 0.0
+        for i in range(len(tasks)):
+            g = torch.autograd.grad(loss(tp, xs[i], ys[i]), tp, create_graph=not first_order)
+            total = total + loss([p - ALPHA * gi for p, gi in zip(tp, g)], xq[i], yq[i])
+        total = total / len(tasks)
+        return float(total.detach()), as_tree(torch.autograd.grad(total, tp))
+
+    def run_batched():
+        rep = [p.expand(len(tasks), *p.shape) for p in tp]    # one copy per task, (25, ...)
+        g = torch.autograd.grad(loss(rep, xs, ys).sum(), rep, create_graph=not first_order)
+        total = loss([r - ALPHA * gi for r, gi in zip(rep, g)], xq, yq).mean()
+        return float(total.detach()), as_tree(torch.autograd.grad(total, tp))
+
+    return {"torch.func vmap": run_func, "torch loop": run_loop, "torch batched": run_batched}
+
+
+def bench_sinusoid(repeats, torch_threads):
+    rng = onp.random.default_rng(0)
+    params = mlp_init(SIZES, rng=rng)
+    tasks = sinusoid_tasks(rng)
+    support = tuple(onp.stack([t[0][j] for t in tasks]) for j in (0, 1))   # (25, 10, 1) each
+    query = tuple(onp.stack([t[1][j] for t in tasks]) for j in (0, 1))
+    try:
+        import torch
+        torch.set_num_threads(torch_threads)
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    print(f"\nsinusoid: MLP {SIZES} (ReLU), MSE, {TASKS} tasks x {SHOTS}-shot support/query, "
+          f"one inner step, alpha {ALPHA}; median and min of {repeats}"
+          + (f", torch threads {torch_threads}" if have_torch else
+             " (torch not installed: no peer)"))
+    print(f"  {'meta-gradient':<14}{'implementation':<17}{'median s':>10}{'min s':>9}"
+          f"{'ssmref batched / it':>21}{'rel. diff':>11}")
+    ratios = {}
+    for first_order in (False, True):
+        kind = "FOMAML" if first_order else "second order"
+
+        def ours_loop():
+            return maml.meta_gradient(params, mse, tasks, inner_lr=ALPHA, first_order=first_order)
+
+        def ours():
+            return maml.batched_meta_gradient(params, batched_mse_loss, support, query,
+                                              num_tasks=TASKS, inner_lr=ALPHA,
+                                              first_order=first_order)
+        t_loop, min_loop, (value, g) = timed_runs(ours_loop, repeats)
+        t_ours, min_ours, (b_value, b_g) = timed_runs(ours, repeats)
+        diff = float(P.global_norm(P.tree_map(lambda a, b: a - b, g, b_g)) / P.global_norm(g))
+        assert abs(value - b_value) <= 1e-12 * abs(value) and diff <= 1e-10, (value, b_value, diff)
+        print(f"  {kind:<14}{'ssmref batched':<17}{t_ours:>10.4f}{min_ours:>9.4f}{1.0:>12.1f}x")
+        print(f"  {kind:<14}{'ssmref loop':<17}{t_loop:>10.4f}{min_loop:>9.4f}"
+              f"{t_ours / t_loop:>12.1f}x{diff:>11.1e}")
+        if not have_torch:
+            continue
+        for name, run in torch_peers(params, tasks, first_order).items():
+            t_peer, min_peer, (t_value, t_g) = timed_runs(run, repeats)
+            diff = float(P.global_norm(P.tree_map(lambda a, b: a - b, g, t_g)) / P.global_norm(g))
+            assert abs(value - t_value) <= 1e-10 * abs(value), (name, value, t_value)
+            assert diff <= 1e-10, f"{kind}, {name}: the meta-gradients differ by {diff:.1e}"
+            ratios[kind, name] = (t_ours / t_peer, min_ours / min_peer)
+            print(f"  {kind:<14}{name:<17}{t_peer:>10.4f}{min_peer:>9.4f}"
+                  f"{ratios[kind, name][0]:>12.1f}x{diff:>11.1e}")
+    return ratios
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=3,
+                    help="timed navigation meta-iterations after one warm-up (default 3)")
+    ap.add_argument("--repeats", type=int, default=7,
+                    help="runs per sinusoid timing; median and min are reported (default 7)")
+    ap.add_argument("--quick", action="store_true",
+                    help="one timed navigation iteration and 3 sinusoid repeats (overrides "
+                         "--iterations and --repeats)")
+    ap.add_argument("--skip-navigation", action="store_true", help="only the sinusoid part")
+    ap.add_argument("--blas-threads", type=int, default=None,
+                    help="set OPENBLAS/OMP/MKL_NUM_THREADS before NumPy loads (default: leave "
+                         "them as they are; see the docstring)")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch.set_num_threads for the peers (default 1, see the docstring)")
+    args = ap.parse_args(argv)
+    if args.iterations < 1 or args.repeats < 1 or args.torch_threads < 1:
+        ap.error("--iterations, --repeats and --torch-threads must be >= 1")
+    iterations, repeats = (1, 3) if args.quick else (args.iterations, args.repeats)
+
+    blas = {name: os.environ[name] for name in BLAS_ENV if name in os.environ}
+    print("BLAS threads: " + (", ".join(f"{k}={v}" for k, v in blas.items()) if blas else
+                              "not set (OpenBLAS then uses one thread per core)"))
+    nav = None if args.skip_navigation else bench_navigation(iterations)
+    ratios = bench_sinusoid(repeats, args.torch_threads)
+
+    print("\nsummary (targets from the issue; times depend on the machine and its load)")
+    if nav is not None:
+        verdict = "meets" if nav <= NAV_TARGET_S else "misses"
+        print(f"  navigation meta-iteration: {nav:.2f} s (median of {iterations}); "
+              f"target <= {NAV_TARGET_S:.0f} s on 2 cores: {verdict}")
+    if ratios:
+        for kind in ("second order", "FOMAML"):
+            peers = {name: r for (k, name), r in ratios.items() if k == kind}
+            fastest = max(peers, key=lambda name: peers[name][1])     # by the minima
+            target_peer = "torch.func vmap"                           # the issue's peer
+            line = ", ".join(f"{name} {med:.1f}x (minima {low:.1f}x)"
+                             for name, (med, low) in peers.items())
+            print(f"  sinusoid {kind}, ssmref time / torch time, medians: {line}")
+            if kind == "second order":
+                med, low = peers[target_peer]
+                verdict = "meets" if med <= TORCH_TARGET_RATIO else "misses"
+                print(f"    target <= {TORCH_TARGET_RATIO:.0f}x of torch.func: {verdict} "
+                      f"({med:.1f}x by medians, {low:.1f}x by minima)")
+                med, low = peers[fastest]
+                print(f"    against the fastest peer, {fastest}: {med:.1f}x by medians, "
+                      f"{low:.1f}x by minima")
+    else:
+        print("  sinusoid: no torch peer (pip install torch), ratio not measured")
+
+
+if __name__ == "__main__":
+    main()
