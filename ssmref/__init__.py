@@ -12,7 +12,11 @@ to any order.  The modules, in dependency order:
 - :mod:`ssmref.rl`      returns, GAE, the linear feature baseline, REINFORCE and DiCE, rollouts
 - :mod:`ssmref.maml`    MAML / FOMAML / Meta-SGD: adapt, meta_loss, meta_gradient
 - :mod:`ssmref.metarl`  MetaMAML: the MAML-RL meta-training loop
+- :mod:`ssmref.fewshot` MetaRegression: MAML for few-shot (sinusoid) regression
+- :mod:`ssmref.train`   ``python -m ssmref train`` / ``evaluate``: run directories, resume, evaluation
 - :mod:`ssmref.adaptation`, :mod:`ssmref.monitor`  test-time adaptation and its monitors
+- :mod:`ssmref.policy_shift`  adapting a meta-trained navigation policy under a rescaled action
+- :mod:`ssmref.crosscheck`  golden vectors and the checker for ports (``vectors`` / ``check``)
 
 See ``docs/`` for the specification.
 """

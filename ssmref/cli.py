@@ -5,6 +5,8 @@ Subcommands:
 - ``train``: meta-train an SSM policy (or a sinusoid regressor) with second-order MAML and print
   the before/after-adaptation table (:mod:`ssmref.train`).
 - ``evaluate``: returns (or MSE) of a trained run after 0..3 inner steps -> ``evaluation.json``.
+- ``vectors``: write the cross-check golden vectors (:mod:`ssmref.crosscheck`).
+- ``check``: check an implementation's results against the vectors (exit 0 / 1 / 2).
 - ``selftest``: every module's self-test cases (see :mod:`ssmref.selftest`); exit 0 iff all pass.
 - ``adapt``: test-time adaptation of an SSM classifier under shifted dynamics
   (:mod:`ssmref.adaptation_demo`; accuracy of no adaptation, tent and eata over seeds).
@@ -31,6 +33,13 @@ def build_parser():
     p = sub.add_parser("evaluate", help="evaluate a training run after 0..3 inner steps")
     train.add_evaluate_arguments(p)
     p.set_defaults(func=train.run_evaluate)
+    from ssmref import crosscheck
+    p = sub.add_parser("vectors", help="write the cross-check golden vectors to OUT_DIR")
+    crosscheck.add_vectors_arguments(p)
+    p.set_defaults(func=crosscheck.run_vectors)
+    p = sub.add_parser("check", help="check RESULTS_DIR against VECTORS_DIR (exit 0/1/2)")
+    crosscheck.add_check_arguments(p)
+    p.set_defaults(func=crosscheck.run_check)
     p = sub.add_parser("selftest", help="run the self-tests; exit 0 iff all pass")
     p.set_defaults(func=_selftest)
     p = sub.add_parser("adapt", help="test-time adaptation under shifted dynamics (none / tent / eata)")

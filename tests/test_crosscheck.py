@@ -1,0 +1,451 @@
+"""The cross-check kit (ssmref.crosscheck): vectors, checker, exit codes, tolerances, API."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+
+import ssmref
+from ssmref import crosscheck as X
+from ssmref import ssm as S
+from ssmref.policy import PolicySpec
+
+# Cheap cases (well under a second together); the long ones are written by one test only.
+SMALL = ["ssm_scan", "ssm_step", "ssm_kernel", "ssm_scan_vjp", "discretize_zoh",
+         "discretize_bilinear", "policy_categorical", "maml_metasgd", "adapter_tent"]
+
+
+def write_results(results_dir, outputs_by_case):
+    os.makedirs(results_dir, exist_ok=True)
+    for name, outputs in outputs_by_case.items():
+        np.savez(os.path.join(results_dir, f"{name}.npz"), **outputs)
+
+
+def expected_outputs(vectors_dir):
+    return {n: c["outputs"] for n, c in X.load_vectors(vectors_dir)["cases"].items()}
+
+
+def run_check(argv, capsys):
+    parser = X.add_check_arguments(argparse.ArgumentParser())
+    rc = X.run_check(parser.parse_args([os.fspath(a) for a in argv]))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def small_vectors(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vectors")
+    X.write_vectors(path, cases=SMALL)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Vectors: format, determinism, rounding
+# ---------------------------------------------------------------------------------------------
+
+def test_writing_twice_gives_identical_bytes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    X.write_vectors(a, cases=SMALL)
+    time.sleep(1.1)                        # a zip timestamp of "now" would differ
+    X.write_vectors(b, cases=SMALL)
+    files = sorted(os.listdir(a))
+    assert files == sorted(os.listdir(b)) == sorted([f"{n}.npz" for n in SMALL] + ["manifest.json"])
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_manifest_keys_versions_and_the_contract_case(small_vectors):
+    manifest = json.loads((small_vectors / "manifest.json").read_text())
+    assert set(manifest) == {"spec_version", "ssmref_version", "dtype", "cases"}
+    assert manifest["spec_version"] == X.SPEC_VERSION == "1"
+    assert manifest["ssmref_version"] == ssmref.__version__
+    assert manifest["dtype"] == "float64"
+    assert [c["name"] for c in manifest["cases"]] == SMALL
+    for c in manifest["cases"]:
+        assert set(c) == {"name", "file", "kind", "inputs", "outputs", "attrs"}
+        assert c["file"] == c["name"] + ".npz" and c["kind"] in X.KINDS
+        with np.load(small_vectors / c["file"], allow_pickle=False) as z:     # plain NumPy
+            assert sorted(z.files) == sorted(c["inputs"] + c["outputs"])
+            for k in c["outputs"]:
+                assert z[k].dtype == np.float64 and np.all(np.isfinite(z[k]))
+    scan = manifest["cases"][0]
+    assert scan["inputs"] == ["A", "B", "C", "D", "h0", "u"] and scan["outputs"] == ["h_last", "y"]
+    with np.load(small_vectors / "ssm_scan.npz") as z:
+        assert z["u"].shape == (3, 64, 2) and z["h0"].shape == (3, 8) and z["y"].shape == (3, 64, 3)
+        y, h_last = S.ssm_scan({k: z[k] for k in "ABCD"}, z["u"], z["h0"])
+        np.testing.assert_array_equal(z["y"], y)
+        np.testing.assert_array_equal(z["h_last"], h_last)
+
+
+def test_every_case_has_the_names_of_the_format(small_vectors):
+    spec = {"ssm_step": (["A", "B", "C", "D", "h", "u"], ["h_next", "y"]),
+            "ssm_kernel": (["A", "B", "C"], ["K"]),
+            "ssm_scan_vjp": (["A", "B", "C", "D", "gh", "gy", "h0", "u"],
+                             ["dA", "dB", "dC", "dD", "dh0", "du", "h_last", "y"]),
+            "discretize_zoh": (["A", "B", "dt"], ["Ad", "Bd"])}
+    cases = X.load_vectors(small_vectors)["cases"]
+    for name, (inputs, outputs) in spec.items():
+        assert sorted(cases[name]["inputs"]) == inputs and sorted(cases[name]["outputs"]) == outputs
+    assert cases["ssm_kernel"]["attrs"]["length"] == 1000
+    assert cases["ssm_kernel"]["outputs"]["K"].shape == (1000, 3, 2)
+    pol = cases["policy_categorical"]
+    assert pol["inputs"]["actions"].dtype == np.int64
+    assert {"logits", "value", "log_prob", "grad.ssm.A", "grad.pi.layer0.W"} <= set(pol["outputs"])
+    assert np.all(pol["outputs"]["grad.v.layer0.W"] == 0)          # log-prob ignores the value head
+    assert PolicySpec.from_json(json.dumps(pol["attrs"]["spec"])).use_prev_action_reward
+    sgd = cases["maml_metasgd"]
+    assert "inner_lr" not in sgd["inputs"] and "lr.layer0.W" in sgd["inputs"]
+    assert {"meta_loss", "meta_grad.layer0.W", "meta_grad_lr.layer0.W"} <= set(sgd["outputs"])
+    assert sgd["outputs"]["meta_loss"].shape == ()
+    traj = cases["adapter_tent"]["outputs"]
+    assert traj["traj.W"].shape == (6, 8, 4) and traj["traj.b"].shape == (6, 4)
+
+
+def test_maml_mlp_case_has_fast_weights_per_task(tmp_path):
+    X.write_vectors(tmp_path, cases=["maml_mlp"])
+    inputs, outputs, attrs = X.load_case(tmp_path, "maml_mlp")
+    assert attrs["steps"] == 2 and inputs["inner_lr"].shape == ()
+    assert outputs["fast.layer0.W"].shape == (4,) + inputs["params.layer0.W"].shape
+    for k in ("meta_grad", "meta_grad_fo"):
+        assert outputs[f"{k}.layer2.b"].shape == (1,)
+    # second and first order differ (the Hessian terms are there)
+    assert not np.allclose(outputs["meta_grad.layer0.W"], outputs["meta_grad_fo.layer0.W"])
+
+
+def test_adapter_case_engages_clipping_step_bound_trust_region_and_ema(small_vectors):
+    inputs, outputs, attrs = X.load_case(small_vectors, "adapter_tent")
+    traj, infos = X.run_adapter_case(inputs, attrs)
+    assert attrs["config"]["ema_decay"] > 0 and attrs["strategy"] == "tent"
+    assert all(i["clip_coef"] < 1 for i in infos)
+    assert any(min(i["bound_scale"].values()) < 1 for i in infos)
+    assert any(min(i["trust_scale"].values()) < 1 for i in infos)
+    np.testing.assert_array_equal(traj["traj.W"], outputs["traj.W"])
+
+
+def test_float32_vectors_hold_rounded_inputs_and_outputs_computed_from_them(tmp_path):
+    X.write_vectors(tmp_path, dtype="float32", cases=["ssm_scan"])
+    assert json.loads((tmp_path / "manifest.json").read_text())["dtype"] == "float32"
+    inputs, outputs, _ = X.load_case(tmp_path, "ssm_scan")
+    for k, v in inputs.items():
+        assert v.dtype == np.float64
+        np.testing.assert_array_equal(v, v.astype(np.float32).astype(np.float64))
+    y, _ = S.ssm_scan({k: inputs[k] for k in "ABCD"}, inputs["u"], inputs["h0"])
+    np.testing.assert_array_equal(outputs["y"], y)
+    raw, _, _ = X.build_case("ssm_scan", "float64")
+    assert not np.array_equal(raw["A"], inputs["A"])                  # they were rounded
+
+
+def test_round_to_dtype(rng):
+    x = rng.standard_normal(1000) * 10.0 ** rng.integers(-4, 4, 1000)      # inside float16's range
+    np.testing.assert_array_equal(X.round_to_dtype(x, "float32"), x.astype(np.float32))
+    np.testing.assert_array_equal(X.round_to_dtype(x, "float16"), x.astype(np.float16))
+    np.testing.assert_array_equal(X.round_to_dtype(x, "float64"), x)
+    b = X.round_to_dtype(x, "bfloat16")
+    np.testing.assert_array_equal(X.round_to_dtype(b, "bfloat16"), b)          # idempotent
+    bits = b.astype(np.float32).view(np.uint32)
+    assert np.all(bits & 0xFFFF == 0)                                         # 8 mantissa bits
+    assert np.all(np.abs(b - x) <= 2.0 ** -8 * np.abs(x))                     # nearest: <= u |x|
+    # ties to even, and the specials
+    one = np.float32(1.0).view(np.uint32)
+    tie_down = np.array([one + 0x8000], dtype=np.uint32).view(np.float32)     # 1 + 2^-8: to 1
+    tie_up = np.array([one + 0x18000], dtype=np.uint32).view(np.float32)      # to 1 + 2^-6
+    assert X.round_to_dtype(tie_down.astype(np.float64), "bfloat16")[0] == 1.0
+    assert X.round_to_dtype(tie_up.astype(np.float64), "bfloat16")[0] == 1.0 + 2.0 ** -6
+    special = X.round_to_dtype(np.array([np.inf, -np.inf, np.nan, 3.4e38, -0.0]), "bfloat16")
+    assert special[0] == np.inf and special[1] == -np.inf and np.isnan(special[2])
+    assert special[3] == np.inf and special[4] == 0.0                         # beyond max: inf
+    np.testing.assert_array_equal(X.round_to_dtype(np.arange(5), "bfloat16"), np.arange(5))
+
+
+def test_bfloat16_emulation_equals_torch(rng):
+    torch = pytest.importorskip("torch")
+    x32 = (rng.standard_normal(20000) * 10.0 ** rng.integers(-30, 30, 20000)).astype(np.float32)
+    ties = (rng.integers(0, 2 ** 16, 2000, dtype=np.uint32) << 16 | 0x8000).astype(np.uint32)
+    x32 = np.concatenate([x32, ties.view(np.float32), np.float32([np.inf, -np.inf, 3.4e38, 1e-40])])
+    x32 = x32[~np.isnan(x32)]
+    want = torch.from_numpy(x32).to(torch.bfloat16).to(torch.float32).numpy()
+    np.testing.assert_array_equal(X.round_to_dtype(x32.astype(np.float64), "bfloat16"),
+                                  want.astype(np.float64))
+    x64 = rng.standard_normal(5000)                                   # float64 goes via float32
+    want64 = torch.from_numpy(x64).to(torch.bfloat16).to(torch.float64).numpy()
+    np.testing.assert_array_equal(X.round_to_dtype(x64, "bfloat16"), want64)
+
+
+# ---------------------------------------------------------------------------------------------
+# The references themselves
+# ---------------------------------------------------------------------------------------------
+
+def test_vjp_reference_via_convolution_equals_the_scan(rng):
+    """Long VJP cases differentiate ssm_convolve; it must equal autograd through the recurrence."""
+    inputs, _ = X._build_vjp(2, 300, 6, 2, 3, 0.95)(rng)
+    out = X._compute_vjp(inputs, {})                                  # T > 256: convolution
+
+    def total(args):
+        y, h = S.ssm_scan({k: args[k] for k in "ABCD"}, args["u"], args["h0"])
+        return anp.sum(inputs["gy"] * y) + anp.sum(inputs["gh"] * h)
+
+    g = autograd.grad(total)({k: inputs[k] for k in ("A", "B", "C", "D", "u", "h0")})
+    for k in ("A", "B", "C", "D", "u", "h0"):
+        scale = np.max(np.abs(g[k]))
+        assert np.max(np.abs(out["d" + k] - g[k])) <= 1e-12 * scale, k
+
+
+def test_naive_float64_baselines_reproduce_the_reference(small_vectors):
+    """The baseline computations are right: in float64 they agree with the reference."""
+    for name, case in X.load_vectors(small_vectors)["cases"].items():
+        naive = X.naive_outputs(case["kind"], case["inputs"], case["attrs"], "float64")
+        if case["kind"] in ("policy", "maml", "adapter"):
+            assert naive is None
+            continue
+        assert sorted(naive) == sorted(case["outputs"]), name
+        for k, y in case["outputs"].items():
+            assert np.max(np.abs(naive[k] - y)) <= 1e-12 * np.max(np.abs(y)), (name, k)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checker: exit codes and diagnostics
+# ---------------------------------------------------------------------------------------------
+
+def test_the_reference_passes_its_own_check(small_vectors, tmp_path, capsys):
+    write_results(tmp_path, expected_outputs(small_vectors))
+    rc, out, err = run_check([small_vectors, tmp_path], capsys)
+    assert rc == 0 and err == ""
+    assert out.strip().splitlines()[-1].startswith("passed:")
+    for name in SMALL:
+        assert f"{name} [" in out
+    rc, out, _ = run_check([small_vectors, tmp_path, "--mode", "baseline", "--dtype", "float32"],
+                           capsys)
+    assert rc == 0 and "no naive baseline for kind 'policy'" in out
+
+
+def test_a_perturbed_output_fails_naming_case_output_and_timestep(small_vectors, tmp_path, capsys):
+    outputs = expected_outputs(small_vectors)
+    y = outputs["ssm_scan"]["y"].copy()
+    y[1, 17, 2] += 1e-3 * np.max(np.abs(y))
+    outputs["ssm_scan"] = dict(outputs["ssm_scan"], y=y)
+    write_results(tmp_path, outputs)
+    rc, out, err = run_check([small_vectors, tmp_path], capsys)
+    assert rc == 1 and err == ""
+    fails = [line for line in out.splitlines() if line.startswith("FAIL ")]
+    assert len(fails) == 1 and fails[0].startswith("FAIL ssm_scan/y:")
+    assert "t=17 (1, 17, 2)" in fails[0] and "> tolerance" in fails[0]
+    assert out.strip().splitlines()[-1].startswith("FAILED: 1 of")
+    report = X.check(small_vectors, tmp_path, cases=["ssm_scan"])
+    y_report = [o for o in report["cases"][0]["outputs"] if o["name"] == "y"][0]
+    assert y_report["first_bad_step"] == 17 and y_report["first_bad"] == [1, 17, 2]
+    assert y_report["max_rel"] == pytest.approx(1e-3)
+
+
+def test_nan_and_inf_fail(small_vectors, tmp_path, capsys):
+    outputs = expected_outputs(small_vectors)
+    h = outputs["ssm_scan"]["h_last"].copy()
+    h[0, 3] = np.nan
+    K = outputs["ssm_kernel"]["K"].copy()
+    K[5, 0, 0] = np.inf
+    outputs["ssm_scan"] = dict(outputs["ssm_scan"], h_last=h)
+    outputs["ssm_kernel"] = dict(K=K)
+    write_results(tmp_path, outputs)
+    rc, out, _ = run_check([small_vectors, tmp_path], capsys)
+    assert rc == 1
+    assert "FAIL ssm_scan/h_last" in out and "(1 NaN)" in out
+    assert "FAIL ssm_kernel/K" in out and "k=5 (5, 0, 0)" in out and "(1 inf)" in out
+
+
+def _copy_vectors(src, dst, edit=None):
+    dst.mkdir()
+    for f in os.listdir(src):
+        (dst / f).write_bytes((src / f).read_bytes())
+    if edit is not None:
+        edit(dst / "manifest.json")
+    return dst
+
+
+def _break(kind, vectors, tmp_path):
+    """``(vectors_dir, results_dir)`` made unusable in one way."""
+    results = tmp_path / "results"
+    if kind == "missing results dir":
+        return vectors, tmp_path / "nope"
+    write_results(results, expected_outputs(vectors))
+    step = expected_outputs(vectors)["ssm_step"]
+    if kind == "missing results file":
+        os.remove(results / "ssm_step.npz")
+    elif kind == "missing key":
+        write_results(results, {"ssm_step": {"y": step["y"]}})
+    elif kind == "wrong shape":
+        write_results(results, {"ssm_step": {"y": step["y"][:, :1], "h_next": step["h_next"]}})
+    elif kind == "not an npz":
+        (results / "ssm_step.npz").write_text("hello")
+    elif kind == "string array":
+        write_results(results, {"ssm_step": {"y": np.array(["a"]), "h_next": step["h_next"]}})
+    elif kind == "missing vectors dir":
+        return tmp_path / "nope", results
+    elif kind == "bad spec_version":
+        def edit(path):
+            m = json.loads(path.read_text())
+            path.write_text(json.dumps(dict(m, spec_version="99")))
+        return _copy_vectors(vectors, tmp_path / "v", edit), results
+    elif kind == "manifest not JSON":
+        return _copy_vectors(vectors, tmp_path / "v", lambda path: path.write_text("{no")), results
+    elif kind == "vectors lack an output":
+        v = _copy_vectors(vectors, tmp_path / "v")
+        inputs, outputs, _ = X.load_case(vectors, "ssm_step")
+        np.savez(v / "ssm_step.npz", **inputs, y=outputs["y"])
+        return v, results
+    return vectors, results
+
+
+@pytest.mark.parametrize("kind", ["missing results dir", "missing results file", "missing key",
+                                  "wrong shape", "not an npz", "string array",
+                                  "missing vectors dir", "bad spec_version", "manifest not JSON",
+                                  "vectors lack an output", "unknown case"])
+def test_unusable_input_exits_2_with_one_line(kind, small_vectors, tmp_path, capsys):
+    vectors, results = _break(kind, small_vectors, tmp_path)
+    extra = ["--cases", "no_such_case"] if kind == "unknown case" else []
+    rc, out, err = run_check([vectors, results, *extra], capsys)
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("ssmref check: error: ")
+    if kind in ("missing key", "wrong shape", "missing results file"):
+        assert "ssm_step" in err
+    if kind == "wrong shape":
+        assert "(4, 1)" in err and "(4, 2)" in err
+
+
+def test_command_line_entry_point_exits_2_without_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "ssmref.crosscheck", "check",
+                          os.fspath(tmp_path / "a"), os.fspath(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and "does not exist" in out.stderr
+
+
+def test_vectors_command_refuses_unknown_cases(tmp_path, capsys):
+    parser = X.add_vectors_arguments(argparse.ArgumentParser())
+    assert X.run_vectors(parser.parse_args([os.fspath(tmp_path), "--cases", "nope"])) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "nope" in err
+    assert X.run_vectors(parser.parse_args([os.fspath(tmp_path), "--cases", "ssm_step",
+                                            "--dtype", "bfloat16"])) == 0
+    assert "wrote 1 cases (bfloat16)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tolerances: a correct float32 implementation passes, a wrong convention fails
+# ---------------------------------------------------------------------------------------------
+
+def numpy_float32_scan(x, old_state=False):
+    """An independent float32 scan; ``old_state``: the wrong convention y_t = C h_{t-1} + D u_t."""
+    A, B, C, D, u, h = (x[k].astype(np.float32) for k in ("A", "B", "C", "D", "u", "h0"))
+    ys = []
+    for t in range(u.shape[1]):
+        h_prev, h = h, h @ A.T + u[:, t] @ B.T
+        ys.append((h_prev if old_state else h) @ C.T + u[:, t] @ D.T)
+    return {"y": np.stack(ys, axis=1), "h_last": h}
+
+
+HARD = ["ssm_scan", "ssm_scan_T2049", "ssm_scan_rho0999", "ssm_scan_n64"]
+
+
+@pytest.fixture(scope="module")
+def float32_vectors(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vectors32")
+    X.write_vectors(path, dtype="float32", cases=HARD)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["table", "baseline"])
+def test_a_correct_float32_scan_passes_and_the_old_state_convention_fails(
+        mode, float32_vectors, tmp_path, capsys):
+    cases = X.load_vectors(float32_vectors)["cases"]
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    write_results(good, {n: numpy_float32_scan(c["inputs"]) for n, c in cases.items()})
+    write_results(bad, {n: numpy_float32_scan(c["inputs"], old_state=True)
+                        for n, c in cases.items()})
+    rc, out, _ = run_check([float32_vectors, good, "--mode", mode], capsys)
+    assert rc == 0, out
+    report = X.check(float32_vectors, good, mode=mode)
+    worst = max(o["worst"] for c in report["cases"] for o in c["outputs"])
+    assert worst < 0.2                                     # passes with a margin of 5 or more
+    rc, out, _ = run_check([float32_vectors, bad, "--mode", mode], capsys)
+    assert rc == 1
+    for name in HARD:
+        assert f"FAIL {name}/y:" in out and f"FAIL {name}/h_last" not in out
+    assert "first at t=0 " in out
+
+
+def test_tolerance_table_and_length_factor():
+    assert X.tolerance("float32") == (1.3e-6, 1e-5)
+    assert X.tolerance("float64", "grad") == (2e-7, 2e-7)
+    assert X.length_factor(1) == X.length_factor(64) == 1.0
+    assert X.length_factor(6400) == pytest.approx(10.0)
+    assert X.tolerance("bfloat16", length=256)[1] == pytest.approx(0.1)
+    A = np.diag([0.999, 0.5])
+    assert X.effective_length("ssm_scan", {"A": A, "u": np.zeros((1, 64, 1))}, {}) == 64
+    assert X.effective_length("ssm_scan", {"A": A, "u": np.zeros((1, 4096, 1))}, {}) \
+        == pytest.approx(1000.0)
+    assert X.effective_length("ssm_step", {"A": A}, {}) == 1.0
+    with pytest.raises(ValueError, match="dtype"):
+        X.tolerance("int8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Python API
+# ---------------------------------------------------------------------------------------------
+
+def test_assert_matches(rng):
+    y = rng.standard_normal((2, 50, 3))
+    X.assert_matches(y, y.astype(np.float32), dtype="float32")
+    X.assert_matches(y, y + 5e-6 * np.max(np.abs(y)), dtype="float32")        # atol 1e-5 s
+    with pytest.raises(AssertionError) as info:
+        X.assert_matches(y, y + 5e-5 * np.max(np.abs(y)), dtype="float32", name="my_y")
+    assert "my_y" in str(info.value) and "FAIL" in str(info.value)
+    X.assert_matches(y, y + 5e-5 * np.max(np.abs(y)), dtype="float32", length=64 * 36)  # g = 6
+    X.assert_matches(y, y + 1.5e-5 * np.max(np.abs(y)), dtype="float32", kind="grad")
+    bad = y.copy()
+    bad[1, 30, 0] = np.nan
+    with pytest.raises(AssertionError, match=r"t=30 \(1, 30, 0\)"):
+        X.assert_matches({"y": y, "h_last": y[:, -1]}, {"y": bad, "h_last": y[:, -1]},
+                         dtype="float32", kind="ssm_scan")
+    with pytest.raises(AssertionError, match="shape"):
+        X.assert_matches(y, y[0])
+    with pytest.raises(ValueError, match="kind"):
+        X.assert_matches(y, y, kind="nonsense")
+
+
+def test_assert_case_matches(small_vectors, tmp_path):
+    inputs, expected, _ = X.load_case(small_vectors, "ssm_step")
+    h_next = inputs["h"] @ inputs["A"].T + inputs["u"] @ inputs["B"].T
+    mine = {"h_next": h_next, "y": h_next @ inputs["C"].T + inputs["u"] @ inputs["D"].T}
+    rep = X.assert_case_matches(small_vectors, mine, "ssm_step")
+    assert rep["passed"] and rep["kind"] == "ssm_step"
+    wrong = dict(mine, y=inputs["h"] @ inputs["C"].T + inputs["u"] @ inputs["D"].T)
+    with pytest.raises(AssertionError, match="ssm_step/y"):
+        X.assert_case_matches(small_vectors, wrong, "ssm_step", "float32")
+    with pytest.raises(AssertionError, match="missing"):
+        X.assert_case_matches(small_vectors, {"y": mine["y"]}, "ssm_step")
+    write_results(tmp_path, {"ssm_step": mine})
+    assert X.assert_case_matches(small_vectors, tmp_path, "ssm_step")["passed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# All cases: the performance targets
+# ---------------------------------------------------------------------------------------------
+
+def test_write_all_vectors_and_check_them_in_time(tmp_path):
+    t0 = time.perf_counter()
+    manifest = X.write_vectors(tmp_path / "v")
+    t_write = time.perf_counter() - t0
+    assert [c["name"] for c in manifest["cases"]] == list(X.CASES)
+    write_results(tmp_path / "r", expected_outputs(tmp_path / "v"))
+    t0 = time.perf_counter()
+    report = X.check(tmp_path / "v", tmp_path / "r")
+    t_check = time.perf_counter() - t0
+    assert report["passed"]
+    assert t_write < 30 and t_check < 5, (t_write, t_check)
