@@ -42,13 +42,19 @@ class MetaMAMLConfig:
     gamma: float = 0.99              # discount
     first_order: bool = False        # FOMAML instead of the second-order meta-gradient
     estimator: str = "reinforce"     # inner loss: "reinforce" (Finn et al.) or "dice" (Foerster et al.)
+    max_grad_norm: float = 0.0       # clip the meta-gradient's global norm (0: no clipping)
+    lr_decay_iterations: int = 0     # outer lr decays linearly to 0 at this iteration (0: constant)
 
     def __post_init__(self):
         for name in ("meta_batch_size", "episodes_per_task", "inner_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        for name in ("inner_lr", "outer_lr"):
+        if isinstance(self.lr_decay_iterations, bool) or not isinstance(
+                self.lr_decay_iterations, int) or self.lr_decay_iterations < 0:
+            raise ValueError(f"lr_decay_iterations must be an int >= 0, got "
+                             f"{self.lr_decay_iterations!r}")
+        for name in ("inner_lr", "outer_lr", "max_grad_norm"):
             if not (onp.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.gamma <= 1.0:
@@ -143,12 +149,24 @@ class MetaMAML:
             pairs.append((support, trajectory_data(post, c.gamma)))
         loss, grads = maml.meta_gradient(self.params, self.loss_fn, pairs, inner_lr=c.inner_lr,
                                          steps=c.inner_steps, first_order=c.first_order)
-        self.params, self.opt_state = self._update(grads, self.opt_state, self.params)
+        grad_norm = P.global_norm(grads)
+        if c.max_grad_norm > 0:
+            grads, _ = optim.clip_by_global_norm(grads, c.max_grad_norm)
+        new, self.opt_state = self._update(grads, self.opt_state, self.params)
+        # A linear learning-rate schedule: the Adam step is linear in lr, so scaling the step by
+        # lr_t / lr is Adam run with lr_t (the moment estimates do not depend on lr).
+        f = self.lr_factor(self.iteration)
+        self.params = new if f == 1.0 else P.tree_map(lambda p, q: p + f * (q - p), self.params, new)
         self.iteration += 1
         return {"iteration": self.iteration, "meta_loss": float(loss),
                 "pre_return": float(pre["rewards"].sum(axis=1).mean()),
                 "post_return": float(onp.mean(post_returns)),
-                "grad_norm": float(P.global_norm(grads))}
+                "grad_norm": float(grad_norm)}
+
+    def lr_factor(self, iteration):
+        """``lr_t / lr`` at 0-based ``iteration``: ``max(0, 1 - t / lr_decay_iterations)``, or 1."""
+        n = self.config.lr_decay_iterations
+        return 1.0 if n == 0 else max(0.0, 1.0 - iteration / n)
 
     def meta_train(self, iterations, rng=None, callback=None):
         """``iterations`` meta-steps; ``callback(metrics)`` after each; returns the metrics list."""

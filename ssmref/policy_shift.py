@@ -15,13 +15,15 @@ variants (declared before any run):
 - ``maml``: the update the policy was meta-trained for, one SGD step ``θ ← θ − α ∇L`` of the
   REINFORCE surrogate ``L = −mean(log π(a|o) A)`` with the run's ``α`` (:func:`ssmref.maml.adapt`);
 - ``adapter``: one step of :class:`ssmref.adaptation.Adapter` on the same loss through
-  :meth:`~ssmref.adaptation.MetaRLHook.policy_loss` (Adam, gradient clipping, the step bound and the
-  EMA-anchored trust region; :data:`ADAPTER_CONFIG`), in an episodic context so that each task
-  starts from the meta-parameters.
+  :meth:`~ssmref.adaptation.MetaRLHook.policy_loss` (Adam lr 1e-2, gradient clipping, the step
+  bound and the EMA-anchored trust region; :data:`ADAPTER_CONFIGS`), in an episodic context so
+  that each task starts from the meta-parameters; ``adapter-lr1e-3``: the same with Adam lr 1e-3.
 
 Reported: the mean return over tasks of the episodes of round ``k`` (``k = 0`` is the
 meta-parameters), for ``k = 0..rounds``; all variants see the same task and the same seeds.
 """
+
+import dataclasses
 
 import numpy as onp
 
@@ -33,9 +35,11 @@ from ssmref.policy import SSMMetaPolicy, policy_rollout
 from ssmref.rng import as_rng
 
 ACTION_SCALES = (1.0, 0.5, -1.0)
-VARIANTS = ("none", "maml", "adapter")
+VARIANTS = ("none", "maml", "adapter", "adapter-lr1e-3")
 ADAPTER_CONFIG = AdaptationConfig(lr=1e-2, max_step_scale=0.1, grad_clip_norm=1.0,
                                   trust_region_eps=1.0, ema_decay=0.9, episodic=True)
+ADAPTER_CONFIGS = {"adapter": ADAPTER_CONFIG,
+                   "adapter-lr1e-3": dataclasses.replace(ADAPTER_CONFIG, lr=1e-3)}
 
 
 class ScaledActions:
@@ -61,7 +65,7 @@ def _returns(traj):
 
 
 def run_task(policy, task, scale, variant, *, rounds=3, episodes=20, inner_lr=0.1, gamma=0.99,
-             rng=None, adapter_config=ADAPTER_CONFIG):
+             rng=None, adapter_config=None):
     """Mean return of each round ``0..rounds`` for one task, action scale and variant."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -70,7 +74,7 @@ def run_task(policy, task, scale, variant, *, rounds=3, episodes=20, inner_lr=0.
     make_env = lambda: ScaledActions(family.make_env([task], episodes), scale)  # noqa: E731
     loss_fn = surrogate_loss(policy.spec)
     model = SSMMetaPolicy.from_params(policy.params, policy.spec)
-    adapter = create_adapter(model, adapter_config)
+    adapter = create_adapter(model, adapter_config or ADAPTER_CONFIGS.get(variant, ADAPTER_CONFIG))
     hook = MetaRLHook(adapter, value_coef=0.0)
     out = []
     with adapter.context():
@@ -115,9 +119,9 @@ def format_row(scale, variant, values):
     errs = values.std(axis=1, ddof=1) / onp.sqrt(values.shape[1]) if values.shape[1] > 1 \
         else onp.zeros_like(means)
     cells = "  ".join(f"{m:7.2f} ± {e:4.2f}" for m, e in zip(means, errs))
-    return f"{scale:>6}  {variant:<8} {cells}"
+    return f"{scale:>6}  {variant:<15} {cells}"
 
 
 def header(rounds):
-    return f"{'scale':>6}  {'variant':<8} " + "  ".join(f"{'round ' + str(k):>14}"
+    return f"{'scale':>6}  {'variant':<15} " + "  ".join(f"{'round ' + str(k):>14}"
                                                        for k in range(rounds + 1))

@@ -52,9 +52,10 @@ FINN_NAVIGATION = {0: -40.4, 1: -11.7, 2: -3.3}
 DEFAULTS = {
     "navigation2d": {
         "iterations": 250,
+        "lr_decay": True,
         "family": {"horizon": 100},
         "policy": {"state_dim": 8, "ssm_output_dim": 8, "hidden_sizes": [64, 64]},
-        "maml": {},
+        "maml": {"max_grad_norm": 1.0},
     },
     "bandit": {
         "iterations": 150,
@@ -64,10 +65,10 @@ DEFAULTS = {
         "maml": {"inner_lr": 0.5, "outer_lr": 1e-2},
     },
     "sinusoid": {
-        "iterations": 1500,
+        "iterations": 10000,
         "family": {},
         "policy": {},
-        "maml": {"outer_lr": 3e-3},
+        "maml": {},
     },
 }
 
@@ -130,17 +131,26 @@ def read_metrics(path, upto):
 # ---------------------------------------------------------------------------------------------
 
 def make_config(env, *, seed=0, iterations=None, checkpoint_every=25, family=None, policy=None,
-                maml=None):
-    """The run configuration: per-env :data:`DEFAULTS` updated with the given dicts."""
+                maml=None, lr_decay=None):
+    """The run configuration: per-env :data:`DEFAULTS` updated with the given dicts.
+
+    ``lr_decay`` (RL envs): the outer learning rate decays linearly to 0 at the run's last
+    iteration (``MetaMAMLConfig.lr_decay_iterations = iterations``)."""
     if env not in ENVS:
         raise ValueError(f"env must be one of {ENVS}, got {env!r}")
     d = DEFAULTS[env]
     config = {"env": env, "seed": int(seed), "ssmref_version": __version__,
               "iterations": int(d["iterations"] if iterations is None else iterations),
               "checkpoint_every": int(checkpoint_every),
+              "lr_decay": bool(d.get("lr_decay", False) if lr_decay is None else lr_decay),
               "family": {**d["family"], **(family or {})},
               "policy": {**d["policy"], **(policy or {})},
               "maml": {**d["maml"], **(maml or {})}}
+    if config["lr_decay"] and env == "sinusoid":
+        raise ValueError("lr_decay applies to the RL envs only (navigation2d, bandit)")
+    if "lr_decay_iterations" in config["maml"]:
+        raise ValueError("set the schedule with lr_decay (it follows the run's iterations), "
+                         "not maml['lr_decay_iterations']")
     if config["iterations"] < 0 or config["checkpoint_every"] < 1:
         raise ValueError(f"iterations must be >= 0 and checkpoint_every >= 1, got "
                          f"{config['iterations']} and {config['checkpoint_every']}")
@@ -155,12 +165,16 @@ def build_family(config):
 
 
 def maml_config(config):
+    """The trainer's config; with ``lr_decay`` the schedule ends at the run's last iteration
+    (so extending a run with ``--resume --iterations N`` stretches it over the new length)."""
     cls = MetaRegressionConfig if config["env"] == "sinusoid" else MetaMAMLConfig
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(config["maml"]) - known)
     if unknown:
         raise ValueError(f"unknown MAML settings {unknown} for env {config['env']!r}; "
                          f"known: {sorted(known)}")
+    if config.get("lr_decay"):
+        return cls(**{**config["maml"], "lr_decay_iterations": int(config["iterations"])})
     return cls(**config["maml"])
 
 
@@ -187,8 +201,13 @@ def load_trainer(run_dir, config):
         raise RunError(f"{path} not found: nothing to resume or evaluate")
     cls = MetaRegression if config["env"] == "sinusoid" else MetaMAML
     trainer = cls.load(path, build_family(config))
-    if asdict(trainer.config) != asdict(maml_config(config)):
+    want = maml_config(config)
+    stored = asdict(trainer.config)
+    if "lr_decay_iterations" in stored:          # follows the run's (possibly extended) length
+        stored["lr_decay_iterations"] = want.lr_decay_iterations
+    if stored != asdict(want):
         raise RunError(f"{path}: its MAML settings differ from {Path(run_dir) / 'config.json'}")
+    trainer.config = want
     return trainer
 
 
@@ -374,6 +393,10 @@ def add_train_arguments(p):
     p.add_argument("--first-order", action="store_true", help="FOMAML")
     p.add_argument("--estimator", choices=("reinforce", "dice"), default=None,
                    help="RL inner loss (default reinforce)")
+    p.add_argument("--max-grad-norm", type=float, default=None,
+                   help="RL: clip the meta-gradient's global norm (0: off)")
+    p.add_argument("--constant-lr", action="store_true",
+                   help="RL: no linear decay of the outer lr (navigation2d decays by default)")
     p.add_argument("--horizon", type=int, default=None, help="RL: episode length")
     p.add_argument("--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 64,64")
     p.add_argument("--state-dim", type=int, default=None, help="RL: SSM state size")
@@ -384,7 +407,8 @@ def add_train_arguments(p):
 
 def config_from_args(args):
     maml, family, policy = {}, {}, {}
-    for name in ("meta_batch_size", "episodes_per_task", "inner_lr", "outer_lr", "estimator"):
+    for name in ("meta_batch_size", "episodes_per_task", "inner_lr", "outer_lr", "estimator",
+                 "max_grad_norm"):
         if getattr(args, name) is not None:
             maml[name] = getattr(args, name)
     if args.first_order:
@@ -397,7 +421,7 @@ def config_from_args(args):
         policy["state_dim"] = policy["ssm_output_dim"] = args.state_dim
     return make_config(args.env, seed=args.seed, iterations=args.iterations,
                        checkpoint_every=args.checkpoint_every, family=family, policy=policy,
-                       maml=maml)
+                       maml=maml, lr_decay=False if args.constant_lr else None)
 
 
 def run_train(args):

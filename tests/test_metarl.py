@@ -67,3 +67,38 @@ def test_config_validation():
         MetaMAMLConfig(meta_batch_size=0)
     with pytest.raises(ValueError, match="gamma"):
         MetaMAMLConfig(gamma=1.5)
+
+
+def test_clipping_and_the_linear_lr_schedule_are_adam_with_clipped_grads_and_lr_t():
+    from ssmref import optim
+    cfg = MetaMAMLConfig(meta_batch_size=2, episodes_per_task=3, outer_lr=1e-2,
+                         max_grad_norm=0.05, lr_decay_iterations=4)
+    params, spec = PL.policy_init(2, 2, discrete=False, state_dim=3, ssm_output_dim=2,
+                                  hidden_sizes=(8,), rng=0)
+    m = MetaMAML(Navigation2D(horizon=6), params, spec, cfg)
+    m.meta_step(rng=0)                                  # iteration 0: lr factor 1
+    before, state = P.tree_copy(m.params), {**m.opt_state}
+    # replay iteration 1 (factor 3/4) by hand
+    ref = MetaMAML(Navigation2D(horizon=6), before, spec, cfg)
+    ref.opt_state, ref.iteration = state, 1
+    rng = onp.random.default_rng(1)
+    tasks = ref.family.sample_tasks(2, rng)
+    pre = ref._sample(before, tasks, rng)
+    pairs = []
+    for i, task in enumerate(tasks):
+        support = trajectory_data({k: v[3 * i:3 * i + 3] for k, v in pre.items()}, 0.99)
+        fast = maml.adapt(before, ref.loss_fn, support, inner_lr=0.1)
+        pairs.append((support, trajectory_data(ref._sample(fast, [task], rng), 0.99)))
+    _, grads = maml.meta_gradient(before, ref.loss_fn, pairs, inner_lr=0.1)
+    clipped, norm = optim.clip_by_global_norm(grads, 0.05)
+    assert norm > 0.05                                  # the clipping is engaged
+    _, update = optim.adam(lr=1e-2 * 0.75)
+    want, _ = update(clipped, state, before)
+    metrics = m.meta_step(rng=1)
+    assert onp.isclose(metrics["grad_norm"], norm, rtol=1e-12)   # reported before clipping
+    assert P.tree_allclose(m.params, want, rtol=1e-10, atol=1e-15)
+    assert [m.lr_factor(t) for t in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    with pytest.raises(ValueError, match="lr_decay_iterations"):
+        MetaMAMLConfig(lr_decay_iterations=-1)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        MetaMAMLConfig(max_grad_norm=float("inf"))

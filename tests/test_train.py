@@ -10,6 +10,7 @@ import pytest
 from ssmref import params as P
 from ssmref import train as TR
 from ssmref.cli import main
+from ssmref.metarl import MetaMAML
 from ssmref.policy import SSMMetaPolicy
 
 TINY_NAV = ["--env", "navigation2d", "--meta-batch-size", "2", "--episodes-per-task", "3",
@@ -49,18 +50,46 @@ def test_train_writes_the_run_directory(tmp_path, capsys):
     assert P.tree_allclose(policy.params, P.unflatten_dict(flat), rtol=0, atol=0)
 
 
-def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", *TINY_NAV, "--out", str(a), "--iterations", "4", "--no-eval"]) == 0
-    assert main(["train", *TINY_NAV, "--out", str(b), "--iterations", "2", "--no-eval"]) == 0
-    # an interruption after the checkpoint at 2: a record of a lost iteration and a cut line
-    with open(b / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"iteration": 3, "meta_loss": 99.0}) + "\n" + '{"iterat')
-    assert main(["train", "--resume", "--out", str(b), "--iterations", "4", "--no-eval"]) == 0
+    step = MetaMAML.meta_step
+
+    def interrupted(self, rng=None):
+        if self.iteration == 3:                     # after the checkpoint at 2 and one more step
+            raise KeyboardInterrupt
+        return step(self, rng)
+    monkeypatch.setattr(MetaMAML, "meta_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", *TINY_NAV, "--out", str(b), "--iterations", "4", "--no-eval"])
+    monkeypatch.undo()
+    assert [r["iteration"] for r in records(b)] == [1, 2, 3]
+    with open(b / "metrics.jsonl", "a") as f:      # and a line cut short
+        f.write('{"iterat')
+    assert main(["train", "--resume", "--out", str(b), "--no-eval"]) == 0
     assert without_time(records(a)) == without_time(records(b))
     assert P.tree_allclose(P.unflatten_dict(P.load_npz(a / "params.npz")),
                            P.unflatten_dict(P.load_npz(b / "params.npz")), rtol=0, atol=0)
+
+
+def test_extending_a_run(tmp_path):
+    # constant lr: 2 + 2 iterations are exactly 4
+    a, b = tmp_path / "a", tmp_path / "b"
+    flags = [*TINY_NAV, "--constant-lr", "--no-eval"]
+    assert main(["train", *flags, "--out", str(a), "--iterations", "4"]) == 0
+    assert main(["train", *flags, "--out", str(b), "--iterations", "2"]) == 0
+    assert main(["train", "--resume", "--out", str(b), "--iterations", "4", "--no-eval"]) == 0
+    assert without_time(records(a)) == without_time(records(b))
     assert json.loads((b / "config.json").read_text())["iterations"] == 4
+    # with the decaying lr the schedule follows the new length
+    c = tmp_path / "c"
+    assert main(["train", *TINY_NAV, "--out", str(c), "--iterations", "2", "--no-eval"]) == 0
+    config = json.loads((c / "config.json").read_text())
+    assert config["lr_decay"] and TR.load_trainer(c, config).config.lr_decay_iterations == 2
+    assert main(["train", "--resume", "--out", str(c), "--iterations", "5", "--no-eval"]) == 0
+    config = json.loads((c / "config.json").read_text())
+    trainer = TR.load_trainer(c, config)
+    assert trainer.iteration == 5 and trainer.config.lr_decay_iterations == 5
 
 
 def test_evaluate_is_seeded_and_independent_of_the_training_seed(tmp_path):
@@ -90,6 +119,10 @@ def test_unusable_run_directories_exit_2_with_one_line(tmp_path, capsys):
         TR.make_config("sinusoid", maml={"episodes_per_task": 3})
     with pytest.raises(ValueError, match="env"):
         TR.make_config("cartpole")
+    with pytest.raises(ValueError, match="lr_decay"):
+        TR.make_config("sinusoid", lr_decay=True)
+    with pytest.raises(ValueError, match="lr_decay"):
+        TR.make_config("bandit", maml={"lr_decay_iterations": 3})
 
 
 def test_bandit_and_sinusoid_runs(tmp_path):
