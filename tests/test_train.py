@@ -142,6 +142,17 @@ def test_bandit_and_sinusoid_runs(tmp_path):
     assert all(v > 0 for v in ev["mse_by_step"])
 
 
+def test_dice_estimator_and_the_plot(tmp_path):
+    out = tmp_path / "dice"
+    assert main(["train", *TINY_NAV, "--estimator", "dice", "--out", str(out), "--iterations",
+                 "2", "--eval-tasks", "2", "--eval-steps", "1"]) == 0
+    assert json.loads((out / "config.json").read_text())["maml"]["estimator"] == "dice"
+    assert TR.load_trainer(out, json.loads((out / "config.json").read_text())).config.estimator \
+        == "dice"
+    pytest.importorskip("matplotlib")
+    assert (out / "adaptation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_train_runs_as_a_module(tmp_path):
     out = subprocess.run([sys.executable, "-m", "ssmref", "train", *TINY_NAV, "--out",
                           str(tmp_path / "r"), "--iterations", "1", "--eval-tasks", "2",
