@@ -57,7 +57,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import types
 import zipfile
@@ -172,25 +171,6 @@ def round_to_dtype(x, dtype):
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def _atomic_write(path, write):
-    """Call ``write(f)`` on a temporary file in ``path``'s directory, fsync, ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_npz(path, arrays):
     """Write ``name -> array`` to ``path`` as an uncompressed ``.npz`` that ``numpy.load`` reads,
     byte for byte the same for the same arrays: entries in sorted order, each with a fixed
@@ -213,7 +193,7 @@ def write_npz(path, arrays):
                 with zf.open(info, "w", force_zip64=True) as fid:
                     np.lib.format.write_array(fid, a, allow_pickle=False)
 
-    _atomic_write(path, write)
+    P.atomic_write(path, write)
 
 
 def read_npz(path, what="file"):
@@ -601,7 +581,7 @@ def write_vectors(out_dir, dtype="float64", cases=None):
     manifest = {"spec_version": SPEC_VERSION, "ssmref_version": __version__, "dtype": dtype,
                 "cases": entries}
     text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _atomic_write(os.path.join(out_dir, "manifest.json"), lambda f: f.write(text.encode("utf-8")))
+    P.atomic_write(os.path.join(out_dir, "manifest.json"), lambda f: f.write(text.encode("utf-8")))
     return manifest
 
 
@@ -1285,7 +1265,7 @@ def run_check(args):
                        atol=getattr(args, "atol", None))
         if getattr(args, "json", None):
             text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-            _atomic_write(args.json, lambda f: f.write(text.encode("utf-8")))
+            P.atomic_write(args.json, lambda f: f.write(text.encode("utf-8")))
     except (ValueError, OSError) as e:
         print(f"ssmref check: error: {_one_line(e)}", file=sys.stderr)
         return 2

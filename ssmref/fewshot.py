@@ -15,7 +15,6 @@ and reports the MSE on the fixed 100-point grid ``x = linspace(−5, 5, 100)`` a
 steps, as the paper's figure 2 does.
 """
 
-import json
 from dataclasses import asdict, dataclass
 
 import autograd.numpy as np
@@ -153,34 +152,26 @@ class MetaRegression:
         return out if per_task else [float(v) for v in out.mean(axis=1)]
 
     def save(self, path):
-        """Parameters, Adam state, iteration and config in one ``.npz`` (atomic, no pickle)."""
-        meta = json.dumps({"config": asdict(self.config), "iteration": self.iteration,
-                           "adam_step": self.opt_state["step"]})
-        arrays = {**{f"params.{k}": v for k, v in P.flatten_dict(self.params).items()},
-                  **{f"adam_m.{k}": v for k, v in P.flatten_dict(self.opt_state["m"]).items()},
-                  **{f"adam_v.{k}": v for k, v in P.flatten_dict(self.opt_state["v"]).items()},
-                  "meta_json": onp.frombuffer(meta.encode(), dtype=onp.uint8)}
-        P.save_npz(path, arrays)
+        """Parameters, Adam state, iteration and config in one ``.npz`` (atomic, no pickle;
+        :func:`ssmref.params.save_checkpoint`)."""
+        meta = {"config": asdict(self.config), "iteration": self.iteration,
+                "adam_step": self.opt_state["step"]}
+        P.save_checkpoint(path, {"params": self.params, "adam_m": self.opt_state["m"],
+                                 "adam_v": self.opt_state["v"]}, meta)
 
     @classmethod
     def load(cls, path, family):
         """A :class:`MetaRegression` from :meth:`save`; ``ValueError`` on any malformed file."""
-        raw = P.load_npz(path)
-        if "meta_json" not in raw or raw["meta_json"].dtype != onp.uint8:
-            raise ValueError(f"{path}: missing or malformed 'meta_json'")
+        def shapes(meta):
+            template = regression_init(MetaRegressionConfig(**meta["config"]), rng=0)
+            return {k: v.shape for k, v in P.flatten_dict(template).items()}
+        meta, trees = P.load_checkpoint(path, ("params", "adam_m", "adam_v"), shapes)
         try:
-            meta = json.loads(raw["meta_json"].tobytes().decode())
             config = MetaRegressionConfig(**meta["config"])
             iteration, adam_step = int(meta["iteration"]), int(meta["adam_step"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: malformed metadata ({e})") from None
-        template = P.flatten_dict(regression_init(config, rng=0))
-        shapes = {k: v.shape for k, v in template.items()}
-        expected = {f"{g}.{k}": s for g in ("params", "adam_m", "adam_v") for k, s in shapes.items()}
-        expected["meta_json"] = (None, "u")
-        P.check_arrays(raw, expected, where=str(path))
-        group = lambda g: P.unflatten_dict({k[len(g) + 1:]: raw[k] for k in raw if k.startswith(g + ".")})  # noqa: E731
-        self = cls(family, group("params"), config)
-        self.opt_state = {"step": adam_step, "m": group("adam_m"), "v": group("adam_v")}
+        self = cls(family, trees["params"], config)
+        self.opt_state = {"step": adam_step, "m": trees["adam_m"], "v": trees["adam_v"]}
         self.iteration = iteration
         return self

@@ -208,34 +208,26 @@ class MetaMAML:
         return out if per_task else [float(v) for v in out.mean(axis=1)]
 
     def save(self, path):
-        """Parameters, Adam state, iteration, spec and config in one ``.npz`` (atomic, no pickle)."""
-        meta = json.dumps({"spec": json.loads(self.spec.to_json()), "config": asdict(self.config),
-                           "iteration": self.iteration, "adam_step": self.opt_state["step"]})
-        arrays = {**{f"params.{k}": v for k, v in P.flatten_dict(self.params).items()},
-                  **{f"adam_m.{k}": v for k, v in P.flatten_dict(self.opt_state["m"]).items()},
-                  **{f"adam_v.{k}": v for k, v in P.flatten_dict(self.opt_state["v"]).items()},
-                  "meta_json": onp.frombuffer(meta.encode(), dtype=onp.uint8)}
-        P.save_npz(path, arrays)
+        """Parameters, Adam state, iteration, spec and config in one ``.npz`` (atomic, no pickle;
+        :func:`ssmref.params.save_checkpoint`)."""
+        meta = {"spec": json.loads(self.spec.to_json()), "config": asdict(self.config),
+                "iteration": self.iteration, "adam_step": self.opt_state["step"]}
+        P.save_checkpoint(path, {"params": self.params, "adam_m": self.opt_state["m"],
+                                 "adam_v": self.opt_state["v"]}, meta)
 
     @classmethod
     def load(cls, path, family):
         """A :class:`MetaMAML` from :meth:`save`; ``ValueError`` on any malformed file."""
-        raw = P.load_npz(path)
-        if "meta_json" not in raw or raw["meta_json"].dtype != onp.uint8:
-            raise ValueError(f"{path}: missing or malformed 'meta_json'")
+        def shapes(meta):
+            return PL.policy_param_shapes(PL.PolicySpec.from_json(json.dumps(meta["spec"])))
+        meta, trees = P.load_checkpoint(path, ("params", "adam_m", "adam_v"), shapes)
         try:
-            meta = json.loads(raw["meta_json"].tobytes().decode())
             spec = PL.PolicySpec.from_json(json.dumps(meta["spec"]))
             config = MetaMAMLConfig(**meta["config"])
             iteration, adam_step = int(meta["iteration"]), int(meta["adam_step"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: malformed metadata ({e})") from None
-        shapes = PL.policy_param_shapes(spec)
-        expected = {f"{g}.{k}": s for g in ("params", "adam_m", "adam_v") for k, s in shapes.items()}
-        expected["meta_json"] = (None, "u")
-        P.check_arrays(raw, expected, where=str(path))
-        group = lambda g: P.unflatten_dict({k[len(g) + 1:]: raw[k] for k in raw if k.startswith(g + ".")})  # noqa: E731
-        self = cls(family, group("params"), spec, config)
-        self.opt_state = {"step": adam_step, "m": group("adam_m"), "v": group("adam_v")}
+        self = cls(family, trees["params"], spec, config)
+        self.opt_state = {"step": adam_step, "m": trees["adam_m"], "v": trees["adam_v"]}
         self.iteration = iteration
         return self

@@ -18,6 +18,7 @@ unpickles (``allow_pickle=False``) and validates names, shapes and dtypes agains
 expects, raising ``ValueError`` for anything else.
 """
 
+import json
 import os
 import tempfile
 import zipfile
@@ -169,28 +170,19 @@ def tree_copy(tree):
 # Persistence: atomic .npz writes and validating loads, never pickle
 # ---------------------------------------------------------------------------------------------
 
-def save_npz(path, arrays):
-    """Write a flat dict ``name -> array`` (or a tree, flattened with dotted names) to ``path``.
-
-    The file is written to a temporary file in the same directory, flushed and ``fsync``-ed, then
-    moved over ``path`` with ``os.replace``; if anything fails the previous file is untouched and
-    the temporary file is removed.  Object arrays are refused (they would need pickle to read).
-    """
+def atomic_write(path, write):
+    """Call ``write(f)`` on a new temporary file (binary) in ``path``'s directory, flush and
+    ``fsync`` it, make it readable (mode 644), then move it over ``path`` with ``os.replace``.
+    If anything fails, the previous file at ``path`` is untouched and the temporary file removed."""
     path = os.fspath(path)
-    flat = flatten_dict(arrays) if any(is_node(v) for v in arrays.values()) else dict(arrays)
-    plain = {}
-    for name, v in flat.items():
-        a = onp.asarray(v)
-        if a.dtype == object:
-            raise ValueError(f"save_npz: array {name!r} has dtype object, which needs pickle")
-        plain[name] = a
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            onp.savez(f, **plain)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -198,6 +190,23 @@ def save_npz(path, arrays):
         except FileNotFoundError:
             pass
         raise
+
+
+def save_npz(path, arrays):
+    """Write a flat dict ``name -> array`` (or a tree, flattened with dotted names) to ``path``.
+
+    Written with :func:`atomic_write`: a temporary file in the same directory, flushed and
+    ``fsync``-ed, then moved over ``path``; if anything fails the previous file is untouched and
+    the temporary file is removed.  Object arrays are refused (they would need pickle to read).
+    """
+    flat = flatten_dict(arrays) if any(is_node(v) for v in arrays.values()) else dict(arrays)
+    plain = {}
+    for name, v in flat.items():
+        a = onp.asarray(v)
+        if a.dtype == object:
+            raise ValueError(f"save_npz: array {name!r} has dtype object, which needs pickle")
+        plain[name] = a
+    atomic_write(path, lambda f: onp.savez(f, **plain))
 
 
 def load_npz(path, expected=None, *, allow_extra=False):
@@ -250,3 +259,40 @@ def check_arrays(arrays, expected, *, where="arrays", allow_extra=False):
         if shape is not None and tuple(a.shape) != tuple(shape):
             raise ValueError(f"{path}: array {name!r} has shape {a.shape}, expected {tuple(shape)}")
     return out
+
+
+def save_checkpoint(path, trees, meta):
+    """One atomic ``.npz`` holding several parameter trees and a JSON header.
+
+    ``trees``: ``{group: tree}``, stored as arrays ``"<group>.<dotted name>"``; ``meta``: a
+    JSON-serialisable dict, stored as the ``uint8`` array ``meta_json`` (UTF-8 text).  Read back
+    with :func:`load_checkpoint`; no pickle either way.
+    """
+    arrays = {f"{g}.{k}": v for g, tree in trees.items() for k, v in flatten_dict(tree).items()}
+    arrays["meta_json"] = onp.frombuffer(json.dumps(meta).encode("utf-8"), dtype=onp.uint8)
+    save_npz(path, arrays)
+
+
+def load_checkpoint(path, groups, shapes):
+    """``(meta, {group: tree})`` from a file of :func:`save_checkpoint`.
+
+    ``shapes(meta)`` returns the expected ``{dotted name: shape}`` of every group's tree (it may
+    depend on the header, e.g. on a stored spec); every group must match it exactly (names, shapes,
+    floating dtype).  Anything else (a missing or malformed header, a missing, extra or misshapen
+    array, a file that is not an ``.npz``) raises ``ValueError`` naming ``path``; ``shapes`` may
+    raise ``ValueError``/``KeyError``/``TypeError`` for a header it cannot use.
+    """
+    raw = load_npz(path)
+    if "meta_json" not in raw or raw["meta_json"].dtype != onp.uint8 or raw["meta_json"].ndim != 1:
+        raise ValueError(f"{path}: missing or malformed 'meta_json'")
+    try:
+        meta = json.loads(raw["meta_json"].tobytes().decode("utf-8"))
+        expected_shapes = shapes(meta)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: malformed metadata ({e})") from None
+    expected = {f"{g}.{k}": s for g in groups for k, s in expected_shapes.items()}
+    expected["meta_json"] = (None, "u")
+    check_arrays(raw, expected, where=str(path))
+    trees = {g: unflatten_dict({k[len(g) + 1:]: raw[k] for k in raw if k.startswith(g + ".")})
+             for g in groups}
+    return meta, trees

@@ -27,7 +27,6 @@ inner gradient steps, each step on fresh data: ``returns_by_step`` for the RL en
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -82,20 +81,9 @@ class RunError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 def write_json(path, obj):
-    """Write ``obj`` as JSON to ``path`` atomically (temp file in the same directory + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`ssmref.params.atomic_write`)."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    P.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def read_json(path):
@@ -363,12 +351,11 @@ def plot_adaptation(result, path):
     ax.set_xticks(result["steps"])
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        P.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------
