@@ -119,3 +119,30 @@ def test_as_rng():
     for bad in ("3", 1.5, True):
         with pytest.raises(ValueError, match="rng"):
             as_rng(bad)
+
+
+def test_checkpoint_round_trip_and_malformed_files(tmp_path):
+    import json
+    import pytest
+    tree = {"a": onp.ones((2, 3)), "b": {"c": onp.zeros(4)}}
+    shapes = lambda meta: {"a": (2, 3), "b.c": (meta["n"],)}  # noqa: E731
+    P.save_checkpoint(tmp_path / "ck.npz", {"params": tree, "m": tree}, {"n": 4, "note": "x"})
+    meta, trees = P.load_checkpoint(tmp_path / "ck.npz", ("params", "m"), shapes)
+    assert meta == {"n": 4, "note": "x"} and P.tree_allclose(trees["m"], tree, rtol=0)
+    with pytest.raises(ValueError, match="missing arrays"):
+        P.load_checkpoint(tmp_path / "ck.npz", ("params", "m", "v"), shapes)
+    with pytest.raises(ValueError, match="unexpected arrays"):
+        P.load_checkpoint(tmp_path / "ck.npz", ("params",), shapes)
+    with pytest.raises(ValueError, match="shape"):
+        P.load_checkpoint(tmp_path / "ck.npz", ("params", "m"),
+                          lambda meta: {"a": (2, 3), "b.c": (5,)})
+    with pytest.raises(ValueError, match="malformed metadata"):
+        P.load_checkpoint(tmp_path / "ck.npz", ("params", "m"), lambda meta: meta["missing"])
+    P.save_npz(tmp_path / "bad.npz", {"params.a": onp.ones((2, 3)),
+                                      "meta_json": onp.frombuffer(b"{not json", dtype=onp.uint8)})
+    with pytest.raises(ValueError, match="malformed metadata"):
+        P.load_checkpoint(tmp_path / "bad.npz", ("params",), shapes)
+    P.save_npz(tmp_path / "nometa.npz", {"params.a": onp.ones((2, 3))})
+    with pytest.raises(ValueError, match="meta_json"):
+        P.load_checkpoint(tmp_path / "nometa.npz", ("params",), shapes)
+    assert json.loads(json.dumps(meta)) == meta
