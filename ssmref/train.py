@@ -227,11 +227,16 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
     run_dir = Path(run_dir)
     if resume:
         stored = read_json(run_dir / "config.json")
-        if config.get("iterations") is not None and config["iterations"] != stored["iterations"]:
-            stored["iterations"] = config["iterations"]
-            write_json(run_dir / "config.json", stored)
+        extend = config.get("iterations") is not None and config["iterations"] != stored["iterations"]
+        if extend:
+            stored["iterations"] = int(config["iterations"])
         config = stored
         trainer = load_trainer(run_dir, config)
+        if trainer.iteration > config["iterations"]:
+            raise RunError(f"{run_dir} is at iteration {trainer.iteration}; --iterations "
+                           f"{config['iterations']} would go back")
+        if extend:                                   # only once the checkpoint has loaded
+            write_json(run_dir / "config.json", config)
         history = read_metrics(run_dir / "metrics.jsonl", trainer.iteration)
         log(f"resuming {run_dir} at iteration {trainer.iteration}/{config['iterations']}")
     else:
@@ -244,8 +249,8 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
         log(f"training {config['env']} for {config['iterations']} meta-iterations "
             f"(seed {config['seed']}) -> {run_dir}")
     # rewrite the metrics up to the checkpoint (drops records of iterations that were lost)
-    with open(run_dir / "metrics.jsonl", "w") as f:
-        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in history)
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
+    P.atomic_write(run_dir / "metrics.jsonl", lambda f: f.write(text.encode("utf-8")))
     total = config["iterations"]
     log_every = log_every or max(1, total // 50)
     rate = None

@@ -90,6 +90,8 @@ def test_extending_a_run(tmp_path):
     config = json.loads((c / "config.json").read_text())
     trainer = TR.load_trainer(c, config)
     assert trainer.iteration == 5 and trainer.config.lr_decay_iterations == 5
+    assert main(["train", "--resume", "--out", str(c), "--iterations", "3", "--no-eval"]) == 2
+    assert json.loads((c / "config.json").read_text())["iterations"] == 5      # unchanged
 
 
 def test_evaluate_is_seeded_and_independent_of_the_training_seed(tmp_path):
