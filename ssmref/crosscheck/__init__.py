@@ -1,0 +1,79 @@
+"""The cross-check kit: float64 golden vectors any language can read, and a checker whose
+tolerances have a reason.
+
+Contract (``CONTRACT.md``, "Cross-check kit"; ``docs/crosscheck.md`` is the same spec in prose)::
+
+    python -m ssmref vectors OUT_DIR [--dtype float64|float32|float16|bfloat16] [--cases NAME ...]
+    python -m ssmref check VECTORS_DIR RESULTS_DIR [--dtype ...] [--mode table|baseline] [--k K]
+
+* ``OUT_DIR/manifest.json``: ``{"spec_version": "1", "ssmref_version", "dtype", "cases": [{"name",
+  "file", "kind", "inputs": [...], "outputs": [...], "attrs": {...}}]}``, written with sorted keys
+  and a fixed indent.  ``OUT_DIR/<name>.npz``: the case's inputs and expected outputs, float64
+  (integer actions and labels int64), no pickles, readable with ``numpy.load``.  Same version, same
+  arguments: the same files byte for byte (zip entries carry a fixed timestamp; ``numpy.savez``
+  stamps the current time, so it is not used).
+* With ``dtype`` other than float64 every float *input* is first rounded to that dtype (bfloat16:
+  float64 -> float32 -> round-to-nearest-even to 8 mantissa bits, as ``torch`` converts) and stored
+  back as float64, and the expected outputs are computed in float64 from the rounded inputs: a
+  candidate's error is its own, not input quantization.
+* ``RESULTS_DIR/<name>.npz`` holds every key of the case's ``"outputs"``, each with the expected
+  shape, any real dtype (cast to float64).
+* ``check`` exits 0 when every output is within tolerance, 1 when any is not or is non-finite (the
+  report names case, output, error, tolerance and the first diverging index: for sequences, the
+  time step), 2 on unusable input (missing directory, file or key, wrong shape, bad manifest),
+  with a one-line message on stderr and no traceback.
+
+Error measures, per output, for the expected ``y`` (float64) and the candidate ``x``::
+
+    s        = max_i |y_i|          (the output's scale; 1 if y is all zeros)
+    max_abs  = max_i |x_i - y_i|
+    max_rel  = max_abs / s          (normwise relative error)
+    passes iff every x_i is finite and |x_i - y_i| <= tol_i, where
+    tol_i    = rtol |y_i| + atol s g(L)              table mode
+    tol_i    = k E_naive  + atol s                   baseline mode, E_naive = max_i |naive_i - y_i|
+
+``(rtol, atol)`` come from :data:`VALUE_TOLERANCES` (torch.testing's defaults; Mamba's kernel tests
+for the fp16 / bf16 atol), doubled for gradients (:data:`GRAD_FACTOR`).  ``atol`` is relative to
+the output's scale ``s``: an SSM's rounding errors are proportional to the size of the signal, not
+of each entry, which may pass through zero.  ``g(L) = max(1, sqrt(L / 64))`` grows the tolerance
+with the effective memory ``L = min(T, 1 / (1 - rho(A)))`` of a recurrence: one rounding error
+per step, damped by ``A^k``, accumulates like a random walk over the last ``L`` steps.  Measured
+(float32: the naive recurrence, and a chunked torch scan): normwise errors 1e-7 to 3e-7 at
+``L = 10``, 7e-7 at ``L = 1000``, 1.8e-6 for gradients: 11 to 130 times below the tolerance,
+while the wrong convention (the output reads the old state) is 1e4 times above.  Baseline mode
+runs the naive computation (:func:`naive_outputs`) in the target dtype, rounding after every
+operation (bfloat16 emulated), for the SSM kinds and discretization; other kinds use the table.
+
+Python API: :func:`write_vectors`, :func:`load_vectors`, :func:`load_case`, :func:`check`,
+:func:`format_report`, :func:`assert_matches`, :func:`assert_case_matches`,
+:func:`round_to_dtype`, :func:`tolerance`, :func:`naive_outputs`.  Command line:
+:func:`add_vectors_arguments` / :func:`run_vectors`, :func:`add_check_arguments` /
+:func:`run_check` (registered in :mod:`ssmref.cli`), or ``python -m ssmref.crosscheck``.
+
+Layout, in dependency order: :mod:`.dtypes` (rounding to a dtype), :mod:`.files` (the manifest,
+``.npz`` files, reading and validating), :mod:`.cases` (the cases, :func:`write_vectors`),
+:mod:`.tolerances` (the table, ``g(L)``), :mod:`.naive` (baseline mode), :mod:`.report`
+(:func:`format_report`), :mod:`.checker` (comparing, :func:`check`, the assertions), :mod:`.cli`
+(the command line).
+"""
+
+from ssmref.crosscheck.dtypes import DTYPES, round_to_dtype
+from ssmref.crosscheck.files import (KINDS, REQUIRED_INPUTS, SPEC_VERSION, VectorsError, load_case,
+                                     load_vectors, read_npz, write_npz)
+from ssmref.crosscheck.cases import (CASES, Case, build_case, run_adapter_case, write_vectors,
+                                     _build_vjp, _compute_vjp)   # the last two: for the tests
+from ssmref.crosscheck.tolerances import (DEFAULT_K, GRAD_FACTOR, LENGTH_REF, VALUE_TOLERANCES,
+                                          effective_length, length_factor, output_class,
+                                          sequence_axis, tolerance)
+from ssmref.crosscheck.naive import naive_outputs
+from ssmref.crosscheck.report import format_report
+from ssmref.crosscheck.checker import (assert_case_matches, assert_matches, check, check_case,
+                                       compare)
+from ssmref.crosscheck.cli import (add_check_arguments, add_vectors_arguments, main, run_check,
+                                   run_vectors)
+
+__all__ = ["SPEC_VERSION", "DTYPES", "KINDS", "CASES", "VALUE_TOLERANCES", "GRAD_FACTOR",
+           "DEFAULT_K", "VectorsError", "round_to_dtype", "tolerance", "length_factor",
+           "effective_length", "write_vectors", "load_vectors", "load_case", "naive_outputs",
+           "check", "check_case", "format_report", "assert_matches", "assert_case_matches",
+           "add_vectors_arguments", "run_vectors", "add_check_arguments", "run_check", "main"]

@@ -1,0 +1,222 @@
+"""Comparing a candidate's outputs with the vectors: the error measures of one output, the
+report of a case and of a results directory, and assertions for other projects' tests."""
+
+import math
+import os
+
+import numpy as np
+
+from ssmref.crosscheck.dtypes import _check_dtype
+from ssmref.crosscheck.files import KINDS, VectorsError, _as_result, _load_results, load_vectors
+from ssmref.crosscheck.naive import naive_outputs
+from ssmref.crosscheck.report import format_report
+from ssmref.crosscheck.tolerances import (DEFAULT_K, effective_length, length_factor,
+                                          output_class, sequence_axis, tolerance)
+
+
+def compare(expected, actual, *, rtol, atol, seq_axis=None, err_naive=None, k=DEFAULT_K):
+    """The error measures of one output (see :mod:`ssmref.crosscheck`) as a dict.
+
+    ``atol`` is relative to the output's scale (it is multiplied by ``s``).  With ``err_naive``
+    (baseline mode) ``tol_i = k err_naive + atol s``; otherwise ``tol_i = rtol |y_i| + atol s``.
+    """
+    y = np.asarray(expected, dtype=np.float64)
+    x = np.asarray(actual, dtype=np.float64)
+    if x.shape != y.shape:
+        raise VectorsError(f"shape {x.shape} does not match the expected {y.shape}")
+    s = float(np.max(np.abs(y))) if y.size else 0.0
+    s = s if s > 0 else 1.0
+    with np.errstate(all="ignore"):
+        err = np.abs(x - y)
+        if err_naive is None:
+            tol = rtol * np.abs(y) + atol * s
+        else:
+            tol = np.full(y.shape, k * err_naive + atol * s)
+        finite = np.isfinite(x)
+        bad = ~finite | ~(err <= tol)
+        finite_err = np.where(finite, err, 0.0)
+        max_abs = float(np.max(finite_err)) if y.size else 0.0
+        worst = float(np.max(np.where(finite, err / tol, 0.0))) if y.size else 0.0
+    floor = (k * err_naive + atol * s) if err_naive is not None else atol * s
+    result = {"shape": list(y.shape), "scale": s, "max_abs": max_abs, "max_rel": max_abs / s,
+              "rtol": None if err_naive is not None else rtol, "tol_abs": floor, "worst": worst,
+              "n_bad": int(np.sum(bad)), "nan": int(np.sum(np.isnan(x))),
+              "inf": int(np.sum(np.isinf(x))), "first_bad": None, "first_bad_step": None,
+              "seq_label": None, "bad_value": None, "bad_expected": None, "bad_tol": None,
+              "err_naive": err_naive, "passed": not bool(np.any(bad))}
+    if np.any(bad):
+        if seq_axis is not None:
+            axis, label = seq_axis
+            first = np.argwhere(np.moveaxis(bad, axis, 0))[0]       # earliest step first
+            index = tuple(np.insert(np.delete(first, 0), axis, first[0]))
+            result["first_bad_step"], result["seq_label"] = int(first[0]), label
+        else:
+            index = tuple(np.argwhere(bad)[0])
+        result["first_bad"] = [int(i) for i in index]
+        result["bad_value"] = float(x[index])
+        result["bad_expected"] = float(y[index])
+        result["bad_tol"] = float(tol[index])
+    return result
+
+
+def _check_mode(mode, k):
+    if mode not in ("table", "baseline"):
+        raise ValueError(f"mode must be 'table' or 'baseline', got {mode!r}")
+    if isinstance(k, bool) or not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
+        raise ValueError(f"k must be a positive finite number, got {k!r}")
+
+
+def check_case(case, actual, dtype=None, *, mode="table", k=DEFAULT_K, rtol=None, atol=None,
+               vectors_dtype=None):
+    """The report of one case (a dict from :func:`load_vectors`'s ``"cases"``) for the outputs
+    ``actual`` (``name -> array``); see :func:`check`."""
+    dtype = _check_dtype(dtype or vectors_dtype or "float64")
+    _check_mode(mode, k)
+    kind, attrs = case["kind"], case["attrs"]
+    L = effective_length(kind, case["inputs"], attrs)
+    notes = []
+    naive = None
+    if mode == "baseline":
+        naive = naive_outputs(kind, case["inputs"], attrs, dtype)
+        if naive is None:
+            notes.append(f"no naive baseline for kind {kind!r}: table tolerances used")
+    outputs = []
+    for name, expected in case["outputs"].items():
+        if name not in actual:
+            raise VectorsError(f"results of case {case['name']}: output {name!r} is missing")
+        got = _as_result(actual[name], expected.shape,
+                         f"results of case {case['name']}: output {name!r}")
+        cls = output_class(kind, name)
+        err_naive = None
+        if naive is not None:
+            e = np.abs(naive[name] - expected)
+            if np.all(np.isfinite(e)):
+                err_naive = float(np.max(e)) if e.size else 0.0
+            else:
+                notes.append(f"{name}: the naive {dtype} computation is not finite; table used")
+        if err_naive is not None:            # baseline: no length factor, E_naive has it
+            _, a = tolerance(dtype, cls, 1, rtol=rtol, atol=atol)
+            res = compare(expected, got, rtol=None, atol=a, err_naive=err_naive, k=k,
+                          seq_axis=sequence_axis(kind, name))
+        else:
+            r, a = tolerance(dtype, cls, L, rtol=rtol, atol=atol)
+            res = compare(expected, got, rtol=r, atol=a, seq_axis=sequence_axis(kind, name))
+        res.update(name=name, cls=cls)
+        outputs.append(res)
+    return {"name": case["name"], "kind": kind, "length": L, "length_factor": length_factor(L),
+            "passed": all(o["passed"] for o in outputs), "notes": notes, "outputs": outputs}
+
+
+def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases=None,
+          rtol=None, atol=None):
+    """Compare ``results_dir/<case>.npz`` with the vectors in ``vectors_dir``; returns the report.
+
+    ``dtype``: the candidate's precision, which picks the tolerances (default: the manifest's).
+    ``mode``: ``"table"`` (``tol_i = rtol |y_i| + atol s g(L)``) or ``"baseline"``
+    (``tol_i = k E_naive + atol s``).  ``cases``: names to check (default all in the manifest;
+    each must have a results file).  ``rtol`` / ``atol`` replace the table's values (before the
+    gradient and length factors).  Raises :class:`VectorsError` on unusable input.
+
+    The report: ``{"passed", "dtype", "vectors_dtype", "mode", "k", "vectors_dir", "results_dir",
+    "notes", "cases": [{"name", "kind", "length", "length_factor", "passed", "notes", "outputs":
+    [{"name", "cls", "shape", "scale", "max_abs", "max_rel", "rtol", "tol_abs", "worst", "n_bad",
+    "nan", "inf", "first_bad", "first_bad_step", "seq_label", "bad_value", "bad_expected",
+    "bad_tol", "err_naive", "passed"}]}]}``: ``tol_abs`` is the absolute part of the tolerance
+    (``atol s g(L)``, or ``k E_naive + atol s``), ``worst`` the largest ``|x_i - y_i| / tol_i``,
+    ``first_bad`` the first failing index (earliest along the sequence axis ``seq_label``).
+    """
+    if dtype is not None:
+        _check_dtype(dtype)
+    _check_mode(mode, k)
+    if not os.path.isdir(results_dir):
+        raise VectorsError(f"results directory {results_dir} does not exist")
+    vectors = load_vectors(vectors_dir, cases)
+    vdtype = vectors["dtype"]
+    dtype = dtype or vdtype
+    notes = []
+    if dtype != vdtype and vdtype == "float64":
+        notes.append(f"the vectors' inputs are float64, not rounded to {dtype}: the errors "
+                     f"include the rounding of the inputs (write them with --dtype {dtype})")
+    elif dtype != vdtype:
+        notes.append(f"the vectors were written for {vdtype}; checking with {dtype} tolerances")
+    results = []
+    for name, case in vectors["cases"].items():
+        actual = _load_results(results_dir, case)
+        results.append(check_case(case, actual, dtype, mode=mode, k=k, rtol=rtol, atol=atol))
+    return {"passed": all(c["passed"] for c in results), "dtype": dtype, "vectors_dtype": vdtype,
+            "mode": mode, "k": k if mode == "baseline" else None,
+            "vectors_dir": os.fspath(vectors_dir), "results_dir": os.fspath(results_dir),
+            "notes": notes, "cases": results}
+
+
+# --- Python API for other projects' tests ----------------------------------------------------
+
+def assert_matches(expected, actual, *, dtype="float64", kind=None, name="output", length=1,
+                   rtol=None, atol=None):
+    """Raise ``AssertionError`` (with the checker's table) unless ``actual`` matches ``expected``
+    within the tolerance for ``dtype``.
+
+    ``expected`` / ``actual``: arrays, or dicts ``name -> array`` (every expected key must be in
+    ``actual``).  ``kind``: ``"value"`` (default) or ``"grad"`` picks the table's row; a case
+    kind (``"ssm_scan"``, ``"policy"``, ...) picks the row and the sequence axis from each
+    output's name.  ``length``: the effective length ``L`` of :func:`length_factor`.
+    ``rtol`` / ``atol`` replace the table's values.  Arrays of another shape raise
+    ``AssertionError`` too.
+    """
+    _check_dtype(dtype)
+    single = not isinstance(expected, dict)
+    if single:
+        expected, actual = {name: expected}, {name: actual}
+    elif not hasattr(actual, "keys"):
+        raise ValueError(f"actual must be a dict like expected, got {type(actual).__name__}")
+    if kind not in (None, "value", "grad") + KINDS:
+        raise ValueError(f"kind must be 'value', 'grad' or one of {list(KINDS)}, got {kind!r}")
+    rows = []
+    for key, y in expected.items():
+        y = np.asarray(y, dtype=np.float64)
+        if key not in actual:
+            raise AssertionError(f"{key}: missing from actual (has {sorted(actual)})")
+        x = np.asarray(actual[key])
+        if x.shape != y.shape:
+            raise AssertionError(f"{key}: shape {x.shape}, expected {y.shape}")
+        if kind in KINDS:
+            cls, seq = output_class(kind, key), sequence_axis(kind, key)
+        else:
+            cls, seq = (kind or "value"), None
+        r, a = tolerance(dtype, cls, length, rtol=rtol, atol=atol)
+        res = compare(y, x, rtol=r, atol=a, seq_axis=seq)
+        res.update(name=key, cls=cls)
+        rows.append(res)
+    case = {"name": name if single else (name if name != "output" else "arrays"),
+            "kind": kind or "value", "length": float(length),
+            "length_factor": length_factor(length), "passed": all(o["passed"] for o in rows),
+            "notes": [], "outputs": rows}
+    if not case["passed"]:
+        report = {"passed": False, "dtype": dtype, "vectors_dtype": dtype, "mode": "table",
+                  "k": None, "vectors_dir": "<arrays>", "results_dir": "<arrays>", "notes": [],
+                  "cases": [case]}
+        raise AssertionError("\n" + format_report(report))
+    return case
+
+
+def assert_case_matches(vectors_dir, results, case, dtype=None, *, mode="table", k=DEFAULT_K):
+    """Raise ``AssertionError`` unless the outputs ``results`` of case ``case`` match the vectors.
+
+    ``results``: a dict ``output name -> array`` (computed by the implementation under test, any
+    float dtype or framework tensor converted with ``numpy()``), or a results directory holding
+    ``<case>.npz``.  ``dtype`` defaults to the manifest's.  Returns the case report.
+    """
+    vectors = load_vectors(vectors_dir, [case])
+    entry = vectors["cases"][case]
+    actual = _load_results(results, entry) if isinstance(results, (str, os.PathLike)) else results
+    try:
+        rep = check_case(entry, actual, dtype, mode=mode, k=k, vectors_dtype=vectors["dtype"])
+    except VectorsError as e:
+        raise AssertionError(str(e)) from None
+    if not rep["passed"]:
+        report = {"passed": False, "dtype": dtype or vectors["dtype"],
+                  "vectors_dtype": vectors["dtype"], "mode": mode,
+                  "k": k if mode == "baseline" else None, "vectors_dir": os.fspath(vectors_dir),
+                  "results_dir": "<arrays>", "notes": [], "cases": [rep]}
+        raise AssertionError("\n" + format_report(report))
+    return rep

@@ -1,0 +1,96 @@
+"""The command line: ``vectors`` and ``check`` (registered in :mod:`ssmref.cli`), and
+:func:`main` for ``python -m ssmref.crosscheck``."""
+
+import argparse
+import json
+import math
+import sys
+import time
+
+from ssmref import params as P
+from ssmref.crosscheck.cases import CASES, write_vectors
+from ssmref.crosscheck.checker import check
+from ssmref.crosscheck.dtypes import DTYPES
+from ssmref.crosscheck.files import _one_line
+from ssmref.crosscheck.report import format_report
+from ssmref.crosscheck.tolerances import DEFAULT_K
+
+
+def add_vectors_arguments(parser):
+    """Arguments of ``python -m ssmref vectors OUT_DIR [--dtype D] [--cases NAME ...]``."""
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write manifest.json "
+                        "and one .npz per case to (created if needed)")
+    parser.add_argument("--dtype", default="float64", choices=DTYPES,
+                        help="round every float input to this dtype first (default float64)")
+    parser.add_argument("--cases", nargs="+", metavar="NAME", default=None,
+                        help=f"write only these cases (default all: {', '.join(CASES)})")
+    return parser
+
+
+def run_vectors(args):
+    """Write the vectors; exit status 0, or 2 with a one-line message on stderr."""
+    t0 = time.perf_counter()
+    try:
+        manifest = write_vectors(args.out_dir, args.dtype, args.cases)
+    except (ValueError, OSError) as e:
+        print(f"ssmref vectors: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(manifest['cases'])} cases ({args.dtype}) to {args.out_dir} in "
+          f"{time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def add_check_arguments(parser):
+    """Arguments of ``python -m ssmref check VECTORS_DIR RESULTS_DIR [...]``."""
+    parser.add_argument("vectors_dir", metavar="VECTORS_DIR", help="written by 'vectors'")
+    parser.add_argument("results_dir", metavar="RESULTS_DIR",
+                        help="one <case>.npz per case: the outputs of the code under test")
+    parser.add_argument("--dtype", default=None, choices=DTYPES,
+                        help="the candidate's precision, which picks the tolerances "
+                             "(default: the dtype the vectors were written for)")
+    parser.add_argument("--mode", default="table", choices=("table", "baseline"),
+                        help="table: per-dtype tolerances grown with sequence length; baseline: "
+                             "error <= k x the naive computation's error in dtype + atol")
+    parser.add_argument("--k", type=float, default=DEFAULT_K,
+                        help=f"baseline mode's factor (default {DEFAULT_K:g})")
+    parser.add_argument("--cases", nargs="+", metavar="NAME", default=None,
+                        help="check only these cases (default: every case in the manifest)")
+    parser.add_argument("--rtol", type=float, default=None, help="replace the table's rtol")
+    parser.add_argument("--atol", type=float, default=None,
+                        help="replace the table's atol (relative to each output's max |y|)")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also write the report as JSON")
+    return parser
+
+
+def run_check(args):
+    """Check; exit status 0 (all pass), 1 (some output out of tolerance or not finite), or 2
+    (unusable input: a one-line message on stderr, no traceback)."""
+    try:
+        for flag in ("rtol", "atol"):
+            v = getattr(args, flag, None)
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"--{flag} must be a finite number >= 0, got {v}")
+        report = check(args.vectors_dir, args.results_dir, dtype=args.dtype, mode=args.mode,
+                       k=args.k, cases=args.cases, rtol=getattr(args, "rtol", None),
+                       atol=getattr(args, "atol", None))
+        if getattr(args, "json", None):
+            text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+            P.atomic_write(args.json, lambda f: f.write(text.encode("utf-8")))
+    except (ValueError, OSError) as e:
+        print(f"ssmref check: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 0 if report["passed"] else 1
+
+
+def main(argv=None):
+    """``python -m ssmref.crosscheck vectors|check ...`` (the same as ``python -m ssmref``)."""
+    from ssmref import crosscheck        # for its docstring (it imports this module)
+    parser = argparse.ArgumentParser(prog="python -m ssmref.crosscheck",
+                                     description=crosscheck.__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    add_vectors_arguments(sub.add_parser("vectors", help="write the golden vectors"))
+    add_check_arguments(sub.add_parser("check", help="check results against the vectors"))
+    args = parser.parse_args(argv)
+    return run_vectors(args) if args.command == "vectors" else run_check(args)
