@@ -56,6 +56,7 @@ import numpy as onp
 from autograd.tracer import Box, getval
 
 from . import params as P
+from . import rl
 from .nn import (categorical_entropy, categorical_log_prob, categorical_sample, gaussian_entropy,
                  gaussian_log_prob, gaussian_sample, mlp_apply, mlp_init)
 from .rng import as_rng
@@ -477,7 +478,8 @@ def _check_env(spec, env):
 
 def policy_rollout(params, spec, env, rng=None, deterministic=False):
     """Run every row of a vectorized environment (:mod:`ssmref.envs`) for ``env.horizon`` steps
-    with :func:`policy_step`, feeding back each step's action and reward.
+    with :func:`policy_step`, feeding back each step's action and reward (:func:`ssmref.rl.rollout`
+    with this policy as ``act``).
 
     Returns the keys of :func:`ssmref.rl.rollout`, ``obs (N, T, obs_dim)``, ``actions``,
     ``rewards (N, T)``, ``mask (N, T)``, ``task_index (N,)``, plus ``log_probs (N, T)`` and
@@ -487,20 +489,14 @@ def policy_rollout(params, spec, env, rng=None, deterministic=False):
     _check_env(spec, env)
     rng = as_rng(rng)
     params = P.stop_gradient(params)
-    obs = env.reset(rng)
-    h, prev_a, prev_r = None, None, None
-    rec = {k: [] for k in ("obs", "actions", "rewards", "mask", "log_probs", "values")}
-    for _ in range(env.horizon):
-        out, h = policy_step(params, spec, h, obs, prev_a, prev_r)
+    h = None
+
+    def act(obs, t, prev_action, prev_reward):
+        nonlocal h
+        out, h = policy_step(params, spec, h, obs, prev_action, prev_reward)
         a = onp.asarray(sample(spec, out, rng, deterministic))
-        next_obs, reward, _, _, info = env.step(a)
-        for k, v in (("obs", obs), ("actions", a), ("rewards", reward), ("mask", info["mask"]),
-                     ("log_probs", log_prob(spec, out, a)), ("values", out["values"])):
-            rec[k].append(onp.asarray(v))
-        obs, prev_a, prev_r = next_obs, a, reward
-    batch = {k: onp.stack(v, axis=1) for k, v in rec.items()}
-    batch["task_index"] = onp.asarray(env.task_index).copy()
-    return batch
+        return a, {"log_probs": log_prob(spec, out, a), "values": out["values"]}
+    return rl.rollout(env, act, rng)
 
 
 # ---------------------------------------------------------------------------------------------

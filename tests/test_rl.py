@@ -494,13 +494,19 @@ def test_rollout_records_what_the_env_returns():
     goals = onp.repeat(onp.stack([t["goal"] for t in tasks]), 2, axis=0) * onp.array([[1.0, 1.0]])
     seen = []
 
-    def act(obs, t):
-        seen.append((t, obs.copy()))
-        return onp.clip((goals - obs) / 0.1, -1.0, 1.0)
+    def act(obs, t, prev_action, prev_reward):
+        seen.append((t, obs.copy(), prev_action, prev_reward))
+        a = onp.clip((goals - obs) / 0.1, -1.0, 1.0)
+        return a, {"speed": onp.abs(a).sum(axis=1)}
     traj = rl.rollout(family.make_env(tasks, episodes_per_task=2), act, rng=1)
+    assert seen[0][2] is None and seen[0][3] is None          # nothing before the first step
+    for t in range(1, 12):                                    # then the previous step's a and r
+        onp.testing.assert_array_equal(seen[t][2], traj["actions"][:, t - 1])
+        onp.testing.assert_array_equal(seen[t][3], traj["rewards"][:, t - 1])
+    onp.testing.assert_array_equal(traj["speed"], onp.abs(traj["actions"]).sum(axis=2))
     assert traj["obs"].shape == (6, 12, 2) and traj["actions"].shape == (6, 12, 2)
     assert traj["rewards"].shape == traj["mask"].shape == (6, 12)
-    assert [t for t, _ in seen] == list(range(12))
+    assert [s[0] for s in seen] == list(range(12))
     onp.testing.assert_array_equal(traj["task_index"], [0, 0, 1, 1, 2, 2])
     # replay with a fresh env: same observations, rewards, masks
     env = family.make_env(tasks, episodes_per_task=2)
