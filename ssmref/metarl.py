@@ -189,11 +189,15 @@ class MetaMAML:
             params = maml.adapt(params, self.loss_fn, data, inner_lr=self.config.inner_lr)
         return params
 
-    def evaluate(self, tasks, rng=None, steps=3, per_task=False):
+    def evaluate(self, tasks, rng=None, steps=3, per_task=False, later_inner_lr=None):
         """``returns_by_step[k]``: mean return over ``tasks`` (and their episodes) after ``k``
         inner steps, each step on fresh episodes of the previous parameters, ``k = 0..steps``.
-        ``per_task=True`` returns the ``(steps + 1, len(tasks))`` array of per-task means instead."""
+        ``per_task=True`` returns the ``(steps + 1, len(tasks))`` array of per-task means instead.
+        Every step uses the config's ``inner_lr``, or, from the second step on, ``later_inner_lr``
+        when it is given."""
         rng = as_rng(rng)
+        if later_inner_lr is not None and not (onp.isfinite(later_inner_lr) and later_inner_lr >= 0):
+            raise ValueError(f"later_inner_lr must be finite and >= 0, got {later_inner_lr!r}")
         current = [self.params] * len(tasks)
         out = onp.zeros((steps + 1, len(tasks)))
         for k in range(steps + 1):
@@ -203,7 +207,8 @@ class MetaMAML:
                 out[k, j] = traj["rewards"].sum(axis=1).mean()
                 if k < steps:
                     data = trajectory_data(traj, self.config.gamma, self.config.estimator)
-                    nxt.append(maml.adapt(params, self.loss_fn, data, inner_lr=self.config.inner_lr))
+                    lr = self.config.inner_lr if k == 0 or later_inner_lr is None else later_inner_lr
+                    nxt.append(maml.adapt(params, self.loss_fn, data, inner_lr=lr))
             current = nxt
         return out if per_task else [float(v) for v in out.mean(axis=1)]
 

@@ -278,23 +278,36 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
 # evaluate
 # ---------------------------------------------------------------------------------------------
 
-def evaluate(run_dir, *, tasks=40, steps=3, log=print, plot=True):
+def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, name="evaluation.json", log=print,
+             plot=True):
     """Evaluate the checkpoint of ``run_dir`` on ``tasks`` held-out tasks after ``0..steps``
-    inner steps; writes and returns ``evaluation.json``'s content."""
+    inner steps; writes and returns ``evaluation.json``'s content.  RL runs: ``later_inner_lr``
+    is the step size of the second and later steps (default: the run's ``inner_lr``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a directory")
     if tasks < 1 or steps < 0:
         raise ValueError(f"tasks must be >= 1 and steps >= 0, got {tasks} and {steps}")
+    if Path(name).name != name or not name.endswith(".json") or name == ".json":
+        raise ValueError(f"name must be a file name ending in .json, got {name!r}")
     config = read_json(run_dir / "config.json")
     trainer = load_trainer(run_dir, config)
     held_out = trainer.family.sample_tasks(tasks, onp.random.default_rng([EVAL_SEED, 0]))
     t0 = time.perf_counter()
+    extra = {}
+    if later_inner_lr is not None:
+        if config["env"] == "sinusoid":
+            raise ValueError("later_inner_lr applies to the RL envs only")
+        extra["later_inner_lr"] = float(later_inner_lr)
     values = trainer.evaluate(held_out, onp.random.default_rng([EVAL_SEED, 1]), steps=steps,
-                              per_task=True)                               # (steps + 1, tasks)
+                              per_task=True, **extra)                      # (steps + 1, tasks)
+    alpha = trainer.config.inner_lr
+    inner_lrs = [alpha if k == 0 or later_inner_lr is None else float(later_inner_lr)
+                 for k in range(steps)]
     key = "mse_by_step" if config["env"] == "sinusoid" else "returns_by_step"
     result = {"env": config["env"], "iteration": trainer.iteration, "num_tasks": tasks,
               "steps": list(range(steps + 1)), "eval_seed": EVAL_SEED,
+              "inner_lr_by_step": inner_lrs,
               key: [float(v) for v in values.mean(axis=1)],
               key.replace("_by_step", "_stderr_by_step"):
                   [float(v) for v in values.std(axis=1, ddof=1) / onp.sqrt(tasks)]
@@ -304,12 +317,13 @@ def evaluate(run_dir, *, tasks=40, steps=3, log=print, plot=True):
         result["reference_finn2017"] = {str(k): v for k, v in FINN_NAVIGATION.items()}
     if config["env"] == "bandit":
         result["oracle_return"] = float(onp.mean(trainer.family.oracle_return(held_out)))
-    write_json(run_dir / "evaluation.json", result)
+    write_json(run_dir / name, result)
     if plot:
-        png = plot_adaptation(result, run_dir / "adaptation.png")
+        png_name = "adaptation.png" if name == "evaluation.json" else name[:-len(".json")] + ".png"
+        png = plot_adaptation(result, run_dir / png_name)
         if png:
             log(f"wrote {png}")
-    log(f"wrote {run_dir / 'evaluation.json'}")
+    log(f"wrote {run_dir / name}")
     return result
 
 
@@ -435,11 +449,16 @@ def add_evaluate_arguments(p):
     p.add_argument("run_dir", help="a directory written by `python -m ssmref train`")
     p.add_argument("--tasks", type=int, default=40, help="held-out tasks (default 40)")
     p.add_argument("--steps", type=int, default=3, help="inner steps (default 3)")
+    p.add_argument("--later-inner-lr", type=float, default=None,
+                   help="RL: step size of the 2nd and later steps (default: the run's inner_lr)")
+    p.add_argument("--out-name", default="evaluation.json",
+                   help="file name in RUN_DIR for the result (default evaluation.json)")
 
 
 def run_evaluate(args):
     try:
-        print(format_table(evaluate(args.run_dir, tasks=args.tasks, steps=args.steps)))
+        print(format_table(evaluate(args.run_dir, tasks=args.tasks, steps=args.steps,
+                                    later_inner_lr=args.later_inner_lr, name=args.out_name)))
     except (RunError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -104,6 +104,25 @@ def test_evaluate_is_seeded_and_independent_of_the_training_seed(tmp_path):
         second["returns_by_step"]
 
 
+def test_evaluate_with_a_smaller_step_after_the_first(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval"]) == 0
+    plain = TR.evaluate(run, tasks=2, steps=2, log=lambda *a: None)
+    small = TR.evaluate(run, tasks=2, steps=2, later_inner_lr=0.02, name="eval_small.json",
+                        log=lambda *a: None)
+    assert plain["inner_lr_by_step"] == [0.1, 0.1] and small["inner_lr_by_step"] == [0.1, 0.02]
+    assert small["returns_by_step"][:2] == plain["returns_by_step"][:2]     # same first step
+    assert small["returns_by_step"][2] != plain["returns_by_step"][2]
+    assert json.loads((run / "eval_small.json").read_text()) == small
+    assert json.loads((run / "evaluation.json").read_text()) == plain       # not overwritten
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--out-name", "../x.json"]) == 2
+    with pytest.raises(ValueError, match="RL envs"):
+        sin = tmp_path / "sin"
+        main(["train", "--env", "sinusoid", "--out", str(sin), "--iterations", "1",
+              "--hidden", "4", "--no-eval"])
+        TR.evaluate(sin, tasks=2, steps=2, later_inner_lr=0.01, log=lambda *a: None)
+
+
 def test_unusable_run_directories_exit_2_with_one_line(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval"]) == 0
