@@ -1,0 +1,115 @@
+"""Validators for public arguments: one place that says what a valid argument is.
+
+ssmref checks its arguments once, at the public boundary, and the math below is unchecked and
+reusable.  Every validator here raises ``ValueError`` whose message names the argument and says what
+was expected and what was received, and returns the (normalised) value, so a boundary reads as::
+
+    steps = check_int("steps", steps, minimum=1)
+    lr = check_scalar("lr", lr, low=0.0)
+    method = check_choice("method", method, ("zoh", "bilinear"))
+    check_shape("h0", h0, (n,))
+
+Values may be autograd boxes (a traced learning rate, a traced array); only their values are
+inspected, and boxes are returned unchanged so that differentiation flows through.  ``bool`` is
+never accepted as a number (``True`` is an ``int`` in Python, and ``steps=True`` is a bug).
+"""
+
+import math
+import numbers
+
+import numpy as onp
+from autograd.tracer import getval
+
+
+def check_int(name, value, *, minimum=None, maximum=None):
+    """``value`` as a Python ``int`` with ``minimum <= value <= maximum`` (either bound optional)."""
+    if isinstance(value, (bool, onp.bool_)) or not isinstance(value, (numbers.Integral, onp.integer)):
+        raise ValueError(f"{name} must be an int{_bounds(minimum, maximum)}, got {value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an int{_bounds(minimum, maximum)}, got {value}")
+    return value
+
+
+def _bounds(lo, hi, lo_open=False, hi_open=False):
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi}")
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def check_scalar(name, value, *, low=None, high=None, low_open=False, high_open=False):
+    """A finite real scalar (Python number, 0-d array or autograd box) within the given bounds.
+
+    Returns ``value`` unchanged (a box stays a box); complex values, bools and non-finite values
+    are refused.
+    """
+    raw = getval(value)
+    if isinstance(raw, (bool, onp.bool_)) or onp.ndim(raw) != 0 or onp.asarray(raw).dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be a real scalar{_bounds(low, high, low_open, high_open)}, "
+                         f"got {raw!r}")
+    x = float(raw)
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {x}")
+    too_low = low is not None and (x <= low if low_open else x < low)
+    too_high = high is not None and (x >= high if high_open else x > high)
+    if too_low or too_high:
+        raise ValueError(f"{name} must be{_bounds(low, high, low_open, high_open)}, got {x}")
+    return value
+
+
+def check_flag(name, value):
+    """``value`` as a ``bool``; only ``True``/``False`` (and numpy bools) are accepted."""
+    if not isinstance(value, (bool, onp.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_choice(name, value, choices):
+    """``value`` if it is one of ``choices`` (compared by type and value), else ``ValueError``."""
+    ok = any(type(c) is type(value) and c == value for c in choices)
+    if not ok:
+        raise ValueError(f"{name} must be one of {sorted(choices, key=repr)}, got {value!r}")
+    return value
+
+
+def shape_of(x):
+    """The shape of an array, a box or a scalar as a tuple."""
+    return tuple(onp.shape(getval(x)))
+
+
+def check_shape(name, x, shape, *, hint=""):
+    """``x`` has exactly ``shape`` (``None`` entries match any size); returns ``x``."""
+    got = shape_of(x)
+    if len(got) != len(shape) or any(w is not None and w != g for w, g in zip(shape, got)):
+        want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ("," if len(shape) == 1 else "") + ")"
+        raise ValueError(f"{name} must have shape {want}{hint}, got {got}")
+    return x
+
+
+def check_real_array(name, x, *, finite=False):
+    """``x`` is a real (bool, integer or floating) array or scalar: complex, object and string
+    arrays are refused, and with ``finite=True`` so are NaN and infinities.  Returns ``x``."""
+    raw = getval(x)
+    kind = onp.asarray(raw).dtype.kind
+    if kind == "c":
+        raise ValueError(f"{name} must be real, got a complex array of shape {shape_of(x)} "
+                         f"(complex SSMs are separate functions; see docs/)")
+    if kind not in "biuf":
+        raise ValueError(f"{name} must be a numeric array, got dtype {onp.asarray(raw).dtype}")
+    if finite and not onp.all(onp.isfinite(raw)):
+        raise ValueError(f"{name} has non-finite entries (shape {shape_of(x)})")
+    return x
+
+
+def check_numeric_array(name, x, *, finite=False):
+    """``x`` is a real or complex numeric array or scalar (object/string refused); returns ``x``."""
+    raw = getval(x)
+    kind = onp.asarray(raw).dtype.kind
+    if kind not in "biufc":
+        raise ValueError(f"{name} must be a numeric array, got dtype {onp.asarray(raw).dtype}")
+    if finite and not onp.all(onp.isfinite(raw)):
+        raise ValueError(f"{name} has non-finite entries (shape {shape_of(x)})")
+    return x
