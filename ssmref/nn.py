@@ -187,13 +187,13 @@ def softmax(logits, axis=-1):
 # ---------------------------------------------------------------------------------------------
 
 def _check_logits(logits):
-    """``logits: (..., K)``; ``-inf`` marks an impossible class, ``nan`` and ``+inf`` are errors."""
+    """``logits: (..., K)`` with at least one dimension.
+
+    Values are not inspected: ``nan``/``+inf`` logits give ``nan`` log-probabilities and entropies
+    (so a caller such as the test-time adapter's non-finite guard sees them), and only sampling,
+    which cannot return ``nan``, refuses them (:func:`categorical_sample`).
+    """
     _check_ndim_at_least("logits", logits, 1)
-    raw = onp.asarray(getval(logits))
-    if onp.isnan(raw).any() or onp.isposinf(raw).any():
-        raise ValueError("logits must not contain nan or +inf")
-    if raw.size and onp.isneginf(raw).all(axis=-1).any():
-        raise ValueError("logits: every class in some row is -inf (no possible action)")
 
 
 def categorical_log_prob(logits, actions):
@@ -235,6 +235,10 @@ def categorical_sample(logits, rng):
     """
     _check_logits(logits)
     raw = onp.asarray(getval(logits), dtype=onp.float64)
+    if onp.isnan(raw).any() or onp.isposinf(raw).any():
+        raise ValueError("logits must not contain nan or +inf")
+    if raw.size and onp.isneginf(raw).all(axis=-1).any():
+        raise ValueError("logits: every class in some row is -inf (no possible action)")
     gumbel = as_rng(rng).gumbel(size=raw.shape)  # (..., K)
     return onp.argmax(raw + gumbel, axis=-1).astype(onp.int64)
 

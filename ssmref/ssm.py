@@ -440,6 +440,17 @@ def run_ssm(params, u, h0=None, mode="scan"):
     return MODES[mode](params, u, h0)
 
 
+def ssm_states(params, u, h0=None, mode="scan"):
+    """The state sequence ``h_t`` of ``h_t = A h_{t-1} + B u_t``: ``u (..., T, m) -> (..., T, n)``.
+
+    The SSM with ``C = I`` and ``D = 0`` (its outputs are its states), run in ``mode``; only
+    ``params["A"]`` and ``params["B"]`` are read.
+    """
+    n, m = np.shape(params["B"])
+    return run_ssm({"A": params["A"], "B": params["B"], "C": onp.eye(n), "D": onp.zeros((n, m))},
+                   u, h0, mode)[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # The stateful wrapper
 # ---------------------------------------------------------------------------------------------
