@@ -18,7 +18,7 @@ from ssmref import __version__
 
 
 def _selftest(args):
-    from ssmref.selftest import SSM_CASES, run_cases
+    from ssmref.ssm.selftest import SSM_CASES, run_cases
     return run_cases(SSM_CASES)
 
 

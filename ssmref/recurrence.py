@@ -1,4 +1,5 @@
-"""The diagonal linear recurrence, as one autograd primitive with an adjoint VJP.
+"""Linear recurrences along time: the diagonal recurrence as one autograd primitive with an adjoint
+VJP, and the generic log-depth associative scan.
 
     h_t = a_t * h_{t-1} + b_t,        t = 0, ..., T-1,        h_{-1} = h0 (zeros by default)
 
@@ -20,6 +21,10 @@ order are exact (MAML differentiates twice).
 Complex values follow autograd's convention: for holomorphic maps the VJP multiplies by the
 derivative without conjugation, so ``autograd.grad`` of a real loss ``L`` w.r.t. ``z = x + iy`` is
 ``∂L/∂x − i ∂L/∂y`` (as in JAX; PyTorch's ``.grad`` is its conjugate).  See ``docs/ssm.md``.
+
+The associative scan computes every prefix ``s_t = e_0 ∘ e_1 ∘ ... ∘ e_t`` of an associative
+operation ``∘`` in O(log T) vectorized rounds (Blelloch 1990); with ``∘`` the composition of affine
+maps ``h -> M h + v`` it is the log-depth form of every linear recurrence (the parallel modes).
 """
 
 import autograd.numpy as np
@@ -95,3 +100,38 @@ def linear_recurrence(a, b, h0=None):
     if np.shape(a)[0] not in (1, np.shape(b)[0]):
         raise ValueError(f"a must have {np.shape(b)[0]} or 1 time steps on axis 0, got shape {np.shape(a)}")
     return _recurrence(a, b, h0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The associative (prefix) scan, for any associative combine
+# ---------------------------------------------------------------------------------------------
+
+def _interleave(even, odd):
+    """``[e0, o0, e1, o1, ...]`` along axis 0; ``len(even)`` is ``len(odd)`` or one more."""
+    ne, no = np.shape(even)[0], np.shape(odd)[0]
+    if ne > no:
+        odd = np.concatenate([odd, np.zeros((1,) + np.shape(odd)[1:])], axis=0)
+    both = np.stack([even, odd], axis=1)                       # (ne, 2, ...)
+    return np.reshape(both, (2 * ne,) + np.shape(even)[1:])[:ne + no]
+
+
+def associative_scan(combine, elems):
+    """Inclusive prefix scan ``s_t = e_0 . e_1 . ... . e_t`` of an associative ``combine(a, b)``.
+
+    ``elems`` is a tuple of arrays scanned along their first axis; ``combine(a, b)`` takes two such
+    tuples (``a`` earlier, ``b`` later) of equal length and returns one.  The work-efficient odd/even
+    recursion of Blelloch (1990), as in ``jax.lax.associative_scan``: combine neighbours pairwise,
+    scan the half-length sequence recursively, then fill in the even positions; O(T) combines in
+    O(log T) vectorized rounds.
+    """
+    T = np.shape(elems[0])[0]
+    if T < 2:
+        return elems
+    # pairs (e_0 . e_1), (e_2 . e_3), ...
+    reduced = combine(tuple(e[0:T - 1:2] for e in elems), tuple(e[1::2] for e in elems))
+    odd = associative_scan(combine, reduced)           # prefixes ending at t = 1, 3, 5, ...
+    # prefixes ending at t = 2, 4, ...: (prefix ending at t-1) . e_t
+    n_even = (T + 1) // 2 - 1
+    even_rest = combine(tuple(o[:n_even] for o in odd), tuple(e[2::2] for e in elems))
+    even = tuple(np.concatenate([e[:1], r], axis=0) for e, r in zip(elems, even_rest))
+    return tuple(_interleave(e, o) for e, o in zip(even, odd))

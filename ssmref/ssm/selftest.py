@@ -16,8 +16,8 @@ import autograd
 import autograd.numpy as np
 import numpy as onp
 
-from ssmref import params as P
-from ssmref import ssm as S
+from ssmref import ssm
+from ssmref.params import tree_map, tree_vdot
 
 
 def _check(cond, msg):
@@ -26,9 +26,9 @@ def _check(cond, msg):
 
 
 def case_init_and_forward():
-    model = S.StateSpaceModel(3, 8, 2, rng=0)
+    model = ssm.StateSpaceModel(3, 8, 2, rng=0)
     _check(model.params["A"].shape == (8, 8) and model.params["D"].shape == (2, 3), "parameter shapes")
-    _check(abs(S.spectral_radius(model.params["A"]) - 0.1) < 1e-12, "spectral radius equals scale")
+    _check(abs(ssm.spectral_radius(model.params["A"]) - 0.1) < 1e-12, "spectral radius equals scale")
     u = onp.random.default_rng(1).standard_normal((4, 3))
     y = model.forward(u)
     _check(y.shape == (4, 2) and model.hidden_state.shape == (4, 8), "forward shapes")
@@ -37,7 +37,7 @@ def case_init_and_forward():
 
 
 def case_sequence():
-    model = S.StateSpaceModel(2, 5, 3, rng=2, scale=0.9)
+    model = ssm.StateSpaceModel(2, 5, 3, rng=2, scale=0.9)
     us = onp.random.default_rng(3).standard_normal((4, 20, 2))
     y = model.forward_sequence(us)
     model.reset_state()
@@ -47,7 +47,7 @@ def case_sequence():
 
 
 def case_state_persistence_and_reset():
-    model = S.StateSpaceModel(2, 4, 1, rng=4, scale=0.8)
+    model = ssm.StateSpaceModel(2, 4, 1, rng=4, scale=0.8)
     us = onp.random.default_rng(5).standard_normal((12, 2))
     whole = model.forward_sequence(us)
     first = model.forward_sequence(us[:5])
@@ -59,23 +59,23 @@ def case_state_persistence_and_reset():
 
 
 def case_save_load():
-    model = S.StateSpaceModel(2, 4, 3, rng=6, mode="parallel")
+    model = ssm.StateSpaceModel(2, 4, 3, rng=6, mode="parallel")
     model.forward_sequence(onp.ones((7, 2)))
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "model.npz")
         model.save(path)
-        loaded = S.StateSpaceModel.load(path)
+        loaded = ssm.StateSpaceModel.load(path)
     _check(loaded.mode == "parallel", "mode restored")
-    _check(all(onp.array_equal(model.params[k], loaded.params[k]) for k in S.PARAM_NAMES), "params bit-exact")
+    _check(all(onp.array_equal(model.params[k], loaded.params[k]) for k in ssm.PARAM_NAMES), "params bit-exact")
     _check(onp.array_equal(model.hidden_state, loaded.hidden_state), "hidden state bit-exact")
 
 
 def case_parameter_access():
-    model = S.StateSpaceModel(2, 3, 2, rng=7)
+    model = ssm.StateSpaceModel(2, 3, 2, rng=7)
     got = model.get_parameters()
     got["A"][0, 0] = 123.0
     _check(model.params["A"][0, 0] != 123.0, "get_parameters returns a copy")
-    new = P.tree_map(lambda x: x * 0.5, got)
+    new = tree_map(lambda x: x * 0.5, got)
     model.set_parameters(new)
     new["B"][0, 0] = 456.0
     _check(model.params["B"][0, 0] != 456.0, "set_parameters stores a copy")
@@ -91,11 +91,11 @@ def case_mode_equivalence():
     rng = onp.random.default_rng(8)
     worst = 0.0
     for T in (1, 2, 7, 64, 257):
-        params = S.init_ssm(3, 6, 2, rng=rng, scale=0.95)
+        params = ssm.init_ssm(3, 6, 2, rng=rng, scale=0.95)
         u = rng.standard_normal((2, T, 3))
         h0 = rng.standard_normal((2, 6))
-        y, h = S.ssm_scan(params, u, h0)
-        for f in (S.ssm_convolve, S.ssm_parallel_scan):
+        y, h = ssm.ssm_scan(params, u, h0)
+        for f in (ssm.ssm_convolve, ssm.ssm_parallel_scan):
             y2, h2 = f(params, u, h0)
             worst = max(worst, onp.max(onp.abs(y2 - y)) / onp.max(onp.abs(y)),
                         onp.max(onp.abs(h2 - h)) / onp.max(onp.abs(h)))
@@ -103,31 +103,31 @@ def case_mode_equivalence():
 
 
 def case_kernel():
-    params = S.init_ssm(2, 4, 3, rng=9, scale=0.9)
-    K = S.ssm_kernel(params, 6)
+    params = ssm.init_ssm(2, 4, 3, rng=9, scale=0.9)
+    K = ssm.ssm_kernel(params, 6)
     want = onp.stack([params["C"] @ onp.linalg.matrix_power(params["A"], k) @ params["B"] for k in range(6)])
     _check(onp.allclose(K, want, rtol=1e-13, atol=1e-15), "K[k] = C A^k B")
 
 
 def case_gradients():
     rng = onp.random.default_rng(10)
-    params = S.init_ssm(2, 3, 2, rng=rng, scale=0.9)
+    params = ssm.init_ssm(2, 3, 2, rng=rng, scale=0.9)
     u = rng.standard_normal((2, 9, 2))
     h0 = rng.standard_normal((2, 3))
     W = rng.standard_normal((2, 9, 2))
     worst = 0.0
-    for mode in S.MODES:
+    for mode in ssm.MODES:
         def loss(theta):
-            y, h = S.run_ssm(theta["p"], theta["u"], theta["h0"], mode)
+            y, h = ssm.run_ssm(theta["p"], theta["u"], theta["h0"], mode)
             return np.sum(W * np.tanh(y)) + np.sum(h ** 2)
         theta = {"p": params, "u": u, "h0": h0}
         g = autograd.grad(loss)(theta)
-        d = P.tree_map(lambda x: rng.standard_normal(x.shape), theta)
+        d = tree_map(lambda x: rng.standard_normal(x.shape), theta)
         eps = 1e-6
-        plus = loss(P.tree_map(lambda x, v: x + eps * v, theta, d))
-        minus = loss(P.tree_map(lambda x, v: x - eps * v, theta, d))
+        plus = loss(tree_map(lambda x, v: x + eps * v, theta, d))
+        minus = loss(tree_map(lambda x, v: x - eps * v, theta, d))
         fd = (plus - minus) / (2 * eps)
-        an = P.tree_vdot(g, d)
+        an = tree_vdot(g, d)
         worst = max(worst, abs(fd - an) / max(abs(an), 1e-12))
     _check(worst < 1e-6, f"directional derivative off by {worst:.3g} (relative)")
 
@@ -137,26 +137,26 @@ def case_discretization_round_trips():
     A = rng.standard_normal((4, 4)) - 2 * onp.eye(4)
     B = rng.standard_normal((4, 2))
     for method in ("zoh", "bilinear"):
-        Ad, Bd = S.discretize(A, B, 0.1, method)
-        A2, B2 = S.undiscretize(Ad, Bd, 0.1, method)
+        Ad, Bd = ssm.discretize(A, B, 0.1, method)
+        A2, B2 = ssm.undiscretize(Ad, Bd, 0.1, method)
         _check(onp.allclose(A2, A, atol=1e-10) and onp.allclose(B2, B, atol=1e-10), f"{method} round trip")
-    Ad1, _ = S.discretize(A, B, 0.3)
-    Ad2, _ = S.discretize(A, B, 0.2)
-    Ad12, _ = S.discretize(A, B, 0.5)
+    Ad1, _ = ssm.discretize(A, B, 0.3)
+    Ad2, _ = ssm.discretize(A, B, 0.2)
+    Ad12, _ = ssm.discretize(A, B, 0.5)
     _check(onp.allclose(Ad1 @ Ad2, Ad12, atol=1e-12), "zoh: e^{0.3A} e^{0.2A} = e^{0.5A}")
 
 
 def case_hippo_stable():
-    params = S.init_ssm(1, 16, 1, rng=12, method="hippo", dt=0.05)
-    rho = S.spectral_radius(params["A"])
+    params = ssm.init_ssm(1, 16, 1, rng=12, method="hippo", dt=0.05)
+    rho = ssm.spectral_radius(params["A"])
     _check(abs(rho - onp.exp(-0.05)) < 1e-8, f"spectral radius {rho} != exp(-dt)")
 
 
 def case_bad_input():
-    params = S.init_ssm(2, 3, 1, rng=13)
-    bad = [lambda: S.ssm_scan(params, onp.zeros((5, 3))),
-           lambda: S.ssm_scan(params, onp.zeros((5, 2)), onp.zeros(4)),
-           lambda: S.ssm_convolve({**params, "B": onp.zeros((3, 3))}, onp.zeros((5, 2)))]
+    params = ssm.init_ssm(2, 3, 1, rng=13)
+    bad = [lambda: ssm.ssm_scan(params, onp.zeros((5, 3))),
+           lambda: ssm.ssm_scan(params, onp.zeros((5, 2)), onp.zeros(4)),
+           lambda: ssm.ssm_convolve({**params, "B": onp.zeros((3, 3))}, onp.zeros((5, 2)))]
     for f in bad:
         try:
             f()
