@@ -14,6 +14,7 @@ import pytest
 
 import ssmref
 from ssmref import crosscheck as X
+from ssmref.crosscheck.families.ssm import build_vjp, compute_vjp
 from ssmref import ssm as S
 from ssmref.policy import PolicySpec
 
@@ -184,8 +185,8 @@ def test_bfloat16_emulation_equals_torch(rng):
 
 def test_vjp_reference_via_convolution_equals_the_scan(rng):
     """Long VJP cases differentiate ssm_convolve; it must equal autograd through the recurrence."""
-    inputs, _ = X._build_vjp(2, 300, 6, 2, 3, 0.95)(rng)
-    out = X._compute_vjp(inputs, {})                                  # T > 256: convolution
+    inputs, _ = build_vjp(2, 300, 6, 2, 3, 0.95)(rng)
+    out = compute_vjp(inputs, {})                                  # T > 256: convolution
 
     def total(args):
         y, h = S.ssm_scan({k: args[k] for k in "ABCD"}, args["u"], args["h0"])

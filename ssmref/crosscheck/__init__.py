@@ -50,27 +50,29 @@ Python API: :func:`write_vectors`, :func:`load_vectors`, :func:`load_case`, :fun
 :func:`add_vectors_arguments` / :func:`run_vectors`, :func:`add_check_arguments` /
 :func:`run_check` (registered in :mod:`ssmref.cli`), or ``python -m ssmref.crosscheck``.
 
-Layout, in dependency order: :mod:`.dtypes` (rounding to a dtype), :mod:`.files` (the manifest,
-``.npz`` files, reading and validating), :mod:`.cases` (the cases, :func:`write_vectors`),
-:mod:`.tolerances` (the table, ``g(L)``), :mod:`.naive` (baseline mode), :mod:`.report`
+Layout, in dependency order: :mod:`.precision` (rounding to a dtype, naive arithmetic in it,
+the tolerance table), :mod:`.files` (deterministic ``.npz`` files, the manifest's structure,
+results), :mod:`.kinds` (what a case and a kind are), :mod:`.families` (the cases and the
+checker's rules of each family of models: :mod:`.families.ssm`, :mod:`.families.learning`),
+:mod:`.registry` (every case and kind; writing and loading vectors), :mod:`.report`
 (:func:`format_report`), :mod:`.checker` (comparing, :func:`check`, the assertions), :mod:`.cli`
 (the command line).
 """
 
-from ssmref.crosscheck.dtypes import DTYPES, round_to_dtype
-from ssmref.crosscheck.files import (KINDS, REQUIRED_INPUTS, SPEC_VERSION, VectorsError, load_case,
-                                     load_vectors, read_npz, write_npz)
-from ssmref.crosscheck.cases import (CASES, Case, build_case, run_adapter_case, write_vectors,
-                                     _build_vjp, _compute_vjp)   # the last two: for the tests
-from ssmref.crosscheck.tolerances import (DEFAULT_K, GRAD_FACTOR, LENGTH_REF, VALUE_TOLERANCES,
-                                          effective_length, length_factor, output_class,
-                                          sequence_axis, tolerance)
-from ssmref.crosscheck.naive import naive_outputs
-from ssmref.crosscheck.report import format_report
 from ssmref.crosscheck.checker import (assert_case_matches, assert_matches, check, check_case,
                                        compare)
 from ssmref.crosscheck.cli import (add_check_arguments, add_vectors_arguments, main, run_check,
                                    run_vectors)
+from ssmref.crosscheck.families.learning import run_adapter_case
+from ssmref.crosscheck.files import SPEC_VERSION, VectorsError, read_npz, write_npz
+from ssmref.crosscheck.kinds import Case, Kind
+from ssmref.crosscheck.precision import (DEFAULT_K, DTYPES, GRAD_FACTOR, LENGTH_REF,
+                                         VALUE_TOLERANCES, length_factor, round_to_dtype,
+                                         tolerance)
+from ssmref.crosscheck.registry import (CASES, KIND_RULES, KINDS, REQUIRED_INPUTS, build_case,
+                                        effective_length, load_case, load_results, load_vectors,
+                                        naive_outputs, output_class, sequence_axis, write_vectors)
+from ssmref.crosscheck.report import format_report
 
 __all__ = ["SPEC_VERSION", "DTYPES", "KINDS", "CASES", "VALUE_TOLERANCES", "GRAD_FACTOR",
            "DEFAULT_K", "VectorsError", "round_to_dtype", "tolerance", "length_factor",

@@ -4,14 +4,13 @@ report of a case and of a results directory, and assertions for other projects' 
 import math
 import os
 
-import numpy as np
+import numpy as onp
 
-from ssmref.crosscheck.dtypes import _check_dtype
-from ssmref.crosscheck.files import KINDS, VectorsError, _as_result, _load_results, load_vectors
-from ssmref.crosscheck.naive import naive_outputs
+from ssmref.crosscheck.files import VectorsError, as_result
+from ssmref.crosscheck.precision import DEFAULT_K, check_dtype, length_factor, tolerance
+from ssmref.crosscheck.registry import (KINDS, effective_length, load_results, load_vectors,
+                                        naive_outputs, output_class, sequence_axis)
 from ssmref.crosscheck.report import format_report
-from ssmref.crosscheck.tolerances import (DEFAULT_K, effective_length, length_factor,
-                                          output_class, sequence_axis, tolerance)
 
 
 def compare(expected, actual, *, rtol, atol, seq_axis=None, err_naive=None, k=DEFAULT_K):
@@ -20,38 +19,38 @@ def compare(expected, actual, *, rtol, atol, seq_axis=None, err_naive=None, k=DE
     ``atol`` is relative to the output's scale (it is multiplied by ``s``).  With ``err_naive``
     (baseline mode) ``tol_i = k err_naive + atol s``; otherwise ``tol_i = rtol |y_i| + atol s``.
     """
-    y = np.asarray(expected, dtype=np.float64)
-    x = np.asarray(actual, dtype=np.float64)
+    y = onp.asarray(expected, dtype=onp.float64)
+    x = onp.asarray(actual, dtype=onp.float64)
     if x.shape != y.shape:
         raise VectorsError(f"shape {x.shape} does not match the expected {y.shape}")
-    s = float(np.max(np.abs(y))) if y.size else 0.0
+    s = float(onp.max(onp.abs(y))) if y.size else 0.0
     s = s if s > 0 else 1.0
-    with np.errstate(all="ignore"):
-        err = np.abs(x - y)
+    with onp.errstate(all="ignore"):
+        err = onp.abs(x - y)
         if err_naive is None:
-            tol = rtol * np.abs(y) + atol * s
+            tol = rtol * onp.abs(y) + atol * s
         else:
-            tol = np.full(y.shape, k * err_naive + atol * s)
-        finite = np.isfinite(x)
+            tol = onp.full(y.shape, k * err_naive + atol * s)
+        finite = onp.isfinite(x)
         bad = ~finite | ~(err <= tol)
-        finite_err = np.where(finite, err, 0.0)
-        max_abs = float(np.max(finite_err)) if y.size else 0.0
-        worst = float(np.max(np.where(finite, err / tol, 0.0))) if y.size else 0.0
+        finite_err = onp.where(finite, err, 0.0)
+        max_abs = float(onp.max(finite_err)) if y.size else 0.0
+        worst = float(onp.max(onp.where(finite, err / tol, 0.0))) if y.size else 0.0
     floor = (k * err_naive + atol * s) if err_naive is not None else atol * s
     result = {"shape": list(y.shape), "scale": s, "max_abs": max_abs, "max_rel": max_abs / s,
               "rtol": None if err_naive is not None else rtol, "tol_abs": floor, "worst": worst,
-              "n_bad": int(np.sum(bad)), "nan": int(np.sum(np.isnan(x))),
-              "inf": int(np.sum(np.isinf(x))), "first_bad": None, "first_bad_step": None,
+              "n_bad": int(onp.sum(bad)), "nan": int(onp.sum(onp.isnan(x))),
+              "inf": int(onp.sum(onp.isinf(x))), "first_bad": None, "first_bad_step": None,
               "seq_label": None, "bad_value": None, "bad_expected": None, "bad_tol": None,
-              "err_naive": err_naive, "passed": not bool(np.any(bad))}
-    if np.any(bad):
+              "err_naive": err_naive, "passed": not bool(onp.any(bad))}
+    if onp.any(bad):
         if seq_axis is not None:
             axis, label = seq_axis
-            first = np.argwhere(np.moveaxis(bad, axis, 0))[0]       # earliest step first
-            index = tuple(np.insert(np.delete(first, 0), axis, first[0]))
+            first = onp.argwhere(onp.moveaxis(bad, axis, 0))[0]       # earliest step first
+            index = tuple(onp.insert(onp.delete(first, 0), axis, first[0]))
             result["first_bad_step"], result["seq_label"] = int(first[0]), label
         else:
-            index = tuple(np.argwhere(bad)[0])
+            index = tuple(onp.argwhere(bad)[0])
         result["first_bad"] = [int(i) for i in index]
         result["bad_value"] = float(x[index])
         result["bad_expected"] = float(y[index])
@@ -70,7 +69,7 @@ def check_case(case, actual, dtype=None, *, mode="table", k=DEFAULT_K, rtol=None
                vectors_dtype=None):
     """The report of one case (a dict from :func:`load_vectors`'s ``"cases"``) for the outputs
     ``actual`` (``name -> array``); see :func:`check`."""
-    dtype = _check_dtype(dtype or vectors_dtype or "float64")
+    dtype = check_dtype(dtype or vectors_dtype or "float64")
     _check_mode(mode, k)
     kind, attrs = case["kind"], case["attrs"]
     L = effective_length(kind, case["inputs"], attrs)
@@ -84,14 +83,14 @@ def check_case(case, actual, dtype=None, *, mode="table", k=DEFAULT_K, rtol=None
     for name, expected in case["outputs"].items():
         if name not in actual:
             raise VectorsError(f"results of case {case['name']}: output {name!r} is missing")
-        got = _as_result(actual[name], expected.shape,
+        got = as_result(actual[name], expected.shape,
                          f"results of case {case['name']}: output {name!r}")
         cls = output_class(kind, name)
         err_naive = None
         if naive is not None:
-            e = np.abs(naive[name] - expected)
-            if np.all(np.isfinite(e)):
-                err_naive = float(np.max(e)) if e.size else 0.0
+            e = onp.abs(naive[name] - expected)
+            if onp.all(onp.isfinite(e)):
+                err_naive = float(onp.max(e)) if e.size else 0.0
             else:
                 notes.append(f"{name}: the naive {dtype} computation is not finite; table used")
         if err_naive is not None:            # baseline: no length factor, E_naive has it
@@ -126,7 +125,7 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
     ``first_bad`` the first failing index (earliest along the sequence axis ``seq_label``).
     """
     if dtype is not None:
-        _check_dtype(dtype)
+        check_dtype(dtype)
     _check_mode(mode, k)
     if not os.path.isdir(results_dir):
         raise VectorsError(f"results directory {results_dir} does not exist")
@@ -141,7 +140,7 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
         notes.append(f"the vectors were written for {vdtype}; checking with {dtype} tolerances")
     results = []
     for name, case in vectors["cases"].items():
-        actual = _load_results(results_dir, case)
+        actual = load_results(results_dir, case)
         results.append(check_case(case, actual, dtype, mode=mode, k=k, rtol=rtol, atol=atol))
     return {"passed": all(c["passed"] for c in results), "dtype": dtype, "vectors_dtype": vdtype,
             "mode": mode, "k": k if mode == "baseline" else None,
@@ -163,7 +162,7 @@ def assert_matches(expected, actual, *, dtype="float64", kind=None, name="output
     ``rtol`` / ``atol`` replace the table's values.  Arrays of another shape raise
     ``AssertionError`` too.
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     single = not isinstance(expected, dict)
     if single:
         expected, actual = {name: expected}, {name: actual}
@@ -173,10 +172,10 @@ def assert_matches(expected, actual, *, dtype="float64", kind=None, name="output
         raise ValueError(f"kind must be 'value', 'grad' or one of {list(KINDS)}, got {kind!r}")
     rows = []
     for key, y in expected.items():
-        y = np.asarray(y, dtype=np.float64)
+        y = onp.asarray(y, dtype=onp.float64)
         if key not in actual:
             raise AssertionError(f"{key}: missing from actual (has {sorted(actual)})")
-        x = np.asarray(actual[key])
+        x = onp.asarray(actual[key])
         if x.shape != y.shape:
             raise AssertionError(f"{key}: shape {x.shape}, expected {y.shape}")
         if kind in KINDS:
@@ -208,7 +207,7 @@ def assert_case_matches(vectors_dir, results, case, dtype=None, *, mode="table",
     """
     vectors = load_vectors(vectors_dir, [case])
     entry = vectors["cases"][case]
-    actual = _load_results(results, entry) if isinstance(results, (str, os.PathLike)) else results
+    actual = load_results(results, entry) if isinstance(results, (str, os.PathLike)) else results
     try:
         rep = check_case(entry, actual, dtype, mode=mode, k=k, vectors_dtype=vectors["dtype"])
     except VectorsError as e:

@@ -7,13 +7,12 @@ import math
 import sys
 import time
 
-from ssmref import params as P
-from ssmref.crosscheck.cases import CASES, write_vectors
 from ssmref.crosscheck.checker import check
-from ssmref.crosscheck.dtypes import DTYPES
-from ssmref.crosscheck.files import _one_line
+from ssmref.crosscheck.files import one_line
+from ssmref.crosscheck.precision import DEFAULT_K, DTYPES
+from ssmref.crosscheck.registry import CASES, write_vectors
 from ssmref.crosscheck.report import format_report
-from ssmref.crosscheck.tolerances import DEFAULT_K
+from ssmref.params import atomic_write
 
 
 def add_vectors_arguments(parser):
@@ -33,7 +32,7 @@ def run_vectors(args):
     try:
         manifest = write_vectors(args.out_dir, args.dtype, args.cases)
     except (ValueError, OSError) as e:
-        print(f"ssmref vectors: error: {_one_line(e)}", file=sys.stderr)
+        print(f"ssmref vectors: error: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"wrote {len(manifest['cases'])} cases ({args.dtype}) to {args.out_dir} in "
           f"{time.perf_counter() - t0:.1f} s")
@@ -76,9 +75,9 @@ def run_check(args):
                        atol=getattr(args, "atol", None))
         if getattr(args, "json", None):
             text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-            P.atomic_write(args.json, lambda f: f.write(text.encode("utf-8")))
+            atomic_write(args.json, lambda f: f.write(text.encode("utf-8")))
     except (ValueError, OSError) as e:
-        print(f"ssmref check: error: {_one_line(e)}", file=sys.stderr)
+        print(f"ssmref check: error: {one_line(e)}", file=sys.stderr)
         return 2
     print(format_report(report))
     return 0 if report["passed"] else 1

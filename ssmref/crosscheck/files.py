@@ -1,19 +1,20 @@
-"""The vectors on disk: the manifest's format, deterministic ``.npz`` files, and reading and
-validating vectors and results (:class:`VectorsError` on anything unusable)."""
+"""The vectors on disk: deterministic ``.npz`` files, the manifest's structure, and results.
+
+Nothing here unpickles, and every problem with a file raises :class:`VectorsError`, which the
+command line turns into exit status 2 and one line on stderr.  What a case's arrays must hold is
+the registry's business (:mod:`ssmref.crosscheck.registry`).
+"""
 
 import json
 import os
 import zipfile
 
-import numpy as np
+import numpy as onp
 
-from ssmref import params as P
-from ssmref import ssm as S
-from ssmref.crosscheck.dtypes import DTYPES
+from ssmref.crosscheck.precision import DTYPES
+from ssmref.params import atomic_write
 
 SPEC_VERSION = "1"
-KINDS = ("ssm_scan", "ssm_step", "ssm_kernel", "ssm_scan_vjp", "discretize", "policy", "maml",
-         "adapter")
 
 
 class VectorsError(ValueError):
@@ -21,11 +22,13 @@ class VectorsError(ValueError):
     ``python -m ssmref check`` exits 2 with this message on one line."""
 
 
-def _one_line(e):
+def one_line(e):
+    """An exception's message on one line (its type's name if it has none)."""
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _select(names, known, what):
+def select_names(names, known, what):
+    """``names`` (a name, a list, or ``None`` for all) as a list in ``known``'s order."""
     if names is None:
         return list(known)
     if isinstance(names, str):
@@ -35,10 +38,6 @@ def _select(names, known, what):
     if unknown:
         raise ValueError(f"{what}: unknown case(s) {unknown}; known: {list(known)}")
     return [n for n in known if n in names]
-
-
-def _ssm(inputs):
-    return {k: inputs[k] for k in S.PARAM_NAMES}
 
 
 # --- deterministic, atomic files -------------------------------------------------------------
@@ -52,11 +51,11 @@ def write_npz(path, arrays):
     timestamp and attributes (``numpy.savez`` stamps the current time).  Atomic; no pickles."""
     plain = {}
     for name in sorted(arrays):
-        a = np.asarray(arrays[name])
+        a = onp.asarray(arrays[name])
         if a.dtype.kind not in "fiub":
             raise ValueError(f"write_npz: array {name!r} has dtype {a.dtype}; only numbers "
                              f"are stored")
-        plain[name] = np.array(a, dtype=a.dtype.newbyteorder("<"), order="C")   # keeps 0-d
+        plain[name] = onp.array(a, dtype=a.dtype.newbyteorder("<"), order="C")   # keeps 0-d
 
     def write(f):
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -66,17 +65,17 @@ def write_npz(path, arrays):
                 info.external_attr = 0o644 << 16
                 info.compress_type = zipfile.ZIP_STORED
                 with zf.open(info, "w", force_zip64=True) as fid:
-                    np.lib.format.write_array(fid, a, allow_pickle=False)
+                    onp.lib.format.write_array(fid, a, allow_pickle=False)
 
-    P.atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def read_npz(path, what="file"):
     """``name -> ndarray`` from an ``.npz`` (never unpickles); :class:`VectorsError` otherwise."""
     try:
         with open(path, "rb") as f:
-            z = np.load(f, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):
+            z = onp.load(f, allow_pickle=False)
+            if not isinstance(z, onp.lib.npyio.NpzFile):
                 raise VectorsError(f"{what} {path} holds a single array, not an .npz archive")
             with z:
                 return {name: z[name] for name in z.files}
@@ -89,9 +88,10 @@ def read_npz(path, what="file"):
         raise VectorsError(f"{what} {path} is not a readable .npz file ({msg})") from None
 
 
-# --- reading and validating ------------------------------------------------------------------
+# --- the manifest and results ---------------------------------------------------------------
 
-def _read_manifest(vectors_dir):
+def read_manifest(vectors_dir, kinds):
+    """The manifest of ``vectors_dir``, its structure checked; ``kinds``: the known case kinds."""
     if not os.path.isdir(vectors_dir):
         raise VectorsError(f"vectors directory {vectors_dir} does not exist")
     path = os.path.join(vectors_dir, "manifest.json")
@@ -126,9 +126,9 @@ def _read_manifest(vectors_dir):
         if not isinstance(file, str) or os.path.basename(file) != file or not file.endswith(".npz"):
             raise VectorsError(f"{path}: case {name}: 'file' must be a plain .npz file name, "
                                f"got {file!r}")
-        if c["kind"] not in KINDS:
+        if c["kind"] not in kinds:
             raise VectorsError(f"{path}: case {name}: unknown kind {c['kind']!r}; "
-                               f"known {list(KINDS)}")
+                               f"known {list(kinds)}")
         for key in ("inputs", "outputs"):
             if not isinstance(c[key], list) or not all(isinstance(k, str) for k in c[key]) \
                     or (key == "outputs" and not c[key]):
@@ -138,122 +138,12 @@ def _read_manifest(vectors_dir):
     return manifest
 
 
-def _load_case_arrays(vectors_dir, entry):
-    path = os.path.join(vectors_dir, entry["file"])
-    arrays = read_npz(path, what=f"case {entry['name']}:")
-    missing = [k for k in entry["inputs"] + entry["outputs"] if k not in arrays]
-    if missing:
-        raise VectorsError(f"case {entry['name']}: {path} lacks {missing}")
-    for k in entry["outputs"]:
-        a = arrays[k]
-        if a.dtype != np.float64:
-            raise VectorsError(f"case {entry['name']}: expected output {k!r} has dtype {a.dtype}, "
-                               f"not float64")
-        if not np.all(np.isfinite(a)):
-            raise VectorsError(f"case {entry['name']}: expected output {k!r} is not finite")
-    inputs = {k: arrays[k] for k in entry["inputs"]}
-    try:
-        _validate_inputs(entry["kind"], inputs, entry["attrs"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise VectorsError(f"case {entry['name']}: unusable inputs ({_one_line(e)})") from None
-    return {"name": entry["name"], "kind": entry["kind"], "attrs": entry["attrs"],
-            "inputs": inputs, "outputs": {k: arrays[k] for k in entry["outputs"]}}
-
-
-#: The inputs the checker itself reads (tolerances, baselines), by kind.
-REQUIRED_INPUTS = {"ssm_scan": ("A", "B", "C", "D", "u", "h0"),
-                   "ssm_step": ("A", "B", "C", "D", "h", "u"),
-                   "ssm_kernel": ("A", "B", "C"),
-                   "ssm_scan_vjp": ("A", "B", "C", "D", "u", "h0", "gy", "gh"),
-                   "discretize": ("A", "B", "dt"),
-                   "policy": ("params.ssm.A", "obs"), "maml": (), "adapter": ()}
-
-
-def _validate_inputs(kind, x, attrs):
-    """``ValueError`` unless the inputs and attrs the checker reads have consistent shapes."""
-    missing = [k for k in REQUIRED_INPUTS[kind] if k not in x]
-    if missing:
-        raise ValueError(f"kind {kind!r} needs inputs {missing}")
-    for k in REQUIRED_INPUTS[kind]:
-        if x[k].dtype.kind != "f":
-            raise ValueError(f"input {k!r} has dtype {x[k].dtype}, expected float")
-    if kind in ("ssm_scan", "ssm_step", "ssm_scan_vjp"):
-        m, n, p = S.ssm_dims(_ssm(x))
-        if kind == "ssm_step":
-            b = x["h"].shape[0] if x["h"].ndim == 2 else None
-            if x["h"].shape != (b, n) or x["u"].shape != (b, m):
-                raise ValueError(f"h {x['h'].shape} and u {x['u'].shape} must be (batch, {n}) "
-                                 f"and (batch, {m})")
-            return
-        u = x["u"]
-        if u.ndim != 3 or u.shape[2] != m or u.shape[1] < 1:
-            raise ValueError(f"u has shape {u.shape}, expected (batch, T, {m})")
-        b, T = u.shape[:2]
-        want = {"h0": (b, n), "gy": (b, T, p), "gh": (b, n)}
-        for k in ("h0", "gy", "gh") if kind == "ssm_scan_vjp" else ("h0",):
-            if x[k].shape != want[k]:
-                raise ValueError(f"{k} has shape {x[k].shape}, expected {want[k]}")
-    elif kind == "ssm_kernel":
-        A, B, C = x["A"], x["B"], x["C"]
-        if A.ndim != 2 or B.ndim != 2 or C.ndim != 2 or A.shape != (B.shape[0],) * 2 \
-                or C.shape[1] != A.shape[0]:
-            raise ValueError(f"A {A.shape}, B {B.shape}, C {C.shape} must be (n, n), (n, m), "
-                             f"(p, n)")
-        length = attrs.get("length")
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise ValueError(f"attrs.length must be a positive int, got {length!r}")
-    elif kind == "discretize":
-        A, B, dt = x["A"], x["B"], x["dt"]
-        if A.ndim != 2 or A.shape[0] != A.shape[1] or B.ndim != 2 or B.shape[0] != A.shape[0] \
-                or dt.shape != ():
-            raise ValueError(f"A {A.shape}, B {B.shape}, dt {dt.shape} must be (n, n), (n, m), ()")
-        if attrs.get("method") not in ("zoh", "bilinear"):
-            raise ValueError(f"attrs.method must be 'zoh' or 'bilinear', "
-                             f"got {attrs.get('method')!r}")
-    elif kind == "policy":
-        A, obs = x["params.ssm.A"], x["obs"]
-        if A.ndim != 2 or A.shape[0] != A.shape[1] or obs.ndim != 3:
-            raise ValueError(f"params.ssm.A {A.shape} must be square and obs {obs.shape} "
-                             f"(N, T, obs_dim)")
-
-
-def load_vectors(vectors_dir, cases=None):
-    """The validated vectors: ``{"manifest": ..., "dtype": ..., "cases": {name: {"name", "kind",
-    "attrs", "inputs", "outputs"}}}``; :class:`VectorsError` on anything unusable."""
-    manifest = _read_manifest(vectors_dir)
-    entries = {c["name"]: c for c in manifest["cases"]}
-    try:
-        names = _select(cases, entries, "cases")
-    except ValueError as e:
-        raise VectorsError(str(e)) from None
-    return {"manifest": manifest, "dtype": manifest["dtype"],
-            "cases": {n: _load_case_arrays(vectors_dir, entries[n]) for n in names}}
-
-
-def load_case(vectors_dir, name):
-    """``(inputs, expected_outputs, attrs)`` of one case, as dicts of arrays (inputs as stored:
-    float64, rounded to the manifest's dtype)."""
-    case = load_vectors(vectors_dir, [name])["cases"][name]
-    return case["inputs"], case["outputs"], case["attrs"]
-
-
-def _load_results(results_dir, case):
-    path = os.path.join(results_dir, case["name"] + ".npz")
-    arrays = read_npz(path, what=f"results of case {case['name']}:")
-    out = {}
-    for k, want in case["outputs"].items():
-        if k not in arrays:
-            raise VectorsError(f"results of case {case['name']}: {path} lacks output {k!r} "
-                               f"(expected {sorted(case['outputs'])})")
-        out[k] = _as_result(arrays[k], want.shape, f"results of case {case['name']}: output {k!r}")
-    return out
-
-
-def _as_result(a, shape, where):
-    a = np.asarray(a)
+def as_result(a, shape, where):
+    """A result array as float64, after checking its dtype (real numbers) and shape."""
+    a = onp.asarray(a)
     if a.dtype.kind not in "fiu":
         raise VectorsError(f"{where} has dtype {a.dtype}, expected a real number type "
                            f"(store bfloat16 results as float32)")
     if a.shape != tuple(shape):
         raise VectorsError(f"{where} has shape {a.shape}, expected {tuple(shape)}")
-    return a.astype(np.float64)
+    return a.astype(onp.float64)

@@ -1,6 +1,6 @@
 """The checker's report as text: a table per case, one row per output, and a summary line."""
 
-import numpy as np
+import numpy as onp
 
 
 def _where(o):
@@ -54,7 +54,7 @@ def format_report(report):
                          f"{o['bad_tol']:.3e}")
                 failures.append(f"{c['name']}/{o['name']}: max_abs {o['max_abs']:.3e} "
                                 f"(max_rel {o['max_rel']:.3e}), {o['n_bad']} of "
-                                f"{int(np.prod(o['shape']))} entries out of tolerance"
+                                f"{int(onp.prod(o['shape']))} entries out of tolerance"
                                 + (f" ({o['nan']} NaN)" if o["nan"] else "")
                                 + (f" ({o['inf']} inf)" if o["inf"] else "") + f"; {first}")
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -1,0 +1,7 @@
+"""The families of cases: each module defines ``KINDS`` (the checker's rules, a list of
+:class:`~ssmref.crosscheck.kinds.Kind`) and ``CASES`` (a list of
+:class:`~ssmref.crosscheck.kinds.Case`) for one family of models.
+
+- :mod:`.ssm`: the dense linear SSM (scan, step, kernel, gradients, discretization);
+- :mod:`.learning`: the SSM policy, MAML and the test-time adapter.
+"""

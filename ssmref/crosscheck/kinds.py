@@ -1,0 +1,73 @@
+"""What the kit knows about a kind of case, and a case itself.
+
+A *case* draws its float64 inputs from a generator seeded by its name and computes its expected
+outputs with ssmref's own functions.  A *kind* tells the checker what it needs to judge a result:
+the inputs it reads and how to validate them, the effective length ``L`` of the tolerance's
+``g(L)`` (how many past steps' rounding errors still reach an output), which outputs are
+gradients, which axis is time, and the naive computation of baseline mode.  Each family of
+models (:mod:`ssmref.crosscheck.families`) defines its kinds and cases with these two classes.
+"""
+
+import dataclasses
+import zlib
+from typing import Callable, Optional
+
+import numpy as onp
+
+from ssmref.params import flatten_dict, unflatten_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One golden-vector case: ``build(rng) -> (inputs, attrs)`` draws raw float64 inputs,
+    ``compute(inputs, attrs) -> outputs`` is the float64 reference (from ssmref's functions)."""
+    name: str
+    kind: str
+    build: Callable
+    compute: Callable
+    doc: str = ""
+
+
+def _no_length(inputs, attrs):
+    return 1.0
+
+
+def _values_only(name):
+    return "value"
+
+
+def _no_axis(name):
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """The checker's rules for one kind of case."""
+    name: str
+    required_inputs: tuple = ()                         # inputs the checker itself reads
+    validate: Optional[Callable] = None                 # (inputs, attrs) -> None or ValueError
+    effective_length: Callable = _no_length             # (inputs, attrs) -> L >= 1
+    output_class: Callable = _values_only               # output name -> "value" | "grad"
+    sequence_axis: Callable = _no_axis                  # output name -> (axis, label) | None
+    naive: Optional[Callable] = None                    # (inputs, attrs, R, work) -> outputs
+
+
+def case_seed(name):
+    """The seed of a case's generator: CRC-32 of its name."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def prefixed(prefix, tree):
+    """``{"ssm": {"A": x}} -> {prefix + "ssm.A": x}`` as float64 arrays."""
+    return {prefix + k: onp.asarray(v, dtype=onp.float64) for k, v in flatten_dict(tree).items()}
+
+
+def params_in(inputs, prefix):
+    """``{"params.ssm.A": x} -> {"ssm": {"A": x}}`` for ``prefix = "params."``."""
+    return unflatten_dict({k[len(prefix):]: v for k, v in inputs.items() if k.startswith(prefix)})
+
+
+def memory_length(T, decay):
+    """``min(T, 1 / (1 − decay))`` (``T`` when ``decay >= 1``): the number of past steps whose
+    rounding errors still reach an output of a recurrence whose state decays like ``decay^k``."""
+    return float(T) if decay >= 1.0 else min(float(T), 1.0 / (1.0 - decay))

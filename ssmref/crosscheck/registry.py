@@ -1,0 +1,185 @@
+"""Every case and every kind the kit knows, writing the vectors and reading them back.
+
+The families (:mod:`ssmref.crosscheck.families`) define the cases and the checker's rules per
+kind; this module gathers them, writes ``OUT_DIR/manifest.json`` and one ``.npz`` per case, and
+loads and validates vectors and results.  With ``dtype`` other than float64 every float *input* is
+first rounded to that dtype (and stored back as float64), and the expected outputs are computed
+in float64 from the rounded inputs: a candidate's error is its own, not input quantization.
+"""
+
+import json
+import os
+
+import numpy as onp
+
+from ssmref import __version__
+from ssmref.crosscheck.families import learning, ssm
+from ssmref.crosscheck.files import (SPEC_VERSION, VectorsError, as_result, one_line, read_manifest,
+                                     read_npz, select_names, write_npz)
+from ssmref.crosscheck.kinds import case_seed
+from ssmref.crosscheck.precision import check_dtype, round_to_dtype, rounder
+from ssmref.params import atomic_write
+
+_FAMILIES = (ssm, learning)
+
+#: The checker's rules, by kind name.
+KIND_RULES = {k.name: k for family in _FAMILIES for k in family.KINDS}
+#: The kind names.
+KINDS = tuple(KIND_RULES)
+#: Every case, by name, in the order they are written.
+CASES = {c.name: c for family in _FAMILIES for c in family.CASES}
+#: The inputs the checker itself reads (tolerances, baselines), by kind.
+REQUIRED_INPUTS = {name: k.required_inputs for name, k in KIND_RULES.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules, by kind
+# ---------------------------------------------------------------------------------------------
+
+def effective_length(kind, inputs, attrs):
+    """The effective length ``L`` of the tolerance's ``g(L)`` (1 for kinds without memory).
+
+    For a recurrence whose errors decay like ``rho^k``, ``L = min(T, 1 / (1 - rho))``: the number
+    of past steps whose rounding errors still reach an output (``T`` when ``rho >= 1``).
+    """
+    return KIND_RULES[kind].effective_length(inputs, attrs)
+
+
+def output_class(kind, name):
+    """``"grad"`` for gradients (and the adapter's trajectory, made of gradient steps), else
+    ``"value"``."""
+    return KIND_RULES[kind].output_class(name)
+
+
+def sequence_axis(kind, name):
+    """``(axis, label)`` of an output's sequence axis (time ``t``, lag ``k``, adapter ``step``),
+    or ``None``; the checker reports the first diverging index along it."""
+    return KIND_RULES[kind].sequence_axis(name)
+
+
+def naive_outputs(kind, inputs, attrs, dtype):
+    """The naive computation carried out in ``dtype`` (the plain recurrence, the powers
+    ``A^k B``, the reverse recurrence of the VJP, the direct discretization formulas), rounding
+    to ``dtype`` after every operation (bfloat16 emulated; matrix products accumulate in float32
+    for float16 / bfloat16, in ``dtype`` otherwise); returned as float64 arrays.  ``None`` for the
+    kinds without a naive baseline (policy, maml, adapter)."""
+    work, R = rounder(dtype)
+    naive = KIND_RULES[kind].naive
+    if naive is None:
+        return None
+    with onp.errstate(all="ignore"):
+        out = naive(inputs, attrs, R, work)
+    return {k: onp.asarray(v, dtype=onp.float64) for k, v in out.items()}
+
+
+def validate_inputs(kind, inputs, attrs):
+    """``ValueError`` unless the inputs and attrs the checker reads have consistent shapes."""
+    rules = KIND_RULES[kind]
+    missing = [k for k in rules.required_inputs if k not in inputs]
+    if missing:
+        raise ValueError(f"kind {kind!r} needs inputs {missing}")
+    for k in rules.required_inputs:
+        if inputs[k].dtype.kind != "f":
+            raise ValueError(f"input {k!r} has dtype {inputs[k].dtype}, expected float")
+    if rules.validate is not None:
+        rules.validate(inputs, attrs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+def build_case(name, dtype="float64"):
+    """``(inputs, outputs, attrs)`` of case ``name`` with inputs rounded to ``dtype``."""
+    check_dtype(dtype)
+    case = CASES[name]
+    raw, attrs = case.build(onp.random.default_rng(case_seed(name)))
+    inputs = {k: round_to_dtype(v, dtype) for k, v in raw.items()}
+    outputs = {k: onp.asarray(v, dtype=onp.float64) for k, v in case.compute(inputs, attrs).items()}
+    clash = sorted(set(inputs) & set(outputs))
+    if clash:
+        raise RuntimeError(f"case {name}: names {clash} are both inputs and outputs")
+    return inputs, outputs, attrs
+
+
+def write_vectors(out_dir, dtype="float64", cases=None):
+    """Write ``manifest.json`` and one ``.npz`` per case to ``out_dir`` (created if needed);
+    returns the manifest.  ``cases``: names to write (default all of :data:`CASES`).
+
+    Deterministic: the same ssmref version writes the same bytes.  Each file is written
+    atomically, the manifest last.
+    """
+    check_dtype(dtype)
+    names = select_names(cases, CASES, "cases")
+    os.makedirs(out_dir, exist_ok=True)
+    entries = []
+    for name in names:
+        inputs, outputs, attrs = build_case(name, dtype)
+        write_npz(os.path.join(out_dir, f"{name}.npz"), {**inputs, **outputs})
+        entries.append({"name": name, "file": f"{name}.npz", "kind": CASES[name].kind,
+                        "inputs": sorted(inputs), "outputs": sorted(outputs), "attrs": attrs})
+    manifest = {"spec_version": SPEC_VERSION, "ssmref_version": __version__, "dtype": dtype,
+                "cases": entries}
+    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(os.path.join(out_dir, "manifest.json"), lambda f: f.write(text.encode("utf-8")))
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+def _load_case_arrays(vectors_dir, entry):
+    path = os.path.join(vectors_dir, entry["file"])
+    arrays = read_npz(path, what=f"case {entry['name']}:")
+    missing = [k for k in entry["inputs"] + entry["outputs"] if k not in arrays]
+    if missing:
+        raise VectorsError(f"case {entry['name']}: {path} lacks {missing}")
+    for k in entry["outputs"]:
+        a = arrays[k]
+        if a.dtype != onp.float64:
+            raise VectorsError(f"case {entry['name']}: expected output {k!r} has dtype {a.dtype}, "
+                               f"not float64")
+        if not onp.all(onp.isfinite(a)):
+            raise VectorsError(f"case {entry['name']}: expected output {k!r} is not finite")
+    inputs = {k: arrays[k] for k in entry["inputs"]}
+    try:
+        validate_inputs(entry["kind"], inputs, entry["attrs"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise VectorsError(f"case {entry['name']}: unusable inputs ({one_line(e)})") from None
+    return {"name": entry["name"], "kind": entry["kind"], "attrs": entry["attrs"],
+            "inputs": inputs, "outputs": {k: arrays[k] for k in entry["outputs"]}}
+
+
+def load_vectors(vectors_dir, cases=None):
+    """The validated vectors: ``{"manifest": ..., "dtype": ..., "cases": {name: {"name", "kind",
+    "attrs", "inputs", "outputs"}}}``; :class:`VectorsError` on anything unusable."""
+    manifest = read_manifest(vectors_dir, KINDS)
+    entries = {c["name"]: c for c in manifest["cases"]}
+    try:
+        names = select_names(cases, entries, "cases")
+    except ValueError as e:
+        raise VectorsError(str(e)) from None
+    return {"manifest": manifest, "dtype": manifest["dtype"],
+            "cases": {n: _load_case_arrays(vectors_dir, entries[n]) for n in names}}
+
+
+def load_case(vectors_dir, name):
+    """``(inputs, expected_outputs, attrs)`` of one case, as dicts of arrays (inputs as stored:
+    float64, rounded to the manifest's dtype)."""
+    case = load_vectors(vectors_dir, [name])["cases"][name]
+    return case["inputs"], case["outputs"], case["attrs"]
+
+
+def load_results(results_dir, case):
+    """``output name -> float64 array`` from ``results_dir/<case>.npz``, every expected output
+    present with the expected shape; :class:`VectorsError` otherwise."""
+    path = os.path.join(results_dir, case["name"] + ".npz")
+    arrays = read_npz(path, what=f"results of case {case['name']}:")
+    out = {}
+    for k, want in case["outputs"].items():
+        if k not in arrays:
+            raise VectorsError(f"results of case {case['name']}: {path} lacks output {k!r} "
+                               f"(expected {sorted(case['outputs'])})")
+        out[k] = as_result(arrays[k], want.shape, f"results of case {case['name']}: output {k!r}")
+    return out
