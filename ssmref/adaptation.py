@@ -53,7 +53,12 @@ from autograd.tracer import Box, getval
 from . import monitor
 from .monitor import MetaFeatures, row_entropy, split_outputs
 from .nn import gaussian_entropy, gaussian_log_prob, log_softmax
-from .optim import CLIP_EPS, _check_hyper, adam_init, adam_step, clip_by_global_norm
+from .checks import check_scalar
+from .optim import CLIP_EPS, adam_init, adam_step, clip_by_global_norm
+
+
+def _check_hyper(name, value, lo=None, hi=None, hi_open=False):
+    return check_scalar(name, value, low=lo, high=hi, high_open=hi_open)
 from .params import is_node, stop_gradient
 
 __all__ = ["AdaptationConfig", "Adapter", "AdaptationStrategy", "MetaFeatures", "MetaRLHook",

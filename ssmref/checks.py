@@ -53,10 +53,10 @@ def check_scalar(name, value, *, low=None, high=None, low_open=False, high_open=
     x = float(raw)
     if not math.isfinite(x):
         raise ValueError(f"{name} must be finite, got {x}")
-    too_low = low is not None and (x <= low if low_open else x < low)
-    too_high = high is not None and (x >= high if high_open else x > high)
-    if too_low or too_high:
-        raise ValueError(f"{name} must be{_bounds(low, high, low_open, high_open)}, got {x}")
+    if low is not None and (x <= low if low_open else x < low):
+        raise ValueError(f"{name} must be{_bounds(low, None, low_open)}, got {x}")
+    if high is not None and (x >= high if high_open else x > high):
+        raise ValueError(f"{name} must be{_bounds(None, high, hi_open=high_open)}, got {x}")
     return value
 
 

@@ -31,9 +31,9 @@ Networks", ICML; Nichol, Achiam & Schulman (2018), "On First-Order Meta-Learning
 arXiv:1803.02999 (FOMAML); Li, Zhou, Chen & Li (2017), "Meta-SGD: Learning to Learn Quickly for
 Few-Shot Learning", arXiv:1707.09835.
 
-Layout: input validation; the inner loop (:func:`adapt`); the outer objective (:func:`meta_loss`,
-:func:`meta_gradient`).  The MAML-RL orchestrator ``MetaMAML`` lives in :mod:`ssmref.metarl` and is
-re-exported here (``from ssmref.maml import MetaMAML``).
+Layout: input validation (once, in each public function); the inner loop (:func:`adapt`); the
+outer objective (:func:`meta_loss`, :func:`meta_gradient`) and its batched form.  The MAML-RL
+trainer ``MetaMAML`` builds on this module in :mod:`ssmref.metarl`.
 """
 
 import autograd.numpy as np
@@ -41,19 +41,11 @@ import numpy as onp
 from autograd import make_vjp, value_and_grad
 from autograd.tracer import getval
 
+from .checks import check_flag, check_int
 from .params import flatten_dict, is_node, stop_gradient, tree_leaves, tree_map
 
 __all__ = ["adapt", "meta_loss", "meta_gradient", "tile_params", "batched_meta_loss",
-           "batched_meta_gradient", "stop_gradient", "MetaMAML", "MetaMAMLConfig"]
-
-
-def __getattr__(name):
-    """``ssmref.maml.MetaMAML`` / ``MetaMAMLConfig``: the RL orchestrator of :mod:`ssmref.metarl`,
-    imported on first use (it builds on this module, so an eager import would be circular)."""
-    if name in ("MetaMAML", "MetaMAMLConfig"):
-        from ssmref import metarl
-        return getattr(metarl, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+           "batched_meta_gradient", "stop_gradient"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,12 +100,15 @@ def _check_loop_args(loss_fn, steps, first_order):
     if not callable(loss_fn):
         raise ValueError(f"loss_fn: expected a callable loss_fn(params, data), got "
                          f"{type(loss_fn).__name__}")
-    if isinstance(steps, (bool, onp.bool_)) or not isinstance(steps, (int, onp.integer)):
-        raise ValueError(f"steps: expected a non-negative int, got {steps!r}")
-    if steps < 0:
-        raise ValueError(f"steps: expected a non-negative int, got {steps}")
-    if not isinstance(first_order, (bool, onp.bool_)):
-        raise ValueError(f"first_order: expected a bool, got {first_order!r}")
+    check_int("steps", steps, minimum=0)
+    check_flag("first_order", first_order)
+
+
+def _check_common(params, loss_fn, inner_lr, steps, first_order):
+    """The arguments every public function of this module takes, checked once."""
+    _check_params(params)
+    _check_loop_args(loss_fn, steps, first_order)
+    _check_inner_lr(inner_lr, params)
 
 
 def _check_tasks(tasks):
@@ -175,9 +170,12 @@ def adapt(params, loss_fn, support, *, inner_lr, steps=1, first_order=False):
     or non-finite float ``inner_lr`` (Meta-SGD tree entries may be negative), an ``inner_lr`` tree whose structure or shapes do not match
     ``params``, or a ``loss_fn`` that does not return a real scalar.
     """
-    _check_params(params)
-    _check_loop_args(loss_fn, steps, first_order)
-    _check_inner_lr(inner_lr, params)
+    _check_common(params, loss_fn, inner_lr, steps, first_order)
+    return _adapt(params, loss_fn, support, inner_lr, steps, first_order)
+
+
+def _adapt(params, loss_fn, support, inner_lr, steps, first_order):
+    """:func:`adapt` without the argument checks."""
     theta = tree_map(lambda p: p, params)
     for _ in range(int(steps)):
         if first_order:
@@ -199,14 +197,15 @@ def meta_loss(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=False):
     A scalar, differentiable with autograd w.r.t. ``params`` and ``inner_lr`` (second order
     unless ``first_order``).  ``tasks`` is a non-empty sequence of ``(support, query)`` pairs.
     """
-    _check_params(params)
-    _check_loop_args(loss_fn, steps, first_order)
-    _check_inner_lr(inner_lr, params)
-    tasks = _check_tasks(tasks)
+    _check_common(params, loss_fn, inner_lr, steps, first_order)
+    return _meta_loss(params, loss_fn, _check_tasks(tasks), inner_lr, steps, first_order)
+
+
+def _meta_loss(params, loss_fn, tasks, inner_lr, steps, first_order):
+    """:func:`meta_loss` without the argument checks."""
     total = 0.0
     for support, query in tasks:
-        fast = adapt(params, loss_fn, support, inner_lr=inner_lr, steps=steps,
-                     first_order=first_order)
+        fast = _adapt(params, loss_fn, support, inner_lr, steps, first_order)
         loss = loss_fn(fast, query)
         if np.ndim(loss) != 0:
             raise ValueError(f"loss_fn: must return a scalar, got shape {np.shape(loss)}")
@@ -238,16 +237,12 @@ def meta_gradient(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=Fals
     gradients as constants: ``∇_θ F = mean_i ∇L_q(θ_K^i)``, and
     ``∇_α F = −mean_i Σ_k ∇L_s(θ_k^i) ⊙ ∇L_q(θ_K^i)`` (summed over the leaf for a float ``α``).
     """
-    _check_params(params)
-    _check_loop_args(loss_fn, steps, first_order)
-    _check_inner_lr(inner_lr, params)
+    _check_common(params, loss_fn, inner_lr, steps, first_order)
     tasks = _check_tasks(tasks)
-    if not isinstance(wrt_inner_lr, (bool, onp.bool_)):
-        raise ValueError(f"wrt_inner_lr: expected a bool, got {wrt_inner_lr!r}")
+    check_flag("wrt_inner_lr", wrt_inner_lr)
 
     def objective(theta, alpha):
-        return meta_loss(theta, loss_fn, tasks, inner_lr=alpha, steps=steps,
-                         first_order=first_order)
+        return _meta_loss(theta, loss_fn, tasks, alpha, steps, first_order)
 
     if wrt_inner_lr:
         return value_and_grad(objective, argnum=(0, 1))(params, _as_float_lr(inner_lr))
@@ -261,8 +256,7 @@ def meta_gradient(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=Fals
 def tile_params(params, num_tasks):
     """``Θ``: every leaf ``θ_p`` repeated along a new leading axis, ``Θ_p[i] = θ_p`` for
     ``i < num_tasks``; written as a broadcast sum, so gradients w.r.t. ``θ`` sum over tasks."""
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, onp.integer)) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be an int >= 1, got {num_tasks!r}")
+    num_tasks = check_int("num_tasks", num_tasks, minimum=1)
     return tree_map(lambda p: p[None] + np.zeros((int(num_tasks),) + np.shape(p)), params)
 
 
@@ -281,10 +275,15 @@ def batched_meta_loss(params, batched_loss_fn, support, query, *, num_tasks, inn
     computation instead of ``N``, which is what makes it fast under autograd.  ``inner_lr`` as in
     :func:`adapt` (a float, or a Meta-SGD tree shaped like ``params``; it broadcasts over tasks).
     """
-    _check_params(params)
-    _check_loop_args(batched_loss_fn, steps, first_order)
-    _check_inner_lr(inner_lr, params)
+    _check_common(params, batched_loss_fn, inner_lr, steps, first_order)
+    num_tasks = check_int("num_tasks", num_tasks, minimum=1)
+    return _batched_meta_loss(params, batched_loss_fn, support, query, num_tasks, inner_lr, steps,
+                              first_order)
 
+
+def _batched_meta_loss(params, batched_loss_fn, support, query, num_tasks, inner_lr, steps,
+                       first_order):
+    """:func:`batched_meta_loss` without the argument checks."""
     def per_task(theta, data):
         losses = batched_loss_fn(theta, data)
         if np.shape(losses) != (int(num_tasks),):
@@ -292,20 +291,21 @@ def batched_meta_loss(params, batched_loss_fn, support, query, *, num_tasks, inn
                              f"{np.shape(losses)}")
         return losses
 
-    fast = adapt(tile_params(params, num_tasks), lambda t, d: np.sum(per_task(t, d)), support,
-                 inner_lr=inner_lr, steps=steps, first_order=first_order)
+    fast = _adapt(tile_params(params, num_tasks), lambda t, d: np.sum(per_task(t, d)), support,
+                  inner_lr, steps, first_order)
     return np.mean(per_task(fast, query))
 
 
 def batched_meta_gradient(params, batched_loss_fn, support, query, *, num_tasks, inner_lr,
                           steps=1, first_order=False, wrt_inner_lr=False):
     """``(F, grads)`` of :func:`batched_meta_loss`, as :func:`meta_gradient` returns them."""
-    if not isinstance(wrt_inner_lr, (bool, onp.bool_)):
-        raise ValueError(f"wrt_inner_lr: expected a bool, got {wrt_inner_lr!r}")
+    _check_common(params, batched_loss_fn, inner_lr, steps, first_order)
+    num_tasks = check_int("num_tasks", num_tasks, minimum=1)
+    check_flag("wrt_inner_lr", wrt_inner_lr)
 
     def objective(theta, alpha):
-        return batched_meta_loss(theta, batched_loss_fn, support, query, num_tasks=num_tasks,
-                                 inner_lr=alpha, steps=steps, first_order=first_order)
+        return _batched_meta_loss(theta, batched_loss_fn, support, query, num_tasks, alpha, steps,
+                                  first_order)
 
     if wrt_inner_lr:
         return value_and_grad(objective, argnum=(0, 1))(params, _as_float_lr(inner_lr))

@@ -35,6 +35,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.tracer import getval
 
+from .checks import check_int, check_scalar
 from .params import flatten_dict, global_norm, is_node, tree_map
 
 CLIP_EPS = 1e-6  # added to the total norm in the clipping coefficient, as torch does
@@ -44,30 +45,12 @@ CLIP_EPS = 1e-6  # added to the total norm in the clipping coefficient, as torch
 # Validation helpers
 # ---------------------------------------------------------------------------------------------
 
-def _check_hyper(name, value, lo=None, hi=None, hi_open=False):
-    """A finite real scalar in ``[lo, hi]`` (or ``[lo, hi)``), else ``ValueError``.
-
-    ``value`` may be an autograd box (a traced learning rate); only its value is inspected.
-    """
-    raw = getval(value)
-    if onp.ndim(raw) != 0 or onp.asarray(raw).dtype.kind not in "iuf":
-        raise ValueError(f"{name} must be a real scalar, got {raw!r}")
-    x = float(raw)
-    if not onp.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {x}")
-    if lo is not None and x < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {x}")
-    if hi is not None and (x >= hi if hi_open else x > hi):
-        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {x}")
-    return value
-
-
 def _check_adam_hyper(lr, b1, b2, eps, weight_decay):
-    _check_hyper("lr", lr, lo=0.0)
-    _check_hyper("b1", b1, lo=0.0, hi=1.0, hi_open=True)
-    _check_hyper("b2", b2, lo=0.0, hi=1.0, hi_open=True)
-    _check_hyper("eps", eps, lo=0.0)
-    _check_hyper("weight_decay", weight_decay, lo=0.0)
+    check_scalar("lr", lr, low=0.0)
+    check_scalar("b1", b1, low=0.0, high=1.0, high_open=True)
+    check_scalar("b2", b2, low=0.0, high=1.0, high_open=True)
+    check_scalar("eps", eps, low=0.0)
+    check_scalar("weight_decay", weight_decay, low=0.0)
 
 
 def _check_tree_like(name, tree, ref_name, ref):
@@ -90,8 +73,7 @@ def _check_adam_state(state, params):
         got = sorted(state.keys()) if is_node(state) else type(state).__name__
         raise ValueError(f"state must be an Adam state with keys ['m', 'step', 'v'], got {got}")
     step = state["step"]
-    if isinstance(step, bool) or not isinstance(step, (int, onp.integer)) or step < 0:
-        raise ValueError(f"state['step'] must be an int >= 0, got {step!r}")
+    check_int("state['step']", step, minimum=0)
     _check_tree_like("state['m']", state["m"], "params", params)
     _check_tree_like("state['v']", state["v"], "params", params)
 
@@ -111,7 +93,7 @@ def sgd(lr):
 
     Returns ``(init, update)``; the state is ``{"step": t}`` (kept only for a uniform interface).
     """
-    _check_hyper("lr", lr, lo=0.0)
+    check_scalar("lr", lr, low=0.0)
 
     def init(params):
         flatten_dict(params)  # validates the tree
@@ -246,7 +228,7 @@ def clip_by_global_norm(grads, max_norm):
     gradient there), and ``total_norm`` is not differentiable at zero gradients.  An infinite
     ``total_norm`` gives ``coef = 0`` and ``nan`` for infinite entries, as in torch.
     """
-    _check_hyper("max_norm", max_norm, lo=0.0)
+    check_scalar("max_norm", max_norm, low=0.0)
     flatten_dict(grads)  # validates the tree
     total_norm = global_norm(grads)
     coef = np.minimum(1.0, max_norm / (total_norm + CLIP_EPS))
