@@ -85,9 +85,9 @@ def run_check(args):
 
 def main(argv=None):
     """``python -m ssmref.crosscheck vectors|check ...`` (the same as ``python -m ssmref``)."""
-    from ssmref import crosscheck        # for its docstring (it imports this module)
     parser = argparse.ArgumentParser(prog="python -m ssmref.crosscheck",
-                                     description=crosscheck.__doc__.splitlines()[0])
+                                     description="The cross-check kit: golden vectors and the "
+                                                 "checker.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     add_vectors_arguments(sub.add_parser("vectors", help="write the golden vectors"))
     add_check_arguments(sub.add_parser("check", help="check results against the vectors"))
