@@ -16,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ssmref import adaptation as AD
-from ssmref import monitor as MON
+from ssmref.adaptation import monitor as MON
 from ssmref.adaptation import (AdaptationConfig, AdaptationStrategy, MetaRLHook, SkipStep,
                                SSMHook, available_strategies, create_adapter,
                                register_adaptation_strategy, unregister_adaptation_strategy)

@@ -50,7 +50,7 @@ import autograd.numpy as anp
 import numpy as onp
 from autograd.tracer import getval
 
-from .nn import LOG_2PI, log_softmax
+from ssmref.nn import LOG_2PI, log_softmax
 
 SHIFT_EPS = 1e-8  # added to the tracked variance in the standardized shift
 

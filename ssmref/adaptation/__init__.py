@@ -52,9 +52,9 @@ from autograd.tracer import Box, getval
 
 from . import monitor
 from .monitor import MetaFeatures, row_entropy, split_outputs
-from .nn import gaussian_entropy, gaussian_log_prob, log_softmax
-from .optim import CLIP_EPS, _check_hyper, adam_init, adam_step, clip_by_global_norm
-from .params import is_node, stop_gradient
+from ssmref.nn import gaussian_entropy, gaussian_log_prob, log_softmax
+from ssmref.optim import CLIP_EPS, _check_hyper, adam_init, adam_step, clip_by_global_norm
+from ssmref.params import is_node, stop_gradient
 
 __all__ = ["AdaptationConfig", "Adapter", "AdaptationStrategy", "MetaFeatures", "MetaRLHook",
            "SSMHook", "SkipStep", "available_strategies", "create_adapter",
@@ -734,7 +734,7 @@ def ssm_hidden_states(params, u, h0=None):
 
     Computed as :func:`ssmref.ssm.ssm_scan` with ``C = I`` and ``D = 0``.
     """
-    from .ssm import ssm_scan
+    from ssmref.ssm import ssm_scan
     A, B = params["A"], params["B"]
     n, m = np.shape(B)
     return ssm_scan({"A": A, "B": B, "C": onp.eye(n), "D": onp.zeros((n, m))}, u, h0)[0]
@@ -770,7 +770,7 @@ class SSMHook:
         if callable(extract):
             f = extract(**batch) if is_dict else extract(batch)
         else:
-            from .ssm import StateSpaceModel
+            from ssmref.ssm import StateSpaceModel
             if not isinstance(self.model, StateSpaceModel):
                 raise ValueError(f"{type(self.model).__name__} has no extract_features(batch) and "
                                  f"is not a StateSpaceModel")
