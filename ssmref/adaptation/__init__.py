@@ -51,10 +51,13 @@ from autograd import value_and_grad
 from autograd.tracer import Box, getval
 
 from . import monitor
-from .monitor import MetaFeatures, row_entropy, split_outputs
-from ssmref.nn import gaussian_entropy, gaussian_log_prob, log_softmax
-from ssmref.optim import CLIP_EPS, _check_hyper, adam_init, adam_step, clip_by_global_norm
+from .monitor import MetaFeatures, split_outputs
+from ssmref.checks import check_flag, check_int, check_scalar
+from ssmref.nn import (categorical_entropy, categorical_log_prob, gaussian_entropy,
+                       gaussian_log_prob)
+from ssmref.optim import CLIP_EPS, adam_init, adam_step, clip_by_global_norm
 from ssmref.params import is_node, stop_gradient
+from ssmref.ssm import StateSpaceModel, ssm_states
 
 __all__ = ["AdaptationConfig", "Adapter", "AdaptationStrategy", "MetaFeatures", "MetaRLHook",
            "SSMHook", "SkipStep", "available_strategies", "create_adapter",
@@ -98,29 +101,18 @@ class AdaptationConfig:
     def validate(self):
         """``ValueError`` naming the first bad field; returns ``self``."""
         for name in ("enabled", "episodic"):
-            if not isinstance(getattr(self, name), (bool, onp.bool_)):
-                raise ValueError(f"AdaptationConfig.{name} must be a bool, got "
-                                 f"{getattr(self, name)!r}")
+            check_flag(f"AdaptationConfig.{name}", getattr(self, name))
         for name in ("lr", "max_step_scale", "weight_decay", "grad_clip_norm",
                      "trust_region_eps", "adam_eps", "eata_margin"):
-            _field(name, lambda: _check_hyper(name, getattr(self, name), lo=0.0))
+            check_scalar(f"AdaptationConfig.{name}", getattr(self, name), low=0.0)
         for name in ("ema_decay", "b1", "b2", "monitor_momentum"):
-            _field(name, lambda: _check_hyper(name, getattr(self, name), lo=0.0, hi=1.0,
-                                              hi_open=True))
-        _field("entropy_weight", lambda: _check_hyper("entropy_weight", self.entropy_weight))
-        k = self.max_steps_per_call
-        if isinstance(k, (bool, onp.bool_)) or not isinstance(k, (int, onp.integer)) or k < 1:
-            raise ValueError(f"AdaptationConfig.max_steps_per_call must be an int >= 1, got {k!r}")
+            check_scalar(f"AdaptationConfig.{name}", getattr(self, name), low=0.0, high=1.0,
+                         high_open=True)
+        check_scalar("AdaptationConfig.entropy_weight", self.entropy_weight)
+        check_int("AdaptationConfig.max_steps_per_call", self.max_steps_per_call, minimum=1)
         for name in ("allow_layers", "deny_layers"):
             _patterns(name, getattr(self, name))
         return self
-
-
-def _field(name, check):
-    try:
-        check()
-    except ValueError as e:
-        raise ValueError(f"AdaptationConfig.{name}: {e}") from None
 
 
 def _patterns(name, value):
@@ -259,7 +251,7 @@ class TentStrategy(AdaptationStrategy):
     """Tent: ``loss + entropy_weight · (1/N) Σ_n H(softmax(logits_n))`` over all ``N`` rows."""
 
     def post_loss(self, loss, outputs, batch):
-        H = row_entropy(logits_of(outputs, "tent"))        # (...,) one entropy per row
+        H = categorical_entropy(logits_of(outputs, "tent"))  # (...,) one entropy per row
         return loss + self.cfg.entropy_weight * np.mean(H)
 
 
@@ -277,9 +269,8 @@ class EATAStrategy(AdaptationStrategy):
 
     def __init__(self, cfg=None, margin=None):
         super().__init__(cfg)
-        self.margin = self.cfg.eata_margin if margin is None else float(margin)
-        if not (math.isfinite(self.margin) and self.margin >= 0):
-            raise ValueError(f"margin must be finite and >= 0, got {margin!r}")
+        margin = self.cfg.eata_margin if margin is None else margin
+        self.margin = float(check_scalar("margin", margin, low=0.0))
 
     def threshold(self, num_classes):
         """``E0 = margin · ln C``."""
@@ -287,7 +278,7 @@ class EATAStrategy(AdaptationStrategy):
 
     def selection(self, logits):
         """``(mask, weights, E0)`` on values: the reliable rows and their constant weights."""
-        H = onp.asarray(getval(row_entropy(stop_gradient(logits))))
+        H = onp.asarray(getval(categorical_entropy(stop_gradient(logits))))
         E0 = self.threshold(np.shape(logits)[-1])
         with onp.errstate(invalid="ignore"):
             mask = H < E0                                   # nan entropies are never reliable
@@ -300,7 +291,7 @@ class EATAStrategy(AdaptationStrategy):
         if not mask.any():
             raise SkipStep(f"eata: no reliable sample (all {mask.size} entropies >= "
                            f"E0 = {E0:.6g})")
-        H = row_entropy(logits)
+        H = categorical_entropy(logits)
         term = np.sum(np.where(mask, w * H, 0.0)) / onp.sum(mask)
         return loss + self.cfg.entropy_weight * term
 
@@ -729,15 +720,9 @@ def create_adapter(model, cfg=None, strategy="none"):
 # Integration hooks
 # ---------------------------------------------------------------------------------------------
 
-def ssm_hidden_states(params, u, h0=None):
-    """The state sequence ``h_t`` of ``h_t = A h_{t-1} + B u_t``: ``u (..., T, m) -> (..., T, n)``.
-
-    Computed as :func:`ssmref.ssm.ssm_scan` with ``C = I`` and ``D = 0``.
-    """
-    from ssmref.ssm import ssm_scan
-    A, B = params["A"], params["B"]
-    n, m = np.shape(B)
-    return ssm_scan({"A": A, "B": B, "C": onp.eye(n), "D": onp.zeros((n, m))}, u, h0)[0]
+# The state sequence h_t of h_t = A h_{t-1} + B u_t, u (..., T, m) -> (..., T, n): the name this
+# module has always exported for ssmref.ssm.ssm_states (the SSM with C = I, D = 0).
+ssm_hidden_states = ssm_states
 
 
 class SSMHook:
@@ -770,7 +755,6 @@ class SSMHook:
         if callable(extract):
             f = extract(**batch) if is_dict else extract(batch)
         else:
-            from ssmref.ssm import StateSpaceModel
             if not isinstance(self.model, StateSpaceModel):
                 raise ValueError(f"{type(self.model).__name__} has no extract_features(batch) and "
                                  f"is not a StateSpaceModel")
@@ -801,8 +785,8 @@ class MetaRLHook:
     def __init__(self, adapter, value_coef=0.5, entropy_coef=0.0):
         if not isinstance(adapter, Adapter):
             raise ValueError(f"adapter must be an Adapter, got {type(adapter).__name__}")
-        _check_hyper("value_coef", value_coef, lo=0.0)
-        _check_hyper("entropy_coef", entropy_coef)
+        check_scalar("value_coef", value_coef, low=0.0)
+        check_scalar("entropy_coef", entropy_coef)
         self.adapter, self.value_coef, self.entropy_coef = adapter, value_coef, entropy_coef
 
     @staticmethod
@@ -811,16 +795,7 @@ class MetaRLHook:
             raise ValueError(f"MetaRLHook: outputs must be a dict, got {type(outputs).__name__}")
         if "logits" in outputs:
             logits = outputs["logits"]
-            a = onp.asarray(getval(actions))
-            K = np.shape(logits)[-1]
-            if a.dtype.kind not in "iu" or a.shape != np.shape(logits)[:-1]:
-                raise ValueError(f"actions must be integers of shape {np.shape(logits)[:-1]}, got "
-                                 f"{a.dtype} {a.shape}")
-            if a.size and (a.min() < 0 or a.max() >= K):
-                raise ValueError(f"actions must lie in [0, {K})")
-            logp_all = log_softmax(logits)
-            logp = np.sum(np.where(a[..., None] == onp.arange(K), logp_all, 0.0), axis=-1)
-            return logp, row_entropy(logits)
+            return categorical_log_prob(logits, actions), categorical_entropy(logits)
         if "mean" in outputs:
             mean = outputs["mean"]
             log_std = outputs["log_std"] if "log_std" in outputs else onp.zeros(np.shape(mean)[-1:])
