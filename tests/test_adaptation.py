@@ -21,6 +21,7 @@ from ssmref.adaptation import (AdaptationConfig, AdaptationStrategy, MetaRLHook,
                                SSMHook, available_strategies, create_adapter,
                                register_adaptation_strategy, unregister_adaptation_strategy)
 from ssmref.nn import log_softmax
+from ssmref.params import contains_box
 from ssmref.rl import reinforce_surrogate
 from ssmref.ssm import StateSpaceModel
 
@@ -294,7 +295,7 @@ def test_nan_batch_changes_nothing_and_leaks_nothing(seed, kw, strategy, poison)
     assert not info["updated"] and info["steps"] == 0
     assert "refused" in info["reason"] or "skipped" in info["reason"]
     assert_same_state(before, snapshot(a))
-    assert not AD._contains_box(model.params)
+    assert not contains_box(model.params)
     # the monitor refuses non-finite features too
     with onp.errstate(invalid="ignore"):
         bad_outputs = model(**bad)
@@ -394,7 +395,7 @@ def test_context_leaves_model_usable_after_an_exception_in_the_forward():
     with pytest.raises(RuntimeError, match="forward failed"):
         with adapter.context(model):
             adapter.adapt(cross_entropy, batch, fwd_fn=exploding_forward)
-    assert not AD._contains_box(model.params)
+    assert not contains_box(model.params)
     assert_same_state(before, snapshot(adapter))
     model(**batch)                                              # still usable
     assert adapter.adapt(cross_entropy, batch)["updated"]
