@@ -974,7 +974,7 @@ def test_step_bound_acts_on_the_adam_step_and_zero_tensors_move():
 # ---------------------------------------------------------------------------------------------
 
 def test_tta_shift_example_smoke(capsys):
-    from ssmref import adaptation_demo as demo
+    from ssmref.experiments import tta_shift as demo
     result = demo.run(seeds=(0,), shifts=["noise"], variants=["source", "norm", "tent", "eata",
                                                                "tent-all-lr1e-2-anchor"],
                       n_train=96, train_steps=5, n_batches=2, batch_size=12, length=16)
