@@ -35,7 +35,8 @@ from .update import guarded_update
 
 
 # ---------------------------------------------------------------------------------------------
-# The model's params, by path
+# The model's params, by path.  Not ssmref.params.tree_copy / stop_gradient: a model's keys may
+# hold dots, and its containers keep their key order and its leaves their dtype.
 # ---------------------------------------------------------------------------------------------
 
 def rebuild(template, values):

@@ -1,7 +1,7 @@
 """Experiments: measurements made with ssmref's public API, not part of the library.
 
-Nothing in ``ssmref`` imports these modules; they import ``ssmref`` as a user would, and their
-numbers are reported in ``docs/adaptation.md``.
+They import ``ssmref`` as a user would; the library never imports them (only the command line
+does, for ``python -m ssmref adapt``).  Their numbers are reported in ``docs/adaptation.md``.
 
 - :mod:`ssmref.experiments.tta_shift`     test-time adaptation (none / norm / tent / eata) of an
   SSM sequence classifier under shifted dynamics; ``python -m ssmref adapt``,
