@@ -1,5 +1,5 @@
 """Test-time adaptation of a meta-trained navigation policy under a rescaled action
-(``ssmref.policy_shift``; the numbers are in docs/adaptation.md).
+(``ssmref.experiments.action_scale``; the numbers are in docs/adaptation.md).
 
     python -m ssmref train --out runs/navigation2d      # once (about 10 minutes on 2 cores)
     python examples/nav_action_scale.py runs/navigation2d [--tasks 20] [--rounds 3]
@@ -9,7 +9,7 @@ import argparse
 import json
 import pathlib
 
-from ssmref import policy_shift
+from ssmref.experiments import action_scale
 from ssmref.policy import SSMMetaPolicy
 
 
@@ -25,8 +25,8 @@ def main():
     policy = SSMMetaPolicy.load(run / "policy.npz")
     inner_lr = json.loads((run / "config.json").read_text())["maml"].get("inner_lr", 0.1)
     print(f"{args.tasks} held-out goals, {args.episodes} episodes per round; mean return ± s.e.")
-    print(policy_shift.header(args.rounds))
-    policy_shift.run(policy, tasks=args.tasks, rounds=args.rounds, episodes=args.episodes,
+    print(action_scale.header(args.rounds))
+    action_scale.run(policy, tasks=args.tasks, rounds=args.rounds, episodes=args.episodes,
                      inner_lr=inner_lr, seed=args.seed, log=print)
 
 

@@ -14,8 +14,9 @@ to any order.  The modules, in dependency order:
 - :mod:`ssmref.metarl`  MetaMAML: the MAML-RL meta-training loop
 - :mod:`ssmref.fewshot` MetaRegression: MAML for few-shot (sinusoid) regression
 - :mod:`ssmref.train`   ``python -m ssmref train`` / ``evaluate``: run directories, resume, evaluation
-- :mod:`ssmref.adaptation`, :mod:`ssmref.monitor`  test-time adaptation and its monitors
-- :mod:`ssmref.policy_shift`  adapting a meta-trained navigation policy under a rescaled action
+- :mod:`ssmref.adaptation`  test-time adaptation, its monitors (:mod:`ssmref.adaptation.monitor`)
+- :mod:`ssmref.experiments`  measurements that use the API (not library): TTA under shifted
+  dynamics, a meta-trained navigation policy under a rescaled action
 - :mod:`ssmref.crosscheck`  golden vectors and the checker for ports (``vectors`` / ``check``)
 
 See ``docs/`` for the specification.

@@ -9,7 +9,7 @@ Subcommands:
 - ``check``: check an implementation's results against the vectors (exit 0 / 1 / 2).
 - ``selftest``: every module's self-test cases (see :mod:`ssmref.selftest`); exit 0 iff all pass.
 - ``adapt``: test-time adaptation of an SSM classifier under shifted dynamics
-  (:mod:`ssmref.adaptation_demo`; accuracy of no adaptation, tent and eata over seeds).
+  (:mod:`ssmref.experiments.tta_shift`; accuracy of no adaptation, tent and eata over seeds).
 """
 
 import argparse
@@ -43,9 +43,9 @@ def build_parser():
     p = sub.add_parser("selftest", help="run the self-tests; exit 0 iff all pass")
     p.set_defaults(func=_selftest)
     p = sub.add_parser("adapt", help="test-time adaptation under shifted dynamics (none / tent / eata)")
-    from ssmref import adaptation_demo
-    adaptation_demo.add_arguments(p)
-    p.set_defaults(func=adaptation_demo.run_from_args)
+    from ssmref.experiments import tta_shift
+    tta_shift.add_arguments(p)
+    p.set_defaults(func=tta_shift.run_from_args)
     return parser
 
 

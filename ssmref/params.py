@@ -3,7 +3,9 @@
 A *parameter tree* is a dict ``name -> ndarray`` whose values may themselves be dicts (composite
 models, e.g. ``{"ssm": {"A": ..., ...}, "head": {...}}``).  Keys are strings without dots; the dotted
 path ``"ssm.A"`` names a leaf.  Leaves are visited in sorted key order, so every function here is
-deterministic.
+deterministic.  Trees whose keys contain dots (torch ``state_dict`` names such as ``"head.weight"``)
+are handled by the path-addressed functions :func:`tree_leaves_with_path` and
+:func:`tree_map_with_path`, which name a leaf by the tuple of its keys.
 
 Under ``autograd`` a dict argument arrives as a ``DictBox``: ``isinstance(x, dict)`` is False while
 tracing.  This module therefore recognises a node by its ``keys`` method, never by its type, and
@@ -25,7 +27,7 @@ import zipfile
 
 import autograd.numpy as np
 import numpy as onp
-from autograd.tracer import getval
+from autograd.tracer import Box, getval
 
 SEP = "."
 
@@ -164,6 +166,61 @@ def stop_gradient(tree):
 def tree_copy(tree):
     """A deep copy with every leaf a fresh float64 ndarray (never an alias of the input)."""
     return tree_map(lambda x: onp.array(x, dtype=onp.float64, copy=True), tree)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trees addressed by key paths: keys may contain dots
+# ---------------------------------------------------------------------------------------------
+# The functions above name a leaf by its dotted path, so their keys cannot contain dots.  Models
+# from elsewhere often use torch ``state_dict`` names as keys (``{"head.weight": W}``), and the
+# test-time adapter works on any model.  The functions below address a leaf by its *path*, the
+# tuple of its keys (``("head.weight",)``, ``("ssm", "A")``), which is never split.
+
+def tree_leaves_with_path(tree, where="tree"):
+    """``[(path, leaf)]`` for every leaf, depth first in sorted key order.
+
+    Keys may be any non-empty strings, dots included; anything else (or a ``tree`` that is not a
+    dict) raises ``ValueError`` naming ``where`` and the path of the bad key.
+    """
+    if not is_node(tree):
+        raise ValueError(f"{where} must be a dict of arrays, got {type(tree).__name__}")
+    out = []
+
+    def walk(node, path):
+        keys = list(node.keys())
+        for k in keys:
+            if not isinstance(k, str) or not k:
+                raise ValueError(f"{where} keys must be non-empty strings, got {k!r} "
+                                 f"under {'.'.join(path) or '<root>'}")
+        for k in sorted(keys):
+            if is_node(node[k]):
+                walk(node[k], path + (k,))
+            else:
+                out.append((path + (k,), node[k]))
+
+    walk(tree, ())
+    return out
+
+
+def tree_map_with_path(fn, tree):
+    """A new tree of plain dicts with ``fn(path, leaf)`` at every leaf (``fn((), tree)`` for a
+    leaf).  Keys keep their order and are not inspected; nothing is written into ``tree``."""
+    if not is_node(tree):
+        return fn((), tree)
+
+    def walk(node, path):
+        return {k: walk(node[k], path + (k,)) if is_node(node[k]) else fn(path + (k,), node[k])
+                for k in node.keys()}
+
+    return walk(tree, ())
+
+
+def contains_box(tree):
+    """True when ``tree`` (a tree, an array or a scalar) is or holds an autograd box, i.e. when
+    something computed from it is being traced."""
+    if isinstance(tree, Box):
+        return True
+    return is_node(tree) and any(contains_box(tree[k]) for k in tree.keys())
 
 
 # ---------------------------------------------------------------------------------------------

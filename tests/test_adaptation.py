@@ -16,11 +16,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ssmref import adaptation as AD
-from ssmref import monitor as MON
+from ssmref.adaptation import monitor as MON
 from ssmref.adaptation import (AdaptationConfig, AdaptationStrategy, MetaRLHook, SkipStep,
                                SSMHook, available_strategies, create_adapter,
                                register_adaptation_strategy, unregister_adaptation_strategy)
 from ssmref.nn import log_softmax
+from ssmref.params import contains_box
 from ssmref.rl import reinforce_surrogate
 from ssmref.ssm import StateSpaceModel
 
@@ -294,7 +295,7 @@ def test_nan_batch_changes_nothing_and_leaks_nothing(seed, kw, strategy, poison)
     assert not info["updated"] and info["steps"] == 0
     assert "refused" in info["reason"] or "skipped" in info["reason"]
     assert_same_state(before, snapshot(a))
-    assert not AD._contains_box(model.params)
+    assert not contains_box(model.params)
     # the monitor refuses non-finite features too
     with onp.errstate(invalid="ignore"):
         bad_outputs = model(**bad)
@@ -394,7 +395,7 @@ def test_context_leaves_model_usable_after_an_exception_in_the_forward():
     with pytest.raises(RuntimeError, match="forward failed"):
         with adapter.context(model):
             adapter.adapt(cross_entropy, batch, fwd_fn=exploding_forward)
-    assert not AD._contains_box(model.params)
+    assert not contains_box(model.params)
     assert_same_state(before, snapshot(adapter))
     model(**batch)                                              # still usable
     assert adapter.adapt(cross_entropy, batch)["updated"]
@@ -973,7 +974,7 @@ def test_step_bound_acts_on_the_adam_step_and_zero_tensors_move():
 # ---------------------------------------------------------------------------------------------
 
 def test_tta_shift_example_smoke(capsys):
-    from ssmref import adaptation_demo as demo
+    from ssmref.experiments import tta_shift as demo
     result = demo.run(seeds=(0,), shifts=["noise"], variants=["source", "norm", "tent", "eata",
                                                                "tent-all-lr1e-2-anchor"],
                       n_train=96, train_steps=5, n_batches=2, batch_size=12, length=16)

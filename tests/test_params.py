@@ -146,3 +146,24 @@ def test_checkpoint_round_trip_and_malformed_files(tmp_path):
     with pytest.raises(ValueError, match="meta_json"):
         P.load_checkpoint(tmp_path / "nometa.npz", ("params",), shapes)
     assert json.loads(json.dumps(meta)) == meta
+
+
+def test_path_addressed_trees_allow_dotted_keys():
+    W, b, A = onp.ones((2, 2)), onp.zeros(2), onp.eye(3)
+    t = {"head.weight": W, "ssm": {"A": A}, "head.bias": b}
+    leaves = P.tree_leaves_with_path(t, where="model.params")
+    assert [q for q, _ in leaves] == [("head.bias",), ("head.weight",), ("ssm", "A")]
+    assert leaves[1][1] is W
+    out = P.tree_map_with_path(lambda q, v: q, t)
+    assert out == {"head.weight": ("head.weight",), "ssm": {"A": ("ssm", "A")},
+                   "head.bias": ("head.bias",)}
+    assert list(out) == list(t) and out is not t and out["ssm"] is not t["ssm"]
+    assert P.tree_map_with_path(lambda q, v: (q, v), 3.0) == ((), 3.0)
+    with pytest.raises(ValueError, match=r"model.params keys must be non-empty strings, got 3 "
+                                         r"under ssm"):
+        P.tree_leaves_with_path({"ssm": {3: A}}, where="model.params")
+    with pytest.raises(ValueError, match="must be a dict"):
+        P.tree_leaves_with_path(A)
+    seen = []
+    autograd.grad(lambda x: seen.append(P.contains_box({"a": {"b.c": x}})) or x)(1.0)
+    assert seen == [True] and not P.contains_box(t) and not P.contains_box(2.0)

@@ -5,7 +5,7 @@ import numpy as onp
 import pytest
 
 from ssmref import params as P
-from ssmref import policy_shift as S
+from ssmref.experiments import action_scale as S
 from ssmref.envs import Navigation2D
 from ssmref.policy import SSMMetaPolicy
 

@@ -46,11 +46,11 @@ import math
 import time
 from typing import Optional
 
-import autograd.numpy as anp
 import numpy as onp
 from autograd.tracer import getval
 
-from .nn import LOG_2PI, log_softmax
+from ssmref.checks import check_scalar
+from ssmref.nn import categorical_entropy, gaussian_entropy, softmax
 
 SHIFT_EPS = 1e-8  # added to the tracked variance in the standardized shift
 
@@ -107,19 +107,6 @@ def as_rows(x, name, scalar_rows=False):
     return a.reshape(-1, a.shape[-1])
 
 
-def row_entropy(logits):
-    """``H(softmax(logits))`` along the last axis, ``(..., C) -> (...)``, with ``0 log 0 = 0``.
-
-    Unlike :func:`ssmref.nn.categorical_entropy` it does not refuse ``nan``/``inf`` logits: it
-    returns ``nan`` for such rows, so that the adapter's non-finite guard can refuse the step.
-    Differentiable with autograd (the same ``where`` guard as ``categorical_entropy``).
-    """
-    logp = log_softmax(logits)
-    p = anp.exp(logp)
-    safe_logp = anp.where(p > 0, logp, 0.0)
-    return -anp.sum(p * safe_logp, axis=-1)
-
-
 def prediction_stats(outputs):
     """``(entropy, mean_confidence, prediction_var, batch_size, notes)`` of a batch of outputs."""
     kind, arr, log_std = split_outputs(outputs)
@@ -127,8 +114,8 @@ def prediction_stats(outputs):
         L = as_rows(arr, "logits")                           # (N, C)
         N, C = L.shape
         with onp.errstate(invalid="ignore", over="ignore"):
-            P = onp.exp(log_softmax(L))                      # (N, C)
-            H = row_entropy(L)                               # (N,)
+            P = softmax(L)                                   # (N, C)
+            H = categorical_entropy(L)                       # (N,)
             entropy = float(onp.mean(H))
             confidence = float(onp.mean(onp.max(P, axis=-1)))
             variance = float(onp.mean(onp.var(P, axis=0)))
@@ -142,7 +129,7 @@ def prediction_stats(outputs):
             S = onp.asarray(getval(log_std), dtype=onp.float64)
             S = as_rows(onp.broadcast_to(S, onp.shape(getval(arr))), "log_std",
                         scalar_rows=True)                    # (N, d), as M
-            entropy = float(onp.mean(onp.sum(S + 0.5 * (1.0 + LOG_2PI), axis=-1)))
+            entropy = float(onp.mean(gaussian_entropy(S)))
     notes = {"kind": "mean", "output_dim": d}
     if log_std is None:
         notes["entropy"] = "no log_std: entropy undefined"
@@ -162,10 +149,8 @@ class FeatureTracker:
     """
 
     def __init__(self, momentum=0.9):
-        if not (isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
-                and 0.0 <= momentum < 1.0):
-            raise ValueError(f"momentum must be a real in [0, 1), got {momentum!r}")
-        self.momentum = float(momentum)
+        self.momentum = float(check_scalar("momentum", momentum, low=0.0, high=1.0,
+                                           high_open=True))
         self.count = 0
         self.mean = None
         self.var = None

@@ -48,11 +48,11 @@ import autograd.numpy as np
 import numpy as onp
 from autograd import grad
 
-from .adaptation import AdaptationConfig, SSMHook, create_adapter
-from .nn import log_softmax
-from .optim import adam
-from .rng import as_rng
-from .ssm import init_ssm, ssm_convolve
+from ssmref.adaptation import AdaptationConfig, SSMHook, create_adapter
+from ssmref.nn import log_softmax
+from ssmref.optim import adam
+from ssmref.rng import as_rng
+from ssmref.ssm import init_ssm, ssm_convolve
 
 OMEGAS = (0.5, 0.8, 1.1, 1.4)   # class frequencies (radians per step)
 NORM_EPS = 1e-5
