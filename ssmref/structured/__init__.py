@@ -1,0 +1,33 @@
+"""Structured time-invariant SSMs: complex diagonal (S4D, S5) and diagonal-plus-low-rank (S4).
+
+Every function is a float64/complex128 reference differentiable with ``autograd``, proven equal
+(in ``tests/test_structured*.py``) to the dense real SSM of ``ssmref.ssm`` on the 2x2-block real
+embedding.
+
+Modules (equations in each module's docstring; the spec is ``docs/structured.md``):
+
+- :mod:`~ssmref.structured.accurate`       ``Λ̄``, ``B̄`` factors and ``Λ̄^k`` directly from ``(Λ, Δ)``
+- :mod:`~ssmref.structured.diagonal`       ``diag_discretize``, ``diag_scan``, ``diag_parallel_scan``,
+  ``diag_kernel``, ``diag_convolve``
+- :mod:`~ssmref.structured.embed`          the equivalent real dense systems
+- :mod:`~ssmref.structured.hippo`          HiPPO-LegS in NPLR / DPLR form, S4D-Lin / S4D-LegS
+- :mod:`~ssmref.structured.init`           initial / random test parameters
+- :mod:`~ssmref.structured.validate`       argument checks (``ValueError`` naming the argument)
+
+Conventions: ``autograd.grad`` of a real loss w.r.t. a complex ``z`` is ``∂L/∂Re z − i ∂L/∂Im z``
+(as ``jax.grad``; PyTorch's ``.grad`` is its conjugate); outputs read the NEW state
+(``K[0] = s·Re(C B̄)``); ``output="re"`` or ``"2re"`` (conjugate-symmetric half) is always explicit.
+"""
+
+from ssmref.structured.diagonal import (diag_convolve, diag_discretize, diag_kernel,
+                                        diag_parallel_scan, diag_scan)
+from ssmref.structured.embed import complex_to_real_system, diag_to_dense
+from ssmref.structured.hippo import hippo_dplr, hippo_nplr, s4d_legs, s4d_lin
+from ssmref.structured.init import init_diag, init_dplr
+
+__all__ = [
+    "diag_convolve", "diag_discretize", "diag_kernel", "diag_parallel_scan", "diag_scan",
+    "complex_to_real_system", "diag_to_dense",
+    "hippo_dplr", "hippo_nplr", "s4d_legs", "s4d_lin",
+    "init_diag", "init_dplr",
+]
