@@ -13,6 +13,7 @@ Modules (equations in each module's docstring; the spec is ``docs/structured.md`
 - :mod:`~ssmref.structured.layouts`        S4D's per-channel layout, S4D's real parametrisation
 - :mod:`~ssmref.structured.embed`          the equivalent real dense systems
 - :mod:`~ssmref.structured.hippo`          HiPPO-LegS in NPLR / DPLR form, S4D-Lin / S4D-LegS
+- :mod:`~ssmref.structured.dplr`           S4: bilinear DPLR recurrence and the Cauchy kernel
 - :mod:`~ssmref.structured.init`           initial / random test parameters
 - :mod:`~ssmref.structured.validate`       argument checks (``ValueError`` naming the argument)
 
@@ -24,7 +25,9 @@ Conventions: ``autograd.grad`` of a real loss w.r.t. a complex ``z`` is ``âˆ‚L/â
 from ssmref.structured.bidirectional import bidirectional, bidirectional_kernels
 from ssmref.structured.diagonal import (diag_convolve, diag_discretize, diag_kernel,
                                         diag_parallel_scan, diag_scan)
-from ssmref.structured.embed import complex_to_real_system, diag_to_dense
+from ssmref.structured.dplr import (dplr_discretize, dplr_from_half, dplr_kernel, dplr_scan,
+                                    dplr_truncate, dplr_untruncate)
+from ssmref.structured.embed import complex_to_real_system, diag_to_dense, dplr_to_dense
 from ssmref.structured.hippo import hippo_dplr, hippo_nplr, s4d_legs, s4d_lin
 from ssmref.structured.init import init_diag, init_dplr
 from ssmref.structured.layouts import from_real, s4d_kernel, s4d_to_diag
@@ -32,7 +35,8 @@ from ssmref.structured.layouts import from_real, s4d_kernel, s4d_to_diag
 __all__ = [
     "bidirectional", "bidirectional_kernels",
     "diag_convolve", "diag_discretize", "diag_kernel", "diag_parallel_scan", "diag_scan",
-    "complex_to_real_system", "diag_to_dense",
+    "dplr_discretize", "dplr_from_half", "dplr_kernel", "dplr_scan", "dplr_truncate", "dplr_untruncate",
+    "complex_to_real_system", "diag_to_dense", "dplr_to_dense",
     "hippo_dplr", "hippo_nplr", "s4d_legs", "s4d_lin",
     "init_diag", "init_dplr",
     "from_real", "s4d_kernel", "s4d_to_diag",

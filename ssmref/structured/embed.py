@@ -19,9 +19,10 @@ complex discretization, because ``expm`` and the bilinear inverse commute with t
 
 import autograd.numpy as np
 
-from ssmref.checks import check_choice, shape_of
+from ssmref.checks import check_choice, check_flag, shape_of
 from ssmref.structured import validate as V
 from ssmref.structured.diagonal import _discretize, _scale
+from ssmref.structured.dplr import _discretize as _dplr_discretize
 
 
 def real_matrix(M):
@@ -90,3 +91,22 @@ def diag_to_dense(params, *, method, output):
     lam_bar, Bbar = _discretize(Lam, B, dt, method)
     return complex_to_real_system(lam_bar, Bbar, C, D, scale=_scale(output))
 
+
+def dplr_to_dense(params, *, discrete=True):
+    """The real dense system (2N states) equivalent to a DPLR one (output ``Re(C x) + D u``).
+
+    ``discrete=True``: from :func:`ssmref.structured.dplr.dplr_discretize`'s ``(Ā, B̄)``, so that
+    ``ssm_scan`` / ``ssm_kernel`` on it equal ``dplr_scan`` / ``dplr_kernel``.  ``discrete=False``:
+    the continuous ``A = diag(Λ) − P Q^*``, ``B``, to be discretized by
+    ``ssmref.ssm.discretize(A, B, dt, "bilinear")`` (equal to the discrete one).
+    """
+    check_flag("discrete", discrete)
+    Lam, P, Q, B, dt = V.dplr_core(params)
+    N = shape_of(Lam)[0]
+    C = V.output_matrix(params, "C", N)
+    D = V.feedthrough(params, shape_of(C)[0], shape_of(B)[1])
+    if discrete:
+        A, B = _dplr_discretize(Lam, P, Q, B, dt)
+    else:
+        A = np.diag(Lam) - np.dot(P, np.conj(Q).T)
+    return complex_to_real_system(A, B, C, D)
