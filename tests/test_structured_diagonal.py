@@ -234,3 +234,18 @@ def test_hostile_kernel_length_and_flags():
         diag_discretize(prm["Lambda"], prm["B"], onp.ones(4), "zoh")
     with pytest.raises(ValueError, match="B must have shape \\(3, \\*\\)"):
         diag_discretize(prm["Lambda"], prm["B"][:2], 0.1, "zoh")
+
+
+def test_bilinear_power_branches_are_continuous_and_differentiable():
+    """λ̄^k from (Λ, Δ) by a series (|ΔΛ| ≤ 1/2), atanh, or the reflection λ̄(z) = −λ̄(4/z) (|ΔΛ| > 2)."""
+    from ssmref.structured.accurate import bilinear_power
+    dt = 0.1
+    z = onp.array([0.1j - 0.01, 0.5j, 0.5000001j, -0.3 + 1.0j, 2.0j, 2.0000001j, -1 + 5j, 50j - 0.2, 4000.0j])
+    lam = z / dt
+    k = onp.arange(21.0)[:, None]
+    direct = ((1 + z / 2) / (1 - z / 2)) ** k                        # k ≤ 20: error ≲ 20ε
+    assert onp.allclose(bilinear_power(k, dt, lam), direct, rtol=1e-14, atol=0)
+    prm = {"Lambda": lam, "B": onp.ones((9, 1)) + 0j, "C": onp.ones((1, 9)) + 1j, "D": onp.zeros((1, 1)), "dt": dt}
+    W = onp.random.default_rng(0).standard_normal((21, 1, 1))
+    check_grads(lambda x: np.sum(W * diag_kernel(dict(prm, Lambda=x), 21, method="bilinear", output="re",
+                                                 allow_unstable=True)), modes=["rev"], order=2)(lam)

@@ -17,10 +17,14 @@ binary64 without FMA), so ``|hi + lo − kΔλ| ≤ 2ε²|kΔλ|``, and
 has relative error ≤ (a few) ε for every ``k`` (the libm ``exp``, ``cos``, ``sin`` reduce their
 arguments exactly).  The same sum gives ``expm1(z) = expm1(hi) + exp(hi)·expm1(lo)`` (an identity).
 
-For the bilinear map ``w = 2 atanh(z/2)`` is computed with NumPy's complex ``arctanh`` (relative
-error ~ε; NumPy's complex ``log1p`` is NOT accurate near 0 and is avoided), so ``exp(k w)`` has
-relative error ≲ (k|w| + 2)·ε: the lag-proportional term remains, but with the factor ``|w| ≈ |Δλ|``
-(usually ≪ 1) where forming ``λ̄`` first and then ``λ̄^k`` (by powers or ``exp(k log λ̄)``) costs ≈ kε.
+For the bilinear map ``λ̄^k = exp(k w)``, ``w = 2 atanh(z/2)`` (NumPy's complex ``arctanh`` has
+relative error ~ε; NumPy's complex ``log1p`` is NOT accurate near 0 and is avoided).  An absolute
+error ``δ`` in ``w`` costs ``kδ`` in ``λ̄^k``, so :func:`bilinear_power` splits ``w``: for
+``|z| ≤ 1/2`` as ``z`` (whose ``kz`` is formed error-free, as for ZOH) plus ``w − z = z³/12 + ...``
+(summed as a series, so only ``ε|w − z|`` grows with ``k``); for ``|z| > 2`` through the reflection
+``λ̄(z) = −λ̄(4/z)``, which replaces ``|w|`` (up to π) by ``|w(4/z)| ≈ 4/|z|``.  Between, the error
+``≈ kε|w|`` is within a small factor of the conditioning ``k|z w'(z)|`` of ``λ̄^k``; forming ``λ̄``
+first and then ``λ̄^k`` (by powers or ``exp(k log λ̄)``) costs ≈ ``kε`` everywhere.
 
 Everything here is written with ``autograd.numpy`` and is differentiable to any order: the
 low-order parts of the error-free products have zero derivative, so the derivative of
@@ -90,14 +94,48 @@ def zoh_input_factor(dt, lam):
     return np.where(small, series, big)
 
 
-def bilinear_log(dt, lam):
-    """``w = log λ̄ = 2 atanh(Δλ/2)`` for the bilinear ``λ̄ = (1 + Δλ/2)/(1 − Δλ/2)``."""
-    return 2.0 * np.arctanh(dt * lam / 2.0)
+def _atanh_excess(x):
+    # atanh(x) − x = x Σ_{j≥1} x^{2j}/(2j+1), for |x| ≤ 1/4 (14 terms: truncation < 1e-18 relative)
+    x2 = x * x
+    acc = 1.0 / 29.0
+    for j in range(13, 0, -1):
+        acc = 1.0 / (2 * j + 1) + x2 * acc
+    return x * x2 * acc
+
+
+def _bilinear_branches(dt, lam):
+    # |z| ≤ 1/2: series; 1/2 < |z| ≤ 2: atanh; |z| > 2: reflection λ̄(z) = −λ̄(4/z)
+    z = dt * lam
+    small, big = np.abs(z) <= 0.5, np.abs(z) > 2.0
+    mid = ~(small | big)
+    s = 2.0 * _atanh_excess(np.where(small, z, 0.0) / 2.0)                   # w − z on the small branch
+    w_mid = 2.0 * np.arctanh(np.where(mid, z, 0.0) / 2.0)
+    w_big = 2.0 * np.arctanh(2.0 / np.where(big, z, 1e10))                   # w(4/z); 1e10: harmless filler
+    return small, mid, big, s, w_mid, w_big
 
 
 def bilinear_power(k, dt, lam):
-    """``λ̄^k = exp(k w)`` for the bilinear map; relative error ≲ (k|w| + 2) ε."""
-    return np.exp(k * bilinear_log(dt, lam))
+    """``λ̄^k`` for the bilinear map, from ``(λ, Δ)``; with ``z = Δλ``, ``w = 2 atanh(z/2)``:
+
+        |z| ≤ 1/2:       exp(k z) · exp(k (w − z)),  k z error-free, w − z = z³/12 + ... by its series
+        1/2 < |z| ≤ 2:   exp(k w)
+        |z| > 2:         (−1)^k exp(k w(4/z))        (λ̄(z) = −λ̄(4/z))
+
+    Relative error ≲ ε (c + k e(z)) with ``e = |w − z|``, ``|w|``, ``|w(4/z)|`` on the three branches
+    (:func:`bilinear_error_scale`): at most ≈ ``ε k |z w'(z)|``, the conditioning of ``λ̄^k`` in ``z``.
+    """
+    small, mid, big, s, w_mid, w_big = _bilinear_branches(dt, lam)
+    hi, lo = scaled_exponent(k, dt, np.where(small, lam, 0.0))                # k z = hi + lo
+    p_small = np.exp(hi) * np.exp(lo + k * s)
+    p_mid = np.exp(k * w_mid)
+    p_big = (1.0 - 2.0 * np.mod(k, 2.0)) * np.exp(k * w_big)
+    return np.where(small, p_small, np.where(mid, p_mid, p_big))
+
+
+def bilinear_error_scale(dt, lam):
+    """``e(z)``: the part of the bilinear exponent whose rounding grows with the lag (see above)."""
+    small, mid, big, s, w_mid, w_big = _bilinear_branches(dt, lam)
+    return np.abs(np.where(small, s, np.where(mid, w_mid, w_big)))
 
 
 def discrete_eigenvalue(dt, lam, method):

@@ -14,10 +14,11 @@ Why 1e-14 is not reachable everywhere:
   ``ρ = |λ̄|`` the accumulated error relative to the state is of order ``c ε / (1 − ρ)``:
   ``1/(1 − ρ) ≈ 1/(Δ |Re Λ|)`` time steps of memory (2000 for ``Δ = 1e-3``, ``Re Λ = −1/2``).
   Any float64 recurrence has this error; the kernel path does not (below).
-- **Bilinear powers** ``exp(k w)``, ``w = 2 atanh(ΔΛ/2)``: ``w`` has absolute error ≈ ``ε|w|``,
-  so ``λ̄^k`` has relative error ``≈ (c_w k|w| + c) ε`` — the kernel is backward stable (exact
-  for ``Λ(1 + δ)``, ``|δ| ≲ 2ε``) and its forward error grows with the phase ``k|w| ≈ k|ΔΛ|``.
-  ZOH needs no such term: ``kΔΛ`` is formed error-free (:mod:`ssmref.structured.accurate`).
+- **Bilinear powers** ``exp(k w)``, ``w = 2 atanh(ΔΛ/2)``: the part of ``w`` not formed error-free
+  has absolute error ``≈ ε e`` (``e = |w − z|`` for ``|z| ≤ 1/2``, ``|w|`` up to ``|z| = 2``,
+  ``|w(4/z)|`` beyond), so ``λ̄^k`` has relative error ``≈ (3 k e + c) ε``: in the middle band
+  (``1/2 < |ΔΛ| ≤ 2``) this is the conditioning of ``λ̄^k`` (the kernel is backward stable there),
+  elsewhere it is smaller.  ZOH needs no such term: ``kΔΛ`` is formed error-free.
 - **DPLR kernel**: the Woodbury correction nearly cancels the diagonal Cauchy sum when the low-rank
   term is large (HiPPO: ``||P||² = N²/2``; the resolvent of ``A`` is much smaller than that of
   ``diag(Λ)``), so the error is ``ε`` times the sums of moduli, not times ``|K̂|``.
@@ -47,7 +48,8 @@ def diag_kernel_error_bound(params, length, *, method, output):
     """Bound on ``||K̂ − K||_F / ||K̂||_F`` for :func:`diag_kernel`.
 
         |K̂[k] − K[k]| ≤ s Σ_n |C_pn| |B̄_nm| |λ̄_n|^k ε (c_B + c_k + 2 C_OP + n + 1)
-        c_k = 4 (ZOH: compensated exponent),   c_k = 4 + 3 k |w_n| (bilinear, w = 2 atanh(ΔΛ/2))
+        c_k = 4 (ZOH: compensated exponent),   c_k = 4 + 3 k e(ΔΛ_n) (bilinear; e from
+        :func:`ssmref.structured.accurate.bilinear_error_scale`: |w − z|, |w| or |w(4/z)|)
     """
     V.options(method, output)
     (Lam, B, C, D, dt), (m, n, p) = V.diag_params(params)
@@ -55,7 +57,7 @@ def diag_kernel_error_bound(params, length, *, method, output):
     _, Bbar = _discretize(Lam, B, dt, method)
     k = onp.arange(L, dtype=float)[:, None]                                      # (L, 1)
     mod_pow = onp.abs(accurate.power(k, dt, Lam, method))                         # |λ̄|^k, (L, n)
-    c_k = 4.0 + (3.0 * k * onp.abs(accurate.bilinear_log(dt, Lam)) if method == "bilinear" else 0.0)
+    c_k = 4.0 + (3.0 * k * accurate.bilinear_error_scale(dt, Lam) if method == "bilinear" else 0.0)
     weight = mod_pow * (C_B[method] + c_k + 2 * C_OP + n + 1) * EPS              # (L, n)
     s = 2.0 if output == "2re" else 1.0
     err = s * onp.einsum("pn,ln,nm->lpm", onp.abs(C), weight, onp.abs(Bbar))
@@ -87,10 +89,12 @@ def diag_scan_error_bound(params, u, h0=None, *, method, output):
     ey = onp.zeros(ub.shape[:2] + (p,))
     for t in range(ub.shape[1]):
         b = ub[:, t] @ Bbar.T                                                     # (batch, n)
-        rounding = (C_LAMBDA[method] + C_OP) * rho * onp.abs(x) + (C_B[method] + m + 1) * (onp.abs(ub[:, t]) @ onp.abs(Bbar).T) + onp.abs(b)
+        abs_bu = onp.abs(ub[:, t]) @ onp.abs(Bbar).T                              # Σ_j |B̄_.j| |u_tj|
+        rounding = (C_LAMBDA[method] + C_OP) * rho * onp.abs(x) + (C_B[method] + m + 1) * abs_bu + onp.abs(b)
         e = rho * e + EPS * rounding
         x = lam_bar * x + b
-        ey[:, t] = s * (e + (n + 1) * EPS * onp.abs(x)) @ onp.abs(C).T + (m + 1) * EPS * onp.abs(ub[:, t]) @ onp.abs(D).T
+        ey[:, t] = (s * (e + (n + 1) * EPS * onp.abs(x)) @ onp.abs(C).T
+                    + (m + 1) * EPS * onp.abs(ub[:, t]) @ onp.abs(D).T)
     return {"y": _norm_rel(ey, onp.reshape(y, ey.shape)), "x_last": _norm_rel(e, x)}
 
 

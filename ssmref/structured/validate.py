@@ -157,7 +157,8 @@ def dplr_core(params):
 def output_matrix(params, key, N):
     """``params[key]``: a complex ``(p, N)`` output matrix (``"C"`` or the truncated ``"Ct"``)."""
     if key not in params.keys():
-        raise ValueError(f"params is missing {key!r} ({'the truncated C~ = C (I - Abar^L)' if key == 'Ct' else 'the output matrix'})")
+        what = "the truncated C~ = C (I - Abar^L)" if key == "Ct" else "the output matrix"
+        raise ValueError(f"params is missing {key!r} ({what})")
     return complex_array(f"params[{key!r}]", params[key], (None, N))
 
 
