@@ -68,7 +68,7 @@ def bilinear_table():
 
 
 def scan_table():
-    print("\nrecurrence (diag_scan, ZOH), N = 16, T = 1000, u ~ N(0, 1): y, x_last measured | bound")
+    print("\nrecurrence (diag_scan, ZOH), 16 conjugate pairs, T = 1000, u ~ N(0, 1): y, x_last measured | bound")
     u = onp.random.default_rng(1).standard_normal((1000, 1))
     for dt in (1e-3, 1e-2, 1e-1):
         prm = init_diag(16, 1, 1, rng=0, init="legs", dt_min=dt, dt_max=dt)
