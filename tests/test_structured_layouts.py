@@ -169,3 +169,38 @@ def test_s4d_inits():
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="N must be an int"):
             hippo_dplr(bad)
+
+
+def test_gradients_with_respect_to_whole_parameter_dicts(rng):
+    """Under autograd the params dict arrives as a DictBox: every public function accepts it."""
+    from ssmref.structured import diag_convolve, dplr_kernel, dplr_scan, init_dplr
+    prm = init_diag(3, 2, 1, rng=4, init="random", dt_min=0.05, dt_max=0.2, dt_per_state=True)
+    u = rng.standard_normal((8, 2))
+
+    def loss(q):
+        return (np.sum(diag_scan(q, u, method="zoh", output="2re")[0] ** 2)
+                + np.sum(diag_convolve(q, u, method="bilinear", output="re")[0] ** 2)
+                + np.sum(bidirectional(q, {"C": q["C"]}, u, method="zoh", output="2re") ** 2))
+    g = autograd.grad(loss)(prm)
+    for key in prm:
+        g_key = autograd.grad(lambda x: loss(dict(prm, **{key: x})))(prm[key])
+        assert onp.allclose(g[key], g_key, rtol=1e-12, atol=1e-14), key
+    s4 = dict(init_dplr(3, 1, 1, rng=5, dt=0.1), Ct=rng.standard_normal((1, 3)) + 0j)
+    g = autograd.grad(lambda q: np.sum(dplr_kernel(q, 6) ** 2) + np.sum(dplr_scan(q, u[:, :1])[0] ** 2))(s4)
+    assert set(g) == set(s4) and g["Lambda"].dtype == onp.complex128 and onp.isrealobj(g["dt"])
+
+
+def test_hostile_initialisation_arguments():
+    cases = [(dict(n=0), "n must be an int"), (dict(m=True), "m must be an int"),
+             (dict(init="hippo"), "init must be one of"), (dict(dt_min=0.0), "dt_min must be > 0"),
+             (dict(dt_min=0.1, dt_max=0.01), "dt_max must be >= 0.1"),
+             (dict(dt_per_state=1), "dt_per_state must be True or False")]
+    for change, match in cases:
+        kw = dict(n=3, m=1, p=1, rng=0) | change
+        with pytest.raises(ValueError, match=match):
+            init_diag(kw.pop("n"), kw.pop("m"), kw.pop("p"), **kw)
+    from ssmref.structured import init_dplr
+    with pytest.raises(ValueError, match="dt must be > 0"):
+        init_dplr(4, 1, 1, dt=-1.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        diag_to_dense(init_diag(2, 1, 1, rng=0), method="euler", output="re")
