@@ -28,7 +28,8 @@ import numpy as onp
 
 from ssmref.structured import accurate
 from ssmref.structured import validate as V
-from ssmref.structured.diagonal import _discretize
+from ssmref.structured.diagonal import _discretize, _scan
+from ssmref.structured.dplr import _unit_roots
 
 EPS = onp.finfo(float).eps / 2
 C_OP = 5.0                      # one complex product / quotient, in units of ε
@@ -75,7 +76,6 @@ def diag_scan_error_bound(params, u, h0=None, *, method, output):
     with ``ρ = |λ̄|`` per state, evaluated along the computed trajectory.  (The associative scan
     rounds differently, ``log T`` products per element; its measured errors are of the same size.)
     """
-    from ssmref.structured.diagonal import _scan
     V.options(method, output)
     (Lam, B, C, D, dt), (m, n, p) = V.diag_params(params)
     u, h0, _ = V.sequence(u, h0, m, n)
@@ -111,7 +111,6 @@ def dplr_kernel_error_bound(params, length):
 
     and the inverse FFT adds ``ε (3 log2 L + 2)`` times ``||K̂||_2/√L``; ``||ΔK||_2 ≤ ||ΔK̂||_2/√L``.
     """
-    from ssmref.structured.dplr import _unit_roots
     Lam, P, Q, B, dt = V.dplr_core(params)
     Ct = V.output_matrix(params, "Ct", onp.shape(Lam)[0])
     L = V.length(length)
