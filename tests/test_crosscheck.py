@@ -372,7 +372,7 @@ def test_a_correct_float32_scan_passes_and_the_old_state_convention_fails(
     rc, out, _ = run_check([float32_vectors, good, "--mode", mode], capsys)
     assert rc == 0, out
     report = X.check(float32_vectors, good, mode=mode)
-    worst = max(o["worst"] for c in report["cases"] for o in c["outputs"])
+    worst = max(o["err_over_tol"] for c in report["cases"] for o in c["outputs"])
     assert worst < 0.2                                     # passes with a margin of 5 or more
     rc, out, _ = run_check([float32_vectors, bad, "--mode", mode], capsys)
     assert rc == 1
@@ -450,3 +450,50 @@ def test_write_all_vectors_and_check_them_in_time(tmp_path):
     t_check = time.perf_counter() - t0
     assert report["passed"]
     assert t_write < 30 and t_check < 5, (t_write, t_check)
+
+
+# ---------------------------------------------------------------------------------------------
+# Complex outputs: never cut to their real part
+# ---------------------------------------------------------------------------------------------
+
+def test_a_complex_result_for_a_real_output_is_unusable(small_vectors, tmp_path, capsys):
+    expected = expected_outputs(small_vectors)
+    write_results(tmp_path, {"ssm_step": {k: v + 0j for k, v in expected["ssm_step"].items()}})
+    rc, out, err = run_check([small_vectors, tmp_path, "--cases", "ssm_step"], capsys)
+    assert rc == 2 and "is complex" in err and "Traceback" not in err
+    with pytest.raises(AssertionError, match="complex"):
+        X.assert_matches(expected["ssm_step"]["y"], expected["ssm_step"]["y"] + 0j)
+
+
+def test_complex_outputs_compare_as_complex(rng):
+    y = rng.standard_normal(50) + 1j * rng.standard_normal(50)
+    X.assert_matches(y, y + 1e-12)
+    with pytest.raises(AssertionError, match="FAIL"):
+        X.assert_matches(y, y.real + 1j * (y.imag + 1e-3))        # a wrong imaginary part
+    with pytest.raises(AssertionError, match="real"):
+        X.assert_matches(y, y.real)
+    assert np.allclose(X.round_to_dtype(y, "float32"), y.astype(np.complex64), rtol=0, atol=0)
+
+
+def test_skip_missing_checks_only_the_cases_with_results(small_vectors, tmp_path, capsys):
+    expected = expected_outputs(small_vectors)
+    write_results(tmp_path, {"ssm_step": expected["ssm_step"]})
+    rc, out, err = run_check([small_vectors, tmp_path], capsys)
+    assert rc == 2 and "does not exist" in err
+    rc, out, err = run_check([small_vectors, tmp_path, "--skip-missing"], capsys)
+    assert rc == 0 and "skipped 8 case(s) without results" in out
+    report = X.check(small_vectors, tmp_path, skip_missing=True)
+    assert [c["name"] for c in report["cases"]] == ["ssm_step"] and len(report["skipped"]) == 8
+
+
+def test_a_failure_prints_enough_digits_to_see_it(small_vectors, tmp_path, capsys):
+    expected = expected_outputs(small_vectors)
+    bad = dict(expected["ssm_step"])
+    bad["y"] = bad["y"] * (1 + 1e-6)
+    write_results(tmp_path, {"ssm_step": bad})
+    rc, out, err = run_check([small_vectors, tmp_path, "--cases", "ssm_step"], capsys)
+    assert rc == 1
+    line = next(l for l in out.splitlines() if l.startswith("FAIL ssm_step/y"))
+    got, want = line.split("got ")[1].split(", expected ")
+    assert got != want.split(",")[0]                     # the two numbers differ as printed
+    assert "worst err_over_tol" in out

@@ -6,6 +6,7 @@ import os
 
 import numpy as onp
 
+from ssmref.checks import check_flag
 from ssmref.crosscheck.files import VectorsError, as_result
 from ssmref.crosscheck.precision import DEFAULT_K, check_dtype, length_factor, tolerance
 from ssmref.crosscheck.registry import (KINDS, effective_length, load_results, load_vectors,
@@ -19,8 +20,13 @@ def compare(expected, actual, *, rtol, atol, seq_axis=None, err_naive=None, k=DE
     ``atol`` is relative to the output's scale (it is multiplied by ``s``).  With ``err_naive``
     (baseline mode) ``tol_i = k err_naive + atol s``; otherwise ``tol_i = rtol |y_i| + atol s``.
     """
-    y = onp.asarray(expected, dtype=onp.float64)
-    x = onp.asarray(actual, dtype=onp.float64)
+    y, x = onp.asarray(expected), onp.asarray(actual)
+    if onp.iscomplexobj(x) and not onp.iscomplexobj(y):
+        raise VectorsError(f"the result is complex ({x.dtype}) but the expected output is real")
+    if onp.iscomplexobj(y) and not onp.iscomplexobj(x):
+        raise VectorsError(f"the result is real ({x.dtype}) but the expected output is complex")
+    work = onp.complex128 if onp.iscomplexobj(y) else onp.float64
+    y, x = y.astype(work), x.astype(work)        # |x - y| is the modulus for complex outputs
     if x.shape != y.shape:
         raise VectorsError(f"shape {x.shape} does not match the expected {y.shape}")
     s = float(onp.max(onp.abs(y))) if y.size else 0.0
@@ -35,10 +41,11 @@ def compare(expected, actual, *, rtol, atol, seq_axis=None, err_naive=None, k=DE
         bad = ~finite | ~(err <= tol)
         finite_err = onp.where(finite, err, 0.0)
         max_abs = float(onp.max(finite_err)) if y.size else 0.0
-        worst = float(onp.max(onp.where(finite, err / tol, 0.0))) if y.size else 0.0
+        ratio = float(onp.max(onp.where(finite, err / tol, 0.0))) if y.size else 0.0
     floor = (k * err_naive + atol * s) if err_naive is not None else atol * s
     result = {"shape": list(y.shape), "scale": s, "max_abs": max_abs, "max_rel": max_abs / s,
-              "rtol": None if err_naive is not None else rtol, "tol_abs": floor, "worst": worst,
+              "rtol": None if err_naive is not None else rtol, "tol_abs": floor,
+              "err_over_tol": ratio,
               "n_bad": int(onp.sum(bad)), "nan": int(onp.sum(onp.isnan(x))),
               "inf": int(onp.sum(onp.isinf(x))), "first_bad": None, "first_bad_step": None,
               "seq_label": None, "bad_value": None, "bad_expected": None, "bad_tol": None,
@@ -52,10 +59,15 @@ def compare(expected, actual, *, rtol, atol, seq_axis=None, err_naive=None, k=DE
         else:
             index = tuple(onp.argwhere(bad)[0])
         result["first_bad"] = [int(i) for i in index]
-        result["bad_value"] = float(x[index])
-        result["bad_expected"] = float(y[index])
+        result["bad_value"] = _scalar(x[index])
+        result["bad_expected"] = _scalar(y[index])
         result["bad_tol"] = float(tol[index])
     return result
+
+
+def _scalar(v):
+    """A float, or ``[re, im]`` for a complex value (JSON has no complex numbers)."""
+    return [float(v.real), float(v.imag)] if onp.iscomplexobj(v) else float(v)
 
 
 def _check_mode(mode, k):
@@ -83,7 +95,7 @@ def check_case(case, actual, dtype=None, *, mode="table", k=DEFAULT_K, rtol=None
     for name, expected in case["outputs"].items():
         if name not in actual:
             raise VectorsError(f"results of case {case['name']}: output {name!r} is missing")
-        got = as_result(actual[name], expected.shape,
+        got = as_result(actual[name], expected,
                          f"results of case {case['name']}: output {name!r}")
         cls = output_class(kind, name)
         err_naive = None
@@ -103,26 +115,33 @@ def check_case(case, actual, dtype=None, *, mode="table", k=DEFAULT_K, rtol=None
         res.update(name=name, cls=cls)
         outputs.append(res)
     return {"name": case["name"], "kind": kind, "length": L, "length_factor": length_factor(L),
-            "passed": all(o["passed"] for o in outputs), "notes": notes, "outputs": outputs}
+            "passed": all(o["passed"] for o in outputs), "notes": notes, "outputs": outputs,
+            "err_over_tol": max((o["err_over_tol"] for o in outputs), default=0.0)}
 
 
 def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases=None,
-          rtol=None, atol=None):
+          rtol=None, atol=None, skip_missing=False):
     """Compare ``results_dir/<case>.npz`` with the vectors in ``vectors_dir``; returns the report.
 
     ``dtype``: the candidate's precision, which picks the tolerances (default: the manifest's).
     ``mode``: ``"table"`` (``tol_i = rtol |y_i| + atol s g(L)``) or ``"baseline"``
     (``tol_i = k E_naive + atol s``).  ``cases``: names to check (default all in the manifest;
-    each must have a results file).  ``rtol`` / ``atol`` replace the table's values (before the
-    gradient and length factors).  Raises :class:`VectorsError` on unusable input.
+    each must have a results file, unless ``skip_missing``: then the cases without a results file
+    are skipped and listed in ``"skipped"`` and the notes; at least one must be present).
+    ``rtol`` / ``atol`` replace the table's values (before the gradient and length factors).
+    Complex expected outputs are compared with complex results (the error is the modulus
+    ``|x_i - y_i|``); a real result for a complex output, or the reverse, is unusable input.
+    Raises :class:`VectorsError` on unusable input.
 
     The report: ``{"passed", "dtype", "vectors_dtype", "mode", "k", "vectors_dir", "results_dir",
-    "notes", "cases": [{"name", "kind", "length", "length_factor", "passed", "notes", "outputs":
-    [{"name", "cls", "shape", "scale", "max_abs", "max_rel", "rtol", "tol_abs", "worst", "n_bad",
-    "nan", "inf", "first_bad", "first_bad_step", "seq_label", "bad_value", "bad_expected",
-    "bad_tol", "err_naive", "passed"}]}]}``: ``tol_abs`` is the absolute part of the tolerance
-    (``atol s g(L)``, or ``k E_naive + atol s``), ``worst`` the largest ``|x_i - y_i| / tol_i``,
-    ``first_bad`` the first failing index (earliest along the sequence axis ``seq_label``).
+    "notes", "skipped", "cases": [{"name", "kind", "length", "length_factor", "passed", "notes",
+    "err_over_tol", "outputs": [{"name", "cls", "shape", "scale", "max_abs", "max_rel", "rtol",
+    "tol_abs", "err_over_tol", "n_bad", "nan", "inf", "first_bad", "first_bad_step", "seq_label",
+    "bad_value", "bad_expected", "bad_tol", "err_naive", "passed"}]}]}``: ``tol_abs`` is the
+    absolute part of the tolerance (``atol s g(L)``, or ``k E_naive + atol s``), ``err_over_tol``
+    the largest ``|x_i - y_i| / tol_i`` (of the output; of its outputs for a case), ``first_bad``
+    the first failing index (earliest along the sequence axis ``seq_label``); ``bad_value`` and
+    ``bad_expected`` are ``[re, im]`` for complex outputs.
     """
     if dtype is not None:
         check_dtype(dtype)
@@ -138,14 +157,21 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
                      f"include the rounding of the inputs (write them with --dtype {dtype})")
     elif dtype != vdtype:
         notes.append(f"the vectors were written for {vdtype}; checking with {dtype} tolerances")
-    results = []
-    for name, case in vectors["cases"].items():
-        actual = load_results(results_dir, case)
-        results.append(check_case(case, actual, dtype, mode=mode, k=k, rtol=rtol, atol=atol))
+    check_flag("skip_missing", skip_missing)
+    present = {name: case for name, case in vectors["cases"].items()
+               if not skip_missing or os.path.lexists(os.path.join(results_dir, name + ".npz"))}
+    skipped = [name for name in vectors["cases"] if name not in present]
+    if not present:
+        raise VectorsError(f"results directory {results_dir} holds no results for any case of "
+                           f"the vectors")
+    if skipped:
+        notes.append(f"skipped {len(skipped)} case(s) without results: {', '.join(skipped)}")
+    results = [check_case(case, load_results(results_dir, case), dtype, mode=mode, k=k,
+                          rtol=rtol, atol=atol) for case in present.values()]
     return {"passed": all(c["passed"] for c in results), "dtype": dtype, "vectors_dtype": vdtype,
             "mode": mode, "k": k if mode == "baseline" else None,
             "vectors_dir": os.fspath(vectors_dir), "results_dir": os.fspath(results_dir),
-            "notes": notes, "cases": results}
+            "notes": notes, "skipped": skipped, "cases": results}
 
 
 # --- Python API for other projects' tests ----------------------------------------------------
@@ -172,7 +198,7 @@ def assert_matches(expected, actual, *, dtype="float64", kind=None, name="output
         raise ValueError(f"kind must be 'value', 'grad' or one of {list(KINDS)}, got {kind!r}")
     rows = []
     for key, y in expected.items():
-        y = onp.asarray(y, dtype=onp.float64)
+        y = onp.asarray(y)
         if key not in actual:
             raise AssertionError(f"{key}: missing from actual (has {sorted(actual)})")
         x = onp.asarray(actual[key])
@@ -183,13 +209,16 @@ def assert_matches(expected, actual, *, dtype="float64", kind=None, name="output
         else:
             cls, seq = (kind or "value"), None
         r, a = tolerance(dtype, cls, length, rtol=rtol, atol=atol)
-        res = compare(y, x, rtol=r, atol=a, seq_axis=seq)
+        try:
+            res = compare(y, x, rtol=r, atol=a, seq_axis=seq)
+        except VectorsError as e:                  # complex against real, either way round
+            raise AssertionError(f"{key}: {e}") from None
         res.update(name=key, cls=cls)
         rows.append(res)
     case = {"name": name if single else (name if name != "output" else "arrays"),
             "kind": kind or "value", "length": float(length),
             "length_factor": length_factor(length), "passed": all(o["passed"] for o in rows),
-            "notes": [], "outputs": rows}
+            "notes": [], "outputs": rows, "err_over_tol": max(o["err_over_tol"] for o in rows)}
     if not case["passed"]:
         report = {"passed": False, "dtype": dtype, "vectors_dtype": dtype, "mode": "table",
                   "k": None, "vectors_dir": "<arrays>", "results_dir": "<arrays>", "notes": [],

@@ -54,6 +54,9 @@ def add_check_arguments(parser):
                         help=f"baseline mode's factor (default {DEFAULT_K:g})")
     parser.add_argument("--cases", nargs="+", metavar="NAME", default=None,
                         help="check only these cases (default: every case in the manifest)")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="check only the cases that have a results file (the others are "
+                             "listed as skipped); by default a missing results file is an error")
     parser.add_argument("--rtol", type=float, default=None, help="replace the table's rtol")
     parser.add_argument("--atol", type=float, default=None,
                         help="replace the table's atol (relative to each output's max |y|)")
@@ -72,7 +75,8 @@ def run_check(args):
                 raise ValueError(f"--{flag} must be a finite number >= 0, got {v}")
         report = check(args.vectors_dir, args.results_dir, dtype=args.dtype, mode=args.mode,
                        k=args.k, cases=args.cases, rtol=getattr(args, "rtol", None),
-                       atol=getattr(args, "atol", None))
+                       atol=getattr(args, "atol", None),
+                       skip_missing=getattr(args, "skip_missing", False))
         if getattr(args, "json", None):
             text = json.dumps(report, indent=2, sort_keys=True) + "\n"
             atomic_write(args.json, lambda f: f.write(text.encode("utf-8")))

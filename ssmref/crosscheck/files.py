@@ -5,16 +5,20 @@ command line turns into exit status 2 and one line on stderr.  What a case's arr
 the registry's business (:mod:`ssmref.crosscheck.registry`).
 """
 
-import json
 import os
+import re
 import zipfile
 
 import numpy as onp
 
 from ssmref.crosscheck.precision import DTYPES
-from ssmref.params import atomic_write
+from ssmref import storage
+from ssmref.storage import atomic_write
 
 SPEC_VERSION = "1"
+#: What a case name and a file name may hold: they name files inside the vectors and results
+#: directories, so nothing that could lead outside them.
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class VectorsError(ValueError):
@@ -52,7 +56,7 @@ def write_npz(path, arrays):
     plain = {}
     for name in sorted(arrays):
         a = onp.asarray(arrays[name])
-        if a.dtype.kind not in "fiub":
+        if a.dtype.kind not in "fiubc":
             raise ValueError(f"write_npz: array {name!r} has dtype {a.dtype}; only numbers "
                              f"are stored")
         plain[name] = onp.array(a, dtype=a.dtype.newbyteorder("<"), order="C")   # keeps 0-d
@@ -71,21 +75,13 @@ def write_npz(path, arrays):
 
 
 def read_npz(path, what="file"):
-    """``name -> ndarray`` from an ``.npz`` (never unpickles); :class:`VectorsError` otherwise."""
+    """``name -> ndarray`` from an ``.npz`` (:func:`ssmref.storage.read_npz`: a regular file, every
+    member an ``.npy`` array checked header-first, never unpickled); :class:`VectorsError`
+    otherwise."""
     try:
-        with open(path, "rb") as f:
-            z = onp.load(f, allow_pickle=False)
-            if not isinstance(z, onp.lib.npyio.NpzFile):
-                raise VectorsError(f"{what} {path} holds a single array, not an .npz archive")
-            with z:
-                return {name: z[name] for name in z.files}
-    except FileNotFoundError:
-        raise VectorsError(f"{what} {path} does not exist") from None
-    except VectorsError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise VectorsError(f"{what} {path} is not a readable .npz file ({msg})") from None
+        return storage.read_npz(path, what=what)
+    except ValueError as e:
+        raise VectorsError(one_line(e)) from None
 
 
 # --- the manifest and results ---------------------------------------------------------------
@@ -95,14 +91,13 @@ def read_manifest(vectors_dir, kinds):
     if not os.path.isdir(vectors_dir):
         raise VectorsError(f"vectors directory {vectors_dir} does not exist")
     path = os.path.join(vectors_dir, "manifest.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         raise VectorsError(f"{path} does not exist (write vectors with: python -m ssmref vectors "
-                           f"{vectors_dir})") from None
-    except (OSError, ValueError) as e:
-        raise VectorsError(f"{path} is not valid JSON ({str(e).splitlines()[0]})") from None
+                           f"{vectors_dir})")
+    try:
+        manifest = storage.read_json(path, what="manifest")
+    except ValueError as e:
+        raise VectorsError(one_line(e)) from None
     want = {"spec_version", "ssmref_version", "dtype", "cases"}
     if not isinstance(manifest, dict) or not want <= set(manifest):
         got = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
@@ -123,7 +118,10 @@ def read_manifest(vectors_dir, kinds):
         if not isinstance(name, str) or not name or name in seen:
             raise VectorsError(f"{path}: cases[{i}] has a missing or repeated name {name!r}")
         seen.add(name)
-        if not isinstance(file, str) or os.path.basename(file) != file or not file.endswith(".npz"):
+        if not NAME.fullmatch(name):
+            raise VectorsError(f"{path}: cases[{i}]: name {name!r} must be letters, digits, '_', "
+                               f"'-' and '.' (it names the results file <name>.npz)")
+        if not isinstance(file, str) or not NAME.fullmatch(file) or not file.endswith(".npz"):
             raise VectorsError(f"{path}: case {name}: 'file' must be a plain .npz file name, "
                                f"got {file!r}")
         if c["kind"] not in kinds:
@@ -138,12 +136,20 @@ def read_manifest(vectors_dir, kinds):
     return manifest
 
 
-def as_result(a, shape, where):
-    """A result array as float64, after checking its dtype (real numbers) and shape."""
+def as_result(a, expected, where):
+    """A result array as float64 (complex128 where ``expected`` is complex), after checking its
+    dtype and shape: a complex result for a real expected output, or a real one for a complex
+    expected output, is refused (never silently cut to its real part)."""
     a = onp.asarray(a)
-    if a.dtype.kind not in "fiu":
+    complex_expected = onp.iscomplexobj(expected)
+    if a.dtype.kind == "c" and not complex_expected:
+        raise VectorsError(f"{where} is complex ({a.dtype}) but the expected output is real")
+    if complex_expected and a.dtype.kind != "c":
+        raise VectorsError(f"{where} has dtype {a.dtype}, but the expected output is complex "
+                           f"(store complex64 or complex128)")
+    if a.dtype.kind not in "fiuc":
         raise VectorsError(f"{where} has dtype {a.dtype}, expected a real number type "
                            f"(store bfloat16 results as float32)")
-    if a.shape != tuple(shape):
-        raise VectorsError(f"{where} has shape {a.shape}, expected {tuple(shape)}")
-    return a.astype(onp.float64)
+    if a.shape != onp.shape(expected):
+        raise VectorsError(f"{where} has shape {a.shape}, expected {onp.shape(expected)}")
+    return a.astype(onp.complex128 if complex_expected else onp.float64)

@@ -59,11 +59,14 @@ def round_to_dtype(x, dtype):
     """``x`` rounded to the nearest ``dtype`` value, returned as float64 (exactly representable).
 
     float32 and float16: NumPy's correctly rounded conversion from float64.  bfloat16: first to
-    float32, then :func:`bfloat16_round` (the double rounding ``torch`` does too).  Integer arrays
-    are returned unchanged.
+    float32, then :func:`bfloat16_round` (the double rounding ``torch`` does too).  Complex arrays
+    have their real and imaginary parts rounded (complex128 returned).  Integer arrays are returned
+    unchanged.
     """
     check_dtype(dtype)
     a = onp.asarray(x)
+    if a.dtype.kind == "c":
+        return round_to_dtype(a.real, dtype) + 1j * round_to_dtype(a.imag, dtype)
     if a.dtype.kind != "f":
         return a
     with onp.errstate(over="ignore", invalid="ignore"):
@@ -79,15 +82,23 @@ def round_to_dtype(x, dtype):
 def rounder(dtype):
     """``(work, R)`` for computing naively in ``dtype``: the working NumPy dtype and the function
     that rounds an array of it to the nearest ``dtype`` value (float16 and bfloat16 values are
-    held in float32, so products accumulate in float32, as GPUs do)."""
+    held in float32, so products accumulate in float32, as GPUs do).  ``R`` rounds the real and
+    imaginary parts of a complex array (kept in the complex counterpart of ``work``)."""
     check_dtype(dtype)
     if dtype == "float64":
-        return onp.float64, lambda x: onp.asarray(x, dtype=onp.float64)
-    if dtype == "float32":
-        return onp.float32, lambda x: onp.asarray(x, dtype=onp.float32)
-    if dtype == "float16":
-        return onp.float32, lambda x: onp.asarray(x, dtype=onp.float16).astype(onp.float32)
-    return onp.float32, bfloat16_round
+        work, real = onp.float64, lambda x: onp.asarray(x, dtype=onp.float64)
+    elif dtype == "float32":
+        work, real = onp.float32, lambda x: onp.asarray(x, dtype=onp.float32)
+    elif dtype == "float16":
+        work, real = onp.float32, lambda x: onp.asarray(x, dtype=onp.float16).astype(onp.float32)
+    else:
+        work, real = onp.float32, bfloat16_round
+
+    def R(x):
+        if onp.iscomplexobj(x):
+            return (real(onp.real(x)) + 1j * real(onp.imag(x))).astype(onp.result_type(work, 1j))
+        return real(x)
+    return work, R
 
 
 def length_factor(length):

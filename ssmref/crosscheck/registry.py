@@ -18,7 +18,7 @@ from ssmref.crosscheck.files import (SPEC_VERSION, VectorsError, as_result, one_
                                      read_npz, select_names, write_npz)
 from ssmref.crosscheck.kinds import case_seed
 from ssmref.crosscheck.precision import check_dtype, round_to_dtype, rounder
-from ssmref.params import atomic_write
+from ssmref.storage import atomic_write, inside
 
 _FAMILIES = (ssm, learning)
 
@@ -69,7 +69,7 @@ def naive_outputs(kind, inputs, attrs, dtype):
         return None
     with onp.errstate(all="ignore"):
         out = naive(inputs, attrs, R, work)
-    return {k: onp.asarray(v, dtype=onp.float64) for k, v in out.items()}
+    return {k: _as_stored(v) for k, v in out.items()}
 
 
 def validate_inputs(kind, inputs, attrs):
@@ -89,13 +89,19 @@ def validate_inputs(kind, inputs, attrs):
 # Writing
 # ---------------------------------------------------------------------------------------------
 
+def _as_stored(value):
+    """An expected output as stored: complex128 if complex, else float64."""
+    a = onp.asarray(value)
+    return a.astype(onp.complex128 if onp.iscomplexobj(a) else onp.float64)
+
+
 def build_case(name, dtype="float64"):
     """``(inputs, outputs, attrs)`` of case ``name`` with inputs rounded to ``dtype``."""
     check_dtype(dtype)
     case = CASES[name]
     raw, attrs = case.build(onp.random.default_rng(case_seed(name)))
     inputs = {k: round_to_dtype(v, dtype) for k, v in raw.items()}
-    outputs = {k: onp.asarray(v, dtype=onp.float64) for k, v in case.compute(inputs, attrs).items()}
+    outputs = {k: _as_stored(v) for k, v in case.compute(inputs, attrs).items()}
     clash = sorted(set(inputs) & set(outputs))
     if clash:
         raise RuntimeError(f"case {name}: names {clash} are both inputs and outputs")
@@ -130,16 +136,19 @@ def write_vectors(out_dir, dtype="float64", cases=None):
 # ---------------------------------------------------------------------------------------------
 
 def _load_case_arrays(vectors_dir, entry):
-    path = os.path.join(vectors_dir, entry["file"])
+    try:
+        path = inside(vectors_dir, entry["file"], what=f"case {entry['name']}: file")
+    except ValueError as e:
+        raise VectorsError(str(e)) from None
     arrays = read_npz(path, what=f"case {entry['name']}:")
     missing = [k for k in entry["inputs"] + entry["outputs"] if k not in arrays]
     if missing:
         raise VectorsError(f"case {entry['name']}: {path} lacks {missing}")
     for k in entry["outputs"]:
         a = arrays[k]
-        if a.dtype != onp.float64:
+        if a.dtype not in (onp.float64, onp.complex128):
             raise VectorsError(f"case {entry['name']}: expected output {k!r} has dtype {a.dtype}, "
-                               f"not float64")
+                               f"not float64 or complex128")
         if not onp.all(onp.isfinite(a)):
             raise VectorsError(f"case {entry['name']}: expected output {k!r} is not finite")
     inputs = {k: arrays[k] for k in entry["inputs"]}
@@ -174,12 +183,15 @@ def load_case(vectors_dir, name):
 def load_results(results_dir, case):
     """``output name -> float64 array`` from ``results_dir/<case>.npz``, every expected output
     present with the expected shape; :class:`VectorsError` otherwise."""
-    path = os.path.join(results_dir, case["name"] + ".npz")
+    try:
+        path = inside(results_dir, case["name"] + ".npz", what=f"results of case {case['name']}:")
+    except ValueError as e:
+        raise VectorsError(str(e)) from None
     arrays = read_npz(path, what=f"results of case {case['name']}:")
     out = {}
     for k, want in case["outputs"].items():
         if k not in arrays:
             raise VectorsError(f"results of case {case['name']}: {path} lacks output {k!r} "
                                f"(expected {sorted(case['outputs'])})")
-        out[k] = as_result(arrays[k], want.shape, f"results of case {case['name']}: output {k!r}")
+        out[k] = as_result(arrays[k], want, f"results of case {case['name']}: output {k!r}")
     return out
