@@ -122,10 +122,10 @@ FLOAT_ARGS = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
 @pytest.mark.parametrize("seq", [None, "packed"])
 def test_gradients_match_the_loop_and_central_differences(seq):
     rng = onp.random.default_rng(11)
-    kw = draw_ssd(rng, b=1, L=5, g=1, k=2, p=1, n=2, seq=seq)
+    kw = draw_ssd(rng, b=1, L=5, g=2, k=2, p=3, n=2, seq=seq)
     kw["dt_limit"] = (0.0, onp.inf)                         # keep away from the clamp's kinks
     kw["dt"] = kw["dt"] + 0.5
-    W = rng.standard_normal((1, 5, 2, 1))
+    W = rng.standard_normal((1, 5, 4, 3))
 
     def loss_of(fun, name, **extra):
         def loss(v):

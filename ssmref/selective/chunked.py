@@ -28,6 +28,7 @@ import autograd.numpy as np
 import numpy as onp
 
 from ssmref.recurrence import linear_recurrence
+from ssmref.selective.functional import contiguous, matmul
 
 
 def _pad_time(v, pad, axis=1):
@@ -44,7 +45,13 @@ def segsum(ell):
     irrelevant: those entries are masked by the caller); ``ell: (..., Q)`` -> ``(..., Q, Q)``."""
     Q = np.shape(ell)[-1]
     below = onp.tril(onp.ones((Q, Q)), -1)                          # [m, j] = 1 where m > j
-    return np.cumsum(ell[..., :, None] * below, axis=-2)            # [i, j] = Σ_{j<m<=i} ℓ_m
+    return contiguous(np.cumsum(ell[..., :, None] * below, axis=-2))   # [i, j] = Σ_{j<m<=i} ℓ_m
+
+
+def _reverse_tail_sum(ell):
+    """``Σ_{m=j+1}^{Q-1} ℓ_m`` for every ``j`` (0 at ``j = Q-1``), summed directly, ``(..., Q)``."""
+    tail = np.cumsum(ell[..., :0:-1], axis=-1)[..., ::-1]          # Σ_{m>=j+1} for j < Q-1
+    return np.concatenate([tail, np.zeros(np.shape(ell)[:-1] + (1,))], axis=-1)
 
 
 def ssd_chunked(x, dt, A, B, C, Q, restarts=None, initial_states=None):
@@ -61,44 +68,53 @@ def ssd_chunked(x, dt, A, B, C, Q, restarts=None, initial_states=None):
     k = h // g
     c = -(-L // Q)
     pad = c * Q - L
-    x, dt, B, C = (_pad_time(v, pad) for v in (x, dt, B, C))
+    xdt = x * dt[..., None]                                                  # (b, L, h, p): Δ_j x_j
+    xdt, dt, B, C = (_pad_time(v, pad) for v in (xdt, dt, B, C))
     r = onp.zeros((b, L), dtype=onp.int64) if restarts is None else restarts
     r = onp.concatenate([r, onp.repeat(r[:, -1:], pad, axis=1)], axis=1).reshape(b, c, Q)
     r_prev = onp.concatenate([onp.zeros((b, 1), onp.int64), r[:, :-1, -1]], axis=1)     # (b, c)
 
-    x = np.transpose(np.reshape(x, (b, c, Q, g, k, p)), (0, 1, 3, 4, 2, 5))   # (b, c, g, k, Q, p)
-    dt = np.transpose(np.reshape(dt, (b, c, Q, g, k)), (0, 1, 3, 4, 2))     # (b, c, g, k, Q)
+    xdt = np.reshape(xdt, (b, c, Q, g, k, p))
+    x_kQ = np.transpose(xdt, (0, 1, 3, 4, 2, 5))                             # (b, c, g, k, Q, p)
+    x_Qk = np.reshape(np.transpose(xdt, (0, 1, 3, 2, 4, 5)), (b, c, g, Q, k * p))   # (b, c, g, Q, kp)
     B = np.transpose(np.reshape(B, (b, c, Q, g, n)), (0, 1, 3, 2, 4))       # (b, c, g, Q, n)
     C = np.transpose(np.reshape(C, (b, c, Q, g, n)), (0, 1, 3, 2, 4))       # (b, c, g, Q, n)
-    ell = dt * np.reshape(A, (g, k, 1))                                      # (b, c, g, k, Q)
+    ell = np.transpose(np.reshape(dt, (b, c, Q, g, k)), (0, 1, 3, 4, 2)) * np.reshape(A, (g, k, 1))
+    #                                                                          ell: (b, c, g, k, Q)
 
-    # L[i, j] = exp(seg[i, j]) for j <= i in the same segment, else 0
+    # 1. intra-chunk: y_i = Σ_{j<=i, same segment} (C_i·B_j) exp(seg[i, j]) Δ_j x_j
     same = (r[:, :, :, None] == r[:, :, None, :]) & onp.tril(onp.ones((Q, Q), bool))  # (b, c, Q, Q)
-    same = same[:, :, None, None]                                            # (b, c, 1, 1, Q, Q)
-    decay = np.where(same, np.exp(np.where(same, segsum(ell), 0.0)), 0.0)   # (b, c, g, k, Q, Q)
+    CB = matmul(C, np.swapaxes(B, -1, -2)) * same[:, :, None]            # (b, c, g, Q, Q), masked
+    seg = segsum(ell)                                                        # (b, c, g, k, Q, Q)
+    if restarts is not None and not same.all():
+        seg = np.where(same[:, :, None, None], seg, 0.0)     # masked entries: no overflow for A > 0
+    y = matmul(CB[:, :, :, None] * np.exp(seg), x_kQ)                    # (b, c, g, k, Q, p)
+    y = np.reshape(np.transpose(y, (0, 1, 2, 4, 3, 5)), (b, c, g, Q, k * p))  # (b, c, g, Q, kp)
 
-    # 1. intra-chunk: y_i = Σ_j (C_i·B_j) L[i, j] Δ_j x_j
-    CB = np.matmul(C, np.swapaxes(B, -1, -2))                                # (b, c, g, Q, Q)
-    y = np.matmul(CB[:, :, :, None] * decay * dt[..., None, :], x)          # (b, c, g, k, Q, p)
+    # 2. chunk states: S_c = Σ_j exp(Σ_{m>j} ℓ_m) [r_j = r_last] Δ_j x_j B_jᵀ, as (k·p, n)
+    tail = _reverse_tail_sum(ell)                                            # (b, c, g, k, Q)
+    last = (r == r[:, :, -1:])[:, :, None, :, None]                         # (b, c, 1, Q, 1)
+    w = np.where(last, np.exp(np.where(last, np.transpose(tail, (0, 1, 2, 4, 3)), 0.0)), 0.0)
+    # (positive axes: autograd 1.9's np.repeat gradient is wrong for a negative axis)
+    w = np.reshape(np.repeat(w, p, axis=4), (b, c, g, Q, k * p))          # (b, c, g, Q, kp)
+    S = matmul(np.swapaxes(w * x_Qk, -1, -2), B)                          # (b, c, g, kp, n)
 
-    # 2. chunk states: S_c = Σ_j L[Q-1, j] Δ_j x_j B_jᵀ
-    w = decay[..., -1, :] * dt                                               # (b, c, g, k, Q)
-    S = np.matmul(np.swapaxes(w[..., None] * x, -1, -2), B[:, :, :, None])   # (b, c, g, k, p, n)
-
-    # 3. inter-chunk: H_c = e^{Σ ℓ} same_c H_{c-1} + S_c  (time = chunk axis first)
+    # 3. inter-chunk: H_c = e^{Σ ℓ} [no restart in chunk c] H_{c-1} + S_c  (chunks first)
     carry = (r[:, :, -1] == r_prev)[:, :, None, None]                       # (b, c, 1, 1)
     a = np.where(carry, np.exp(np.where(carry, np.sum(ell, axis=-1), 0.0)), 0.0)   # (b, c, g, k)
-    h0 = None if initial_states is None else np.reshape(initial_states, (b, g, k, p, n))
-    H = linear_recurrence(np.transpose(a, (1, 0, 2, 3))[..., None, None],
-                          np.transpose(S, (1, 0, 2, 3, 4, 5)), h0)           # (c, b, g, k, p, n)
-    H_prev = np.transpose(H[:-1], (1, 0, 2, 3, 4, 5))                        # (b, c-1, g, k, p, n)
-    H_prev = np.concatenate([np.zeros((b, 1, g, k, p, n)) if h0 is None else h0[:, None],
-                             H_prev], axis=1)                               # (b, c, g, k, p, n)
+    a = np.repeat(np.transpose(a, (1, 0, 2, 3)), p, axis=3)[..., None]      # (c, b, g, kp, 1)
+    h0 = (np.zeros((b, g, k * p, n)) if initial_states is None
+          else np.reshape(initial_states, (b, g, k * p, n)))                 # (b, g, kp, n)
+    H = linear_recurrence(a, np.transpose(S, (1, 0, 2, 3, 4)), h0)          # (c, b, g, kp, n)
+    H_prev = np.transpose(np.concatenate([h0[None], H[:-1]], axis=0), (1, 0, 2, 3, 4))  # (b, c, g, kp, n)
 
-    # 4. state -> output: y_i += e^{Σ_{m<=i} ℓ_m} same(i, -1) C_i H_{c-1}
-    enter = (r == r_prev[:, :, None])[:, :, None, None]                     # (b, c, 1, 1, Q)
-    into = np.where(enter, np.exp(np.where(enter, np.cumsum(ell, axis=-1), 0.0)), 0.0)  # (b, c, g, k, Q)
-    y = y + into[..., None] * np.matmul(C[:, :, :, None], np.swapaxes(H_prev, -1, -2))
+    # 4. state -> output: y_i += exp(Σ_{m<=i} ℓ_m) [r_i = r_prev] C_i H_{c-1}
+    enter = (r == r_prev[:, :, None])[:, :, None, :, None]                  # (b, c, 1, Q, 1)
+    into = np.transpose(np.cumsum(ell, axis=-1), (0, 1, 2, 4, 3))           # (b, c, g, Q, k)
+    into = np.where(enter, np.exp(np.where(enter, into, 0.0)), 0.0)
+    into = np.reshape(np.repeat(into, p, axis=4), (b, c, g, Q, k * p))     # (b, c, g, Q, kp)
+    y = y + into * matmul(C, np.swapaxes(H_prev, -1, -2))                 # (b, c, g, Q, kp)
 
-    y = np.reshape(np.transpose(y, (0, 1, 4, 2, 3, 5)), (b, c * Q, h, p))   # (b, cQ, h, p)
-    return y[:, :L], np.reshape(H[-1], (b, h, p, n))
+    y = np.reshape(np.transpose(np.reshape(y, (b, c, g, Q, k, p)), (0, 1, 3, 2, 4, 5)),
+                   (b, c * Q, h, p))                                         # (b, cQ, h, p)
+    return (y[:, :L] if pad else y), np.reshape(H[-1], (b, h, p, n))

@@ -14,6 +14,8 @@ Everything here is unchecked math: the public functions of :mod:`ssmref.selectiv
 """
 
 import autograd.numpy as np
+import numpy as onp
+from autograd.extend import defvjp, primitive
 
 from ssmref.recurrence import linear_recurrence
 from ssmref.ssm import associative_scan
@@ -48,6 +50,22 @@ def step_size(dt, bias=None, softplus_=False, limit=None):
     if limit is not None:
         dt = np.clip(dt, limit[0], limit[1])
     return dt
+
+
+@primitive
+def contiguous(x):
+    """``x`` as a C-contiguous array (a copy only if needed); its VJP makes the cotangent
+    contiguous too.  The identity in value: used around batched ``matmul``, which leaves BLAS for
+    a slow loop when a transposed view has unusual batch strides (10-100x here)."""
+    return onp.ascontiguousarray(x)
+
+
+defvjp(contiguous, lambda ans, x: lambda g: contiguous(g))
+
+
+def matmul(a, b):
+    """``a @ b`` (batched) on contiguous operands, with a contiguous cotangent in reverse mode."""
+    return contiguous(np.matmul(contiguous(a), contiguous(b)))
 
 
 def _compose(earlier, later):
