@@ -20,27 +20,58 @@ Reference: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State 
 Algorithm 2; mamba_ssm's ``selective_scan_ref`` and ``selective_state_update_ref``.
 """
 
+from typing import NamedTuple
+
 import autograd.numpy as np
 import numpy as onp
 
 from ssmref.selective import args as V
-from ssmref.selective.functional import diagonal_scan, silu, step_size
+from ssmref.selective.functional import contiguous, diagonal_scan, silu, step_size
+
+
+class Grouped(NamedTuple):
+    """A time-varying B or C shared by groups of channels: ``values: (L, b, g, n)``; channel
+    ``i < d`` reads group ``i // (d/g)`` (``g = 1``: shared by all channels)."""
+    values: object
+
+
+def times_input(v, B):
+    """``v_t ⊙ B_t``: ``v: (L, b, *c)`` -> ``(L, b, *c, n)``.  Grouped B: one batched outer
+    product ``(k, 1) @ (1, n)`` per group (its reverse mode is matrix products, not reductions);
+    otherwise B broadcasts against ``(L, b, *c, n)``."""
+    if isinstance(B, Grouped):
+        L, b, d = np.shape(v)
+        g, n = np.shape(B.values)[2:]
+        outer = np.matmul(np.reshape(v, (L, b, g, d // g, 1)), B.values[:, :, :, None, :])
+        return np.reshape(outer, (L, b, d, n))                     # (L, b, g, k, n) -> (L, b, d, n)
+    return v[..., None] * B
+
+
+def read_out(x, C):
+    """``Σ_n C_t x_t``: ``x: (L, b, *c, n)`` -> ``(L, b, *c)`` (grouped C: batched mat-vec)."""
+    if isinstance(C, Grouped):
+        L, b, d, n = np.shape(x)
+        g = np.shape(C.values)[2]
+        y = np.matmul(np.reshape(x, (L, b, g, d // g, n)), C.values[..., None])    # (L, b, g, k, 1)
+        return np.reshape(y, (L, b, d))
+    return np.sum(C * x, axis=-1)
 
 
 def selective_core(u, dt, A, B, C, D=None, z=None, h0=None, method="recurrence"):
     """The selective recurrence on time-first arrays (unchecked, differentiable).
 
     ``u, dt, z: (L, b, *c)`` with channel dims ``c`` (``(d,)`` or ``(h, d)``), ``dt`` already
-    processed (bias, softplus); ``A: (*c, n)``; ``B, C`` broadcastable to ``(L, b, *c, n)``;
+    processed (bias, softplus); ``A: (*c, n)``; ``B, C`` broadcastable to ``(L, b, *c, n)``, or
+    :class:`Grouped` ``(L, b, g, n)`` when ``c = (d,)``;
     ``D: c`` or ``None``; ``h0``: broadcastable to ``(b, *c, n)`` or ``None`` (zeros).
     Returns ``out: (L, b, *c)`` and the last state ``x_{L-1}: (b, *c, n)``.
     """
     # x_t = exp(Δ_t A) ⊙ x_{t-1} + Δ_t B_t u_t
     decay = np.exp(dt[..., None] * A)                              # (L, b, *c, n)
-    drive = (dt * u)[..., None] * B                                # (L, b, *c, n)
+    drive = times_input(dt * u, B)                                 # (L, b, *c, n)
     x = diagonal_scan(decay, drive, h0, method)                    # (L, b, *c, n)
     # y_t = Σ_j C_t x_t (2·Re for complex A) + D u_t
-    y = np.sum(C * x, axis=-1)                                     # (L, b, *c)
+    y = read_out(x, C)                                             # (L, b, *c)
     if onp.iscomplexobj(y):
         y = 2.0 * np.real(y)
     if D is not None:
@@ -51,18 +82,14 @@ def selective_core(u, dt, A, B, C, D=None, z=None, h0=None, method="recurrence")
     return y, x[-1]
 
 
-def time_first_bc(X, layout, d):
-    """B or C (validated, see :func:`ssmref.selective.args.scan_bc`) -> broadcastable to
-    ``(L, b, d, n)``: fixed ``(1, 1, d, n)``; varying ``(L, b, 1, n)`` or ``(L, b, d, n)`` grouped."""
+def time_first_bc(X, layout):
+    """B or C (validated, see :func:`ssmref.selective.args.scan_bc`) in :func:`selective_core`'s
+    form: fixed ``(1, 1, d, n)``; varying and grouped :class:`Grouped` ``(L, b, g, n)``."""
     if layout == "fixed":
         return X[None, None]                                       # (1, 1, d, n)
     if layout == "interleaved":
         X = X[..., 0::2] + 1j * X[..., 1::2]                       # (b, g, n, L) complex
-    g = np.shape(X)[1]
-    X = np.transpose(X, (3, 0, 1, 2))                              # (L, b, g, n)
-    if g > 1:
-        X = np.repeat(X, d // g, axis=2)                           # (L, b, d, n): channel i -> group i // (d/g)
-    return X
+    return Grouped(contiguous(np.transpose(X, (3, 0, 1, 2))))      # (L, b, g, n)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -82,11 +109,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """
     u, delta, A, (B, lay_B), (C, lay_C), D, z, delta_bias = V.scan_args(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method)
-    d = np.shape(u)[1]
     t_first = lambda v: None if v is None else np.transpose(v, (2, 0, 1))   # noqa: E731  (L, b, d)
     dt = step_size(t_first(delta), delta_bias, delta_softplus)      # (L, b, d)
-    out, last = selective_core(t_first(u), dt, A, time_first_bc(B, lay_B, d),
-                               time_first_bc(C, lay_C, d), D, t_first(z), method=method)
+    out, last = selective_core(t_first(u), dt, A, time_first_bc(B, lay_B), time_first_bc(C, lay_C),
+                               D, t_first(z), method=method)
     out = np.transpose(out, (1, 2, 0))                             # (b, d, L)
     return (out, last) if return_last_state else out
 
