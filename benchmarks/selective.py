@@ -150,12 +150,13 @@ def check_peer(name, peer, ours):
 
 def run_workload(title, ours, peers, repeats):
     print(f"\n{title}")
-    times = {}
+    times, ref = {}, None
     for label, job in ours:
         times[label], result = best_time(job, repeats)
         print(f"  ssmref {label:24s} {times[label]:8.3f} s")
-        ref = result if label == ours[0][0] else ref
-        if label != ours[0][0]:
+        if ref is None:
+            ref = result                                            # the first (default) form
+        else:
             check_peer(label, (result[0], list(result[1])), (ref[0], list(ref[1])))
     base = times[ours[0][0]]
     for label, job in peers:

@@ -113,7 +113,7 @@ def scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_s
 # selective_state_update
 # ---------------------------------------------------------------------------------------------
 
-def _lift(name, x, heads_ndim, axis):
+def _lift(x, heads_ndim, axis):
     """mamba's rule: an argument one dim short of its head form gains a size-1 head axis."""
     if x is not None and len(shape_of(x)) == heads_ndim - 1:
         return x[(slice(None),) * axis + (None,)]
@@ -130,7 +130,7 @@ def step_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     cA = is_complex(A)
     state = array("state", state, (None,) * nd, ("batch", "nheads", "dim", "dstate")[4 - nd:],
                   complex_ok=cA, note=" for real A")
-    state = _lift("state", state, 4, 1)
+    state = _lift(state, 4, 1)
     b, h, d, n = shape_of(state)
     hd = (h, d) if has_heads else (d,)
     hd_names = ("nheads", "dim") if has_heads else ("dim",)
@@ -144,8 +144,8 @@ def step_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     for name, X in (("B", B), ("C", C)):
         ndim_of(name, X, (2, 3), "(batch, dstate) or (batch, ngroups, dstate)")
         lead, lead_names = ((b,), ("batch",)) if len(shape_of(X)) == 2 else ((b, None), ("batch", "ngroups"))
-        X = _lift(name, array(name, X, lead + (n,), lead_names + ("dstate",), complex_ok=cA,
-                              note=" for real A"), 3, 1)
+        X = _lift(array(name, X, lead + (n,), lead_names + ("dstate",), complex_ok=cA,
+                        note=" for real A"), 3, 1)                    # (b, g, n)
         g = shape_of(X)[1]
         if h % g:
             raise ValueError(f"{name} has ngroups={g}, which must divide nheads={h} "
@@ -154,9 +154,9 @@ def step_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     if shape_of(groups["C"]) != shape_of(groups["B"]):
         raise ValueError(f"C must have the shape of B, {shape_of(groups['B'])}, got {shape_of(groups['C'])}")
     check_flag("dt_softplus", dt_softplus)
-    lift3 = lambda v: _lift("", v, 3, 1)                        # noqa: E731  (b, d) -> (b, 1, d)
-    lift2 = lambda v: _lift("", v, 2, 0)                        # noqa: E731  (d,) -> (1, d)
-    return (state, lift3(x), lift3(dt), _lift("A", A, 3, 0), groups["B"], groups["C"],
+    lift3 = lambda v: _lift(v, 3, 1)                            # noqa: E731  (b, d) -> (b, 1, d)
+    lift2 = lambda v: _lift(v, 2, 0)                            # noqa: E731  (d,) -> (1, d)
+    return (state, lift3(x), lift3(dt), _lift(A, 3, 0), groups["B"], groups["C"],
             lift2(D), lift3(z), lift2(dt_bias), has_heads)
 
 
