@@ -32,8 +32,8 @@ arXiv:1803.02999 (FOMAML); Li, Zhou, Chen & Li (2017), "Meta-SGD: Learning to Le
 Few-Shot Learning", arXiv:1707.09835.
 
 Layout: input validation; the inner loop (:func:`adapt`); the outer objective (:func:`meta_loss`,
-:func:`meta_gradient`).  The MAML-RL orchestrator ``MetaMAML`` lives in :mod:`ssmref.metarl` and is
-re-exported here (``from ssmref.maml import MetaMAML``).
+:func:`meta_gradient`).  The MAML-RL trainer ``MetaMAML``, which builds on this module, lives in
+:mod:`ssmref.metarl`.
 """
 
 import autograd.numpy as np
@@ -44,16 +44,7 @@ from autograd.tracer import getval
 from .params import flatten_dict, is_node, stop_gradient, tree_leaves, tree_map
 
 __all__ = ["adapt", "meta_loss", "meta_gradient", "tile_params", "batched_meta_loss",
-           "batched_meta_gradient", "stop_gradient", "MetaMAML", "MetaMAMLConfig"]
-
-
-def __getattr__(name):
-    """``ssmref.maml.MetaMAML`` / ``MetaMAMLConfig``: the RL orchestrator of :mod:`ssmref.metarl`,
-    imported on first use (it builds on this module, so an eager import would be circular)."""
-    if name in ("MetaMAML", "MetaMAMLConfig"):
-        from ssmref import metarl
-        return getattr(metarl, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+           "batched_meta_gradient", "stop_gradient"]
 
 
 # ---------------------------------------------------------------------------------------------
