@@ -65,7 +65,7 @@ import numpy as onp  # noqa: E402
 
 from ssmref import maml, metarl  # noqa: E402
 from ssmref import params as P  # noqa: E402
-from ssmref.envs import Navigation2D, Sinusoid  # noqa: E402
+from ssmref.metarl.envs import Navigation2D, Sinusoid  # noqa: E402
 from ssmref.fewshot import batched_mse_loss  # noqa: E402
 from ssmref.nn import ACTIVATIONS, mlp_apply, mlp_init  # noqa: E402
 from ssmref.policy import policy_init  # noqa: E402

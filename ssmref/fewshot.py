@@ -88,7 +88,8 @@ def regression_init(config, rng=None):
 
 
 class MetaRegression:
-    """The meta-training loop for a regression task family (:class:`ssmref.envs.Sinusoid`)."""
+    """The meta-training loop for a regression task family
+    (:class:`ssmref.metarl.envs.Sinusoid`)."""
 
     def __init__(self, family, params, config=None):
         self.family = family

@@ -477,8 +477,8 @@ def _check_env(spec, env):
 
 
 def policy_rollout(params, spec, env, rng=None, deterministic=False):
-    """Run every row of a vectorized environment (:mod:`ssmref.envs`) for ``env.horizon`` steps
-    with :func:`policy_step`, feeding back each step's action and reward (:func:`ssmref.rl.rollout`
+    """Run every row of a vectorized environment (:mod:`ssmref.metarl.envs`) for ``env.horizon``
+    steps with :func:`policy_step`, feeding back each step's action and reward (:func:`ssmref.rl.rollout`
     with this policy as ``act``).
 
     Returns the keys of :func:`ssmref.rl.rollout`, ``obs (N, T, obs_dim)``, ``actions``,

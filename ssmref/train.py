@@ -35,7 +35,7 @@ import numpy as onp
 
 from ssmref import __version__
 from ssmref import params as P
-from ssmref.envs import Bandit, Navigation2D, Sinusoid
+from ssmref.metarl.envs import Bandit, Navigation2D, Sinusoid
 from ssmref.fewshot import MetaRegression, MetaRegressionConfig, regression_init
 from ssmref.metarl import MetaMAML, MetaMAMLConfig
 from ssmref.policy import SSMMetaPolicy, policy_init

@@ -5,7 +5,7 @@ import pytest
 
 from ssmref import maml
 from ssmref import params as P
-from ssmref.envs import Sinusoid
+from ssmref.metarl.envs import Sinusoid
 from autograd import grad
 
 from ssmref.fewshot import (MetaRegression, MetaRegressionConfig, batched_mse_loss, mse_loss,

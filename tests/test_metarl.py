@@ -6,7 +6,7 @@ import pytest
 from ssmref import maml
 from ssmref import params as P
 from ssmref import policy as PL
-from ssmref.envs import Navigation2D
+from ssmref.metarl.envs import Navigation2D
 from ssmref.metarl import MetaMAML, MetaMAMLConfig, surrogate_loss, trajectory_data
 
 CFG = MetaMAMLConfig(meta_batch_size=2, episodes_per_task=3, inner_lr=0.1, outer_lr=1e-2)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ssmref import nn
 from ssmref import params as P
-from ssmref.envs import Bandit, Navigation2D
+from ssmref.metarl.envs import Bandit, Navigation2D
 from ssmref.policy import (FORMAT, PolicySpec, SSMMetaPolicy, check_params, entropy, log_prob,
                            policy_init, policy_inputs, policy_param_shapes, policy_rollout,
                            policy_sequence, policy_step, sample)

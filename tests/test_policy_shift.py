@@ -6,7 +6,7 @@ import pytest
 
 from ssmref import params as P
 from ssmref import policy_shift as S
-from ssmref.envs import Navigation2D
+from ssmref.metarl.envs import Navigation2D
 from ssmref.policy import SSMMetaPolicy
 
 

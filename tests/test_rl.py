@@ -487,7 +487,7 @@ def test_bad_masks_and_scalars():
 # ---------------------------------------------------------------------------------------------
 
 def test_rollout_records_what_the_env_returns():
-    from ssmref.envs import Navigation2D
+    from ssmref.metarl.envs import Navigation2D
     family = Navigation2D(horizon=12)
     tasks = family.sample_tasks(3, rng=0)
     # a fixed policy that moves straight to the goal at full speed: some rows finish early

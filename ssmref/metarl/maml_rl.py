@@ -114,8 +114,8 @@ def _rows(traj, i, E):
 
 
 class MetaMAML:
-    """The meta-training loop: ``family`` (an RL task family of :mod:`ssmref.envs`), the policy
-    ``(params, spec)`` (:func:`ssmref.policy.policy_init`) and a :class:`MetaMAMLConfig`."""
+    """The meta-training loop: ``family`` (an RL task family of :mod:`ssmref.metarl.envs`), the
+    policy ``(params, spec)`` (:func:`ssmref.policy.policy_init`) and a :class:`MetaMAMLConfig`."""
 
     def __init__(self, family, params, spec, config=None):
         self.family, self.spec = family, spec
