@@ -792,7 +792,7 @@ class MetaRLHook:
         loss = −mean_m(log π(a) · stop_gradient(A)) + value_coef · mean_m((V − R)²)
                − entropy_coef · mean_m(H(π))
 
-    The first term is :func:`ssmref.rl.reinforce_surrogate` for ``(N, T)`` data.  The value term
+    The first term is :func:`ssmref.metarl.rl.reinforce_surrogate` for ``(N, T)`` data.  The value term
     is present when ``outputs`` has ``"values"`` and ``batch`` has ``"returns"``.  Masked steps are
     ignored even if they hold ``nan``.  Logits are not checked for ``nan``, so a non-finite batch
     reaches the adapter's guard instead of raising.

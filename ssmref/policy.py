@@ -56,7 +56,7 @@ import numpy as onp
 from autograd.tracer import Box, getval
 
 from . import params as P
-from . import rl
+from ssmref.metarl.rl.rollout import rollout
 from .nn import (categorical_entropy, categorical_log_prob, categorical_sample, gaussian_entropy,
                  gaussian_log_prob, gaussian_sample, mlp_apply, mlp_init)
 from .rng import as_rng
@@ -478,10 +478,10 @@ def _check_env(spec, env):
 
 def policy_rollout(params, spec, env, rng=None, deterministic=False):
     """Run every row of a vectorized environment (:mod:`ssmref.metarl.envs`) for ``env.horizon``
-    steps with :func:`policy_step`, feeding back each step's action and reward (:func:`ssmref.rl.rollout`
+    steps with :func:`policy_step`, feeding back each step's action and reward (:func:`ssmref.metarl.rl.rollout`
     with this policy as ``act``).
 
-    Returns the keys of :func:`ssmref.rl.rollout`, ``obs (N, T, obs_dim)``, ``actions``,
+    Returns the keys of :func:`ssmref.metarl.rl.rollout`, ``obs (N, T, obs_dim)``, ``actions``,
     ``rewards (N, T)``, ``mask (N, T)``, ``task_index (N,)``, plus ``log_probs (N, T)`` and
     ``values (N, T)`` as computed during the rollout (plain arrays; nothing is differentiated).
     ``rng`` (one generator) is passed to ``env.reset`` and then draws the actions.
@@ -496,7 +496,7 @@ def policy_rollout(params, spec, env, rng=None, deterministic=False):
         out, h = policy_step(params, spec, h, obs, prev_action, prev_reward)
         a = onp.asarray(sample(spec, out, rng, deterministic))
         return a, {"log_probs": log_prob(spec, out, a), "values": out["values"]}
-    return rl.rollout(env, act, rng)
+    return rollout(env, act, rng)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ssmref.adaptation import (AdaptationConfig, AdaptationStrategy, MetaRLHook,
                                SSMHook, available_strategies, create_adapter,
                                register_adaptation_strategy, unregister_adaptation_strategy)
 from ssmref.nn import log_softmax
-from ssmref.rl import reinforce_surrogate
+from ssmref.metarl.rl import reinforce_surrogate
 from ssmref.ssm import StateSpaceModel
 
 CLASSES, DIM = 3, 4

@@ -22,9 +22,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as onp
 
-from ssmref import maml, optim, rl
+from ssmref import maml, optim
 from ssmref import params as P
 from ssmref import policy as PL
+from ssmref.metarl.rl.baseline import _fit_linear_baseline, _predict_linear_baseline
+from ssmref.metarl.rl.batch import check_discount, check_like_mask, check_mask
+from ssmref.metarl.rl.returns import _discounted_returns
+from ssmref.metarl.rl.surrogates import (_dice_surrogate, _normalize_advantages,
+                                         _reinforce_surrogate)
 from ssmref.rng import as_rng
 
 
@@ -76,36 +81,42 @@ def trajectory_data(traj, gamma, estimator="reinforce"):
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    R = rl.discounted_returns(traj["rewards"], traj["mask"], gamma)
-    coeffs = rl.fit_linear_baseline(traj["obs"], R, traj["mask"])
-    b = rl.predict_linear_baseline(coeffs, traj["obs"], traj["mask"])
+    gamma = check_discount("gamma", gamma)
+    m = check_mask(traj["mask"])
+    check_like_mask("rewards", traj["rewards"], m)
+    check_like_mask("obs", traj["obs"], m, trailing=onp.shape(traj["obs"])[2:])
+    R = _discounted_returns(traj["rewards"], m, gamma)                 # (N, T)
+    coeffs = _fit_linear_baseline(traj["obs"], R, m)
+    b = _predict_linear_baseline(coeffs, traj["obs"], m)               # (N, T)
     data = {"obs": traj["obs"], "actions": traj["actions"], "rewards": traj["rewards"],
-            "mask": traj["mask"], "estimator": estimator, "gamma": float(gamma)}
+            "mask": m, "estimator": estimator, "gamma": gamma}
     if estimator == "reinforce":
-        data["adv"] = rl.normalize_advantages(R - b, traj["mask"])
+        data["adv"] = _normalize_advantages(R - b, m)
         return data
-    m = traj["mask"] > 0
-    std = float(onp.std((R - b)[m])) if m.any() else 1.0
+    valid = m > 0
+    std = float(onp.std((R - b)[valid])) if valid.any() else 1.0
     data["baseline"] = b
-    data["scale"] = max(std, 1e-8) * m.sum() / m.shape[0]
+    data["scale"] = max(std, 1e-8) * valid.sum() / valid.shape[0]
     return data
 
 
 def surrogate_loss(spec):
     """``loss_fn(params, data)``: the policy's loss on a batch of :func:`trajectory_data`.
 
-    ``"reinforce"`` data: ``-mean(log pi(a|o) * A)`` (:func:`ssmref.rl.reinforce_surrogate`);
-    ``"dice"`` data: ``-DiCE(log pi, r; b) / scale`` (:func:`ssmref.rl.dice_surrogate` with the
-    Mao et al. baseline term), whose Hessian is an unbiased estimate of the return's Hessian.
+    ``"reinforce"`` data: ``-mean(log pi(a|o) * A)``
+    (:func:`ssmref.metarl.rl.reinforce_surrogate`); ``"dice"`` data: ``-DiCE(log pi, r; b) / scale``
+    (:func:`ssmref.metarl.rl.dice_surrogate` with the Mao et al. baseline term), whose Hessian is
+    an unbiased estimate of the return's Hessian.  The data were checked by
+    :func:`trajectory_data`; the loss itself checks nothing.
     """
     def loss_fn(params, data):
         out = PL.policy_sequence(params, spec, data["obs"], data["actions"], data["rewards"])
         lp = PL.log_prob(spec, out, data["actions"])
         if data.get("estimator", "reinforce") == "dice":
-            objective = rl.dice_surrogate(lp, data["rewards"], data["mask"], data["gamma"],
-                                          baseline=data["baseline"], baseline_term="mao")
+            objective = _dice_surrogate(lp, data["rewards"], data["mask"], data["gamma"],
+                                        baseline=data["baseline"], baseline_term="mao")
             return -objective / data["scale"]
-        return rl.reinforce_surrogate(lp, data["adv"], data["mask"])
+        return _reinforce_surrogate(lp, data["adv"], data["mask"])
     return loss_fn
 
 
