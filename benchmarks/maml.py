@@ -68,7 +68,7 @@ from ssmref import params as P  # noqa: E402
 from ssmref.metarl.envs import Navigation2D, Sinusoid  # noqa: E402
 from ssmref.fewshot import batched_mse_loss  # noqa: E402
 from ssmref.nn import ACTIVATIONS, mlp_apply, mlp_init  # noqa: E402
-from ssmref.policy import policy_init  # noqa: E402
+from ssmref.metarl.policy import policy_init  # noqa: E402
 
 NAV_TARGET_S = 3.0          # seconds per navigation meta-iteration, on 2 cores
 TORCH_TARGET_RATIO = 2.0    # ssmref / torch, sinusoid second-order meta-gradient

@@ -10,7 +10,7 @@ import json
 import pathlib
 
 from ssmref import policy_shift
-from ssmref.policy import SSMMetaPolicy
+from ssmref.metarl.policy import SSMMetaPolicy
 
 
 def main():

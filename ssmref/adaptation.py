@@ -783,7 +783,7 @@ class MetaRLHook:
     """Policy-gradient loss for adapting a policy at test time: ``adapter.adapt(hook.policy_loss,
     batch, fwd_fn)``.
 
-    ``outputs`` as :class:`ssmref.policy.SSMMetaPolicy` returns them: ``"logits"`` (categorical)
+    ``outputs`` as :class:`ssmref.metarl.policy.SSMMetaPolicy` returns them: ``"logits"`` (categorical)
     or ``"mean"``/``"log_std"`` (diagonal Gaussian), optionally ``"values"`` and ``"features"``.
     ``batch``: ``"actions"``, ``"advantages"``, optionally ``"returns"`` (value targets) and
     ``"mask"`` (1 where a step happened; default all ones).  With ``mean_m`` the mask-weighted mean

@@ -38,7 +38,7 @@ from ssmref import params as P
 from ssmref.metarl.envs import Bandit, Navigation2D, Sinusoid
 from ssmref.fewshot import MetaRegression, MetaRegressionConfig, regression_init
 from ssmref.metarl import MetaMAML, MetaMAMLConfig
-from ssmref.policy import SSMMetaPolicy, policy_init
+from ssmref.metarl.policy import SSMMetaPolicy, policy_init
 
 ENVS = ("navigation2d", "bandit", "sinusoid")
 EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)

@@ -15,7 +15,7 @@ import pytest
 import ssmref
 from ssmref import crosscheck as X
 from ssmref import ssm as S
-from ssmref.policy import PolicySpec
+from ssmref.metarl.policy import PolicySpec
 
 # Cheap cases (well under a second together); the long ones are written by one test only.
 SMALL = ["ssm_scan", "ssm_step", "ssm_kernel", "ssm_scan_vjp", "discretize_zoh",

@@ -7,7 +7,7 @@ import pytest
 from ssmref import params as P
 from ssmref import policy_shift as S
 from ssmref.metarl.envs import Navigation2D
-from ssmref.policy import SSMMetaPolicy
+from ssmref.metarl.policy import SSMMetaPolicy
 
 
 def tiny_policy():

@@ -19,7 +19,7 @@ from ssmref.crosscheck.dtypes import _check_dtype, round_to_dtype
 from ssmref.crosscheck.files import SPEC_VERSION, _select, _ssm, write_npz
 from ssmref.maml import adapt, meta_gradient
 from ssmref.nn import categorical_log_prob, mlp_apply, mlp_init
-from ssmref.policy import PolicySpec, log_prob, policy_init, policy_sequence
+from ssmref.metarl.policy import PolicySpec, log_prob, policy_init, policy_sequence
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 import numpy as onp
 
 from ssmref import maml, optim
-from ssmref import params as P
-from ssmref import policy as PL
+from ssmref.metarl.policy.core import _rollout, _sequence, check_env, log_prob
+from ssmref.metarl.policy.spec import PolicySpec, check_params, policy_param_shapes
+from ssmref.params import global_norm, load_checkpoint, save_checkpoint, tree_copy, tree_map
 from ssmref.metarl.rl.baseline import _fit_linear_baseline, _predict_linear_baseline
 from ssmref.metarl.rl.batch import check_discount, check_like_mask, check_mask
 from ssmref.metarl.rl.returns import _discounted_returns
@@ -110,8 +111,8 @@ def surrogate_loss(spec):
     :func:`trajectory_data`; the loss itself checks nothing.
     """
     def loss_fn(params, data):
-        out = PL.policy_sequence(params, spec, data["obs"], data["actions"], data["rewards"])
-        lp = PL.log_prob(spec, out, data["actions"])
+        out = _sequence(params, spec, data["obs"], data["actions"], data["rewards"], spec.mode)
+        lp = log_prob(spec, out, data["actions"])
         if data.get("estimator", "reinforce") == "dice":
             objective = _dice_surrogate(lp, data["rewards"], data["mask"], data["gamma"],
                                         baseline=data["baseline"], baseline_term="mao")
@@ -126,13 +127,14 @@ def _rows(traj, i, E):
 
 class MetaMAML:
     """The meta-training loop: ``family`` (an RL task family of :mod:`ssmref.metarl.envs`), the
-    policy ``(params, spec)`` (:func:`ssmref.policy.policy_init`) and a :class:`MetaMAMLConfig`."""
+    policy ``(params, spec)`` (:func:`ssmref.metarl.policy.policy_init`) and a :class:`MetaMAMLConfig`."""
 
     def __init__(self, family, params, spec, config=None):
         self.family, self.spec = family, spec
         self.config = config or MetaMAMLConfig()
-        PL.check_params(params, spec)
-        self.params = P.tree_copy(params)
+        check_params(params, spec)
+        check_env(spec, family)
+        self.params = tree_copy(params)
         self._init, self._update = optim.adam(lr=self.config.outer_lr)
         self.opt_state = self._init(self.params)
         self.iteration = 0
@@ -140,7 +142,7 @@ class MetaMAML:
 
     def _sample(self, params, tasks, rng):
         env = self.family.make_env(tasks, self.config.episodes_per_task)
-        return PL.policy_rollout(params, self.spec, env, rng)
+        return _rollout(params, self.spec, env, rng)
 
     def _adapt(self, params, data):
         c = self.config
@@ -160,14 +162,14 @@ class MetaMAML:
             pairs.append((support, trajectory_data(post, c.gamma)))
         loss, grads = maml.meta_gradient(self.params, self.loss_fn, pairs, inner_lr=c.inner_lr,
                                          steps=c.inner_steps, first_order=c.first_order)
-        grad_norm = P.global_norm(grads)
+        grad_norm = global_norm(grads)
         if c.max_grad_norm > 0:
             grads, _ = optim.clip_by_global_norm(grads, c.max_grad_norm)
         new, self.opt_state = self._update(grads, self.opt_state, self.params)
         # A linear learning-rate schedule: the Adam step is linear in lr, so scaling the step by
         # lr_t / lr is Adam run with lr_t (the moment estimates do not depend on lr).
         f = self.lr_factor(self.iteration)
-        self.params = new if f == 1.0 else P.tree_map(lambda p, q: p + f * (q - p), self.params, new)
+        self.params = new if f == 1.0 else tree_map(lambda p, q: p + f * (q - p), self.params, new)
         self.iteration += 1
         return {"iteration": self.iteration, "meta_loss": float(loss),
                 "pre_return": float(pre["rewards"].sum(axis=1).mean()),
@@ -228,17 +230,17 @@ class MetaMAML:
         :func:`ssmref.params.save_checkpoint`)."""
         meta = {"spec": json.loads(self.spec.to_json()), "config": asdict(self.config),
                 "iteration": self.iteration, "adam_step": self.opt_state["step"]}
-        P.save_checkpoint(path, {"params": self.params, "adam_m": self.opt_state["m"],
+        save_checkpoint(path, {"params": self.params, "adam_m": self.opt_state["m"],
                                  "adam_v": self.opt_state["v"]}, meta)
 
     @classmethod
     def load(cls, path, family):
         """A :class:`MetaMAML` from :meth:`save`; ``ValueError`` on any malformed file."""
         def shapes(meta):
-            return PL.policy_param_shapes(PL.PolicySpec.from_json(json.dumps(meta["spec"])))
-        meta, trees = P.load_checkpoint(path, ("params", "adam_m", "adam_v"), shapes)
+            return policy_param_shapes(PolicySpec.from_json(json.dumps(meta["spec"])))
+        meta, trees = load_checkpoint(path, ("params", "adam_m", "adam_v"), shapes)
         try:
-            spec = PL.PolicySpec.from_json(json.dumps(meta["spec"]))
+            spec = PolicySpec.from_json(json.dumps(meta["spec"]))
             config = MetaMAMLConfig(**meta["config"])
             iteration, adam_step = int(meta["iteration"]), int(meta["adam_step"])
         except (ValueError, KeyError, TypeError) as e:
