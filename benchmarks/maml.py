@@ -13,7 +13,7 @@
 2. Sinusoid (Finn et al. 2017, sec. 5.1): the meta-gradient of an MLP regressor [1, 40, 40, 1]
    with ReLU, MSE loss, 25 tasks x 10-shot support / 10-shot query, one inner step with
    alpha = 0.01: ssmref's ``maml.batched_meta_gradient`` (tasks on a leading axis, what
-   ``ssmref.fewshot.MetaRegression`` uses; the ratios are against it) and ``maml.meta_gradient``
+   ``ssmref.metarl.MetaRegression`` uses; the ratios are against it) and ``maml.meta_gradient``
    (a Python loop over tasks), second order and FOMAML, against the same
    computation in torch when it is installed (float64, CPU, the same weights), written three
    ways: ``torch.func`` (``grad`` of a ``vmap`` over tasks), a Python loop over tasks with
@@ -66,7 +66,7 @@ import numpy as onp  # noqa: E402
 from ssmref import maml, metarl  # noqa: E402
 from ssmref import params as P  # noqa: E402
 from ssmref.metarl.envs import Navigation2D, Sinusoid  # noqa: E402
-from ssmref.fewshot import batched_mse_loss  # noqa: E402
+from ssmref.metarl.fewshot import batched_mse_loss  # noqa: E402
 from ssmref.nn import ACTIVATIONS, mlp_apply, mlp_init  # noqa: E402
 from ssmref.metarl.policy import policy_init  # noqa: E402
 

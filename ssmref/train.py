@@ -36,7 +36,7 @@ import numpy as onp
 from ssmref import __version__
 from ssmref import params as P
 from ssmref.metarl.envs import Bandit, Navigation2D, Sinusoid
-from ssmref.fewshot import MetaRegression, MetaRegressionConfig, regression_init
+from ssmref.metarl.fewshot import MetaRegression, MetaRegressionConfig, regression_init
 from ssmref.metarl import MetaMAML, MetaMAMLConfig
 from ssmref.metarl.policy import SSMMetaPolicy, policy_init
 
