@@ -8,7 +8,7 @@ import numpy as onp
 import pytest
 
 from ssmref import params as P
-from ssmref import train as TR
+from ssmref.metarl import train as TR
 from ssmref.cli import main
 from ssmref.metarl import MetaMAML
 from ssmref.metarl.policy import SSMMetaPolicy
