@@ -7,13 +7,10 @@ to any order.  The modules, in dependency order:
 - :mod:`ssmref.ssm`     the linear state space model in three equivalent modes
 - :mod:`ssmref.optim`   torch-exact Adam and global-norm clipping as pure (init, update) pairs
 - :mod:`ssmref.nn`      dense layers, MLPs, softmax, categorical and diagonal-Gaussian distributions
-- :mod:`ssmref.policy`  the SSM meta-RL policy (step and sequence forms)
-- :mod:`ssmref.envs`    task distributions: 2-D navigation, bandits, sinusoids, LTI system id
-- :mod:`ssmref.rl`      returns, GAE, the linear feature baseline, REINFORCE and DiCE, rollouts
 - :mod:`ssmref.maml`    MAML / FOMAML / Meta-SGD: adapt, meta_loss, meta_gradient
-- :mod:`ssmref.metarl`  MetaMAML: the MAML-RL meta-training loop
-- :mod:`ssmref.fewshot` MetaRegression: MAML for few-shot (sinusoid) regression
-- :mod:`ssmref.train`   ``python -m ssmref train`` / ``evaluate``: run directories, resume, evaluation
+- :mod:`ssmref.metarl`  meta-learning with MAML: task families (``envs``), policy-gradient math
+  (``rl``), the SSM policy (``policy``), the trainers ``MetaMAML`` and ``MetaRegression``, and the
+  run directories of ``python -m ssmref train`` / ``evaluate`` (``train``)
 - :mod:`ssmref.adaptation`, :mod:`ssmref.monitor`  test-time adaptation and its monitors
 - :mod:`ssmref.policy_shift`  adapting a meta-trained navigation policy under a rescaled action
 - :mod:`ssmref.crosscheck`  golden vectors and the checker for ports (``vectors`` / ``check``)

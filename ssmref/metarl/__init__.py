@@ -2,7 +2,7 @@
 regression (sec. 5.1), from the task families to the run directories.
 
 - :mod:`ssmref.metarl.envs`     task families: 2-D navigation, bandits, sinusoids, LTI system id
-- :mod:`ssmref.metarl.rl`       returns, GAE, the linear feature baseline, REINFORCE and DiCE, rollouts
+- :mod:`ssmref.metarl.rl`       returns, GAE, the linear baseline, REINFORCE and DiCE, rollouts
 - :mod:`ssmref.metarl.policy`   the SSM policy: spec, functional core, the ``SSMMetaPolicy`` shell
 - :mod:`ssmref.metarl.trainer`  the training loop and checkpoint every meta-trainer shares
 - :mod:`ssmref.metarl.maml_rl`  ``MetaMAML``: the MAML-RL meta-training loop

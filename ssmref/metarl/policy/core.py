@@ -223,7 +223,7 @@ def policy_sequence(params, spec, obs, prev_actions=None, prev_rewards=None, mod
 # Step form
 # ---------------------------------------------------------------------------------------------
 
-# rows that start now: h_{-1} = 0, e(a_{-1}) = 0, r_{-1} = 0;  then one step of the SSM and the heads
+# starting rows: h_{-1} = 0, e(a_{-1}) = 0, r_{-1} = 0;  then one step of the SSM and the heads
 def _step(params, spec, h, obs, prev_action, prev_reward, reset):
     N = np.shape(obs)[0]
     if h is None:

@@ -69,7 +69,8 @@ def discounted_returns(rewards, mask, gamma):
     return _discounted_returns(rewards, m, check_discount("gamma", gamma))
 
 
-# delta_t = r_t + gamma V_{t+1} - V_t  (V = 0 after the path end),  A_t = sum_k (gamma lam)^k delta_{t+k}
+# delta_t = r_t + gamma V_{t+1} - V_t  (V = 0 after the path end)
+# A_t = sum_{k>=0} (gamma lam)^k delta_{t+k}
 def _gae(rewards, values, m, gamma, lam):
     v = masked(values, m)                                       # (N, T), 0 after the path end
     v_next = np.concatenate([v[:, 1:], np.zeros((m.shape[0], 1))], axis=1)   # (N, T): V_{t+1}
