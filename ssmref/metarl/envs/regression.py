@@ -85,9 +85,9 @@ class Sinusoid:
     Source: cbfinn/maml ``data_generator.py``; MAML paper sec. 5.1.
     """
 
-    amplitude_range: tuple = (0.1, 5.0)
-    phase_range: tuple = (0.0, onp.pi)
-    x_range: tuple = (-5.0, 5.0)
+    amplitude_range: tuple = (0.1, 5.0)     # amplitude ~ U[low, high)
+    phase_range: tuple = (0.0, onp.pi)      # phase ~ U[low, high)
+    x_range: tuple = (-5.0, 5.0)            # inputs ~ U[low, high); the grid spans it
 
     input_dim = 1
     output_dim = 1
@@ -151,12 +151,12 @@ class LTISystemID:
     initialisation and system-identification benchmarks (e.g. Ljung, "System Identification", 1999).
     """
 
-    input_dim: int = 1
-    state_dim: int = 4
-    output_dim: int = 1
-    seq_len: int = 50
-    rho_range: tuple = (0.5, 0.95)
-    feedthrough: bool = True
+    input_dim: int = 1              # m
+    state_dim: int = 4              # n
+    output_dim: int = 1             # p
+    seq_len: int = 50               # T
+    rho_range: tuple = (0.5, 0.95)  # spectral radius of A ~ U[low, high), high < 1
+    feedthrough: bool = True        # D drawn (True) or zero (False)
 
     def __post_init__(self):
         for name in ("input_dim", "state_dim", "output_dim", "seq_len"):
