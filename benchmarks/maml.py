@@ -8,12 +8,12 @@
    ssm_output_dim=8, hidden_sizes=(64, 64), rng=0), MetaMAMLConfig())``: 20 tasks x 20 episodes
    x 100 steps, second-order meta-gradient.  One warm-up iteration, then ``--iterations``
    timed ones.  The breakdown comes from wrapping, in this process only, the pieces that
-   ``meta_step`` calls (``MetaMAML._sample``, ``MetaMAML._adapt``, ``metarl.trajectory_data``,
+   ``meta_step`` calls (``MetaMAML._sample``, ``MetaMAML._adapt``, ``maml_rl._trajectory_data``,
    ``maml.meta_gradient``); the rest (task sampling, the Adam step, bookkeeping) is "other".
 2. Sinusoid (Finn et al. 2017, sec. 5.1): the meta-gradient of an MLP regressor [1, 40, 40, 1]
    with ReLU, MSE loss, 25 tasks x 10-shot support / 10-shot query, one inner step with
    alpha = 0.01: ssmref's ``maml.batched_meta_gradient`` (tasks on a leading axis, what
-   ``ssmref.fewshot.MetaRegression`` uses; the ratios are against it) and ``maml.meta_gradient``
+   ``ssmref.metarl.MetaRegression`` uses; the ratios are against it) and ``maml.meta_gradient``
    (a Python loop over tasks), second order and FOMAML, against the same
    computation in torch when it is installed (float64, CPU, the same weights), written three
    ways: ``torch.func`` (``grad`` of a ``vmap`` over tasks), a Python loop over tasks with
@@ -64,11 +64,12 @@ import autograd.numpy as np  # noqa: E402
 import numpy as onp  # noqa: E402
 
 from ssmref import maml, metarl  # noqa: E402
+from ssmref.metarl import maml_rl  # noqa: E402
 from ssmref import params as P  # noqa: E402
-from ssmref.envs import Navigation2D, Sinusoid  # noqa: E402
-from ssmref.fewshot import batched_mse_loss  # noqa: E402
+from ssmref.metarl.envs import Navigation2D, Sinusoid  # noqa: E402
+from ssmref.metarl.fewshot import batched_mse_loss  # noqa: E402
 from ssmref.nn import ACTIVATIONS, mlp_apply, mlp_init  # noqa: E402
-from ssmref.policy import policy_init  # noqa: E402
+from ssmref.metarl.policy import policy_init  # noqa: E402
 
 NAV_TARGET_S = 3.0          # seconds per navigation meta-iteration, on 2 cores
 TORCH_TARGET_RATIO = 2.0    # ssmref / torch, sinusoid second-order meta-gradient
@@ -117,16 +118,16 @@ def instrumented(meta, timer):
         first = timer.samples_this_iteration == 1
         return "sampling, pre-update" if first else "sampling, post-update"
 
-    saved_traj, saved_grad = metarl.trajectory_data, maml.meta_gradient
+    saved_traj, saved_grad = maml_rl._trajectory_data, maml.meta_gradient
     meta._sample = timer.wrap(meta._sample, sample_label)          # instance attributes
     meta._adapt = timer.wrap(meta._adapt, "inner adaptation")
-    metarl.trajectory_data = timer.wrap(saved_traj, "returns, baseline, advantages")
+    maml_rl._trajectory_data = timer.wrap(saved_traj, "returns, baseline, advantages")
     maml.meta_gradient = timer.wrap(saved_grad, "meta-gradient")
     try:
         yield
     finally:
         del meta._sample, meta._adapt
-        metarl.trajectory_data, maml.meta_gradient = saved_traj, saved_grad
+        maml_rl._trajectory_data, maml.meta_gradient = saved_traj, saved_grad
 
 
 def bench_navigation(iterations):

@@ -10,7 +10,7 @@ import json
 import pathlib
 
 from ssmref.experiments import action_scale
-from ssmref.policy import SSMMetaPolicy
+from ssmref.metarl.policy import SSMMetaPolicy
 
 
 def main():

@@ -26,7 +26,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m ssmref", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ssmref {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
-    from ssmref import train
+    from ssmref.metarl import train
     p = sub.add_parser("train", help="meta-train with second-order MAML (default: navigation2d)")
     train.add_train_arguments(p)
     p.set_defaults(func=train.run_train)

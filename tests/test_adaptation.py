@@ -21,8 +21,8 @@ from ssmref.adaptation import (AdaptationConfig, AdaptationStrategy, MetaRLHook,
                                SSMHook, available_strategies, create_adapter,
                                register_adaptation_strategy, unregister_adaptation_strategy)
 from ssmref.nn import log_softmax
+from ssmref.metarl.rl import reinforce_surrogate
 from ssmref.params import contains_box
-from ssmref.rl import reinforce_surrogate
 from ssmref.ssm import StateSpaceModel
 
 CLASSES, DIM = 3, 4
@@ -903,7 +903,7 @@ def test_meta_rl_hook_nan_logits_reach_the_guard():
 
 @pytest.mark.parametrize("discrete", [True, False])
 def test_meta_rl_hook_with_ssm_meta_policy(discrete):
-    policy_mod = pytest.importorskip("ssmref.policy")
+    policy_mod = pytest.importorskip("ssmref.metarl.policy")
     rng = onp.random.default_rng(0)
     policy = policy_mod.SSMMetaPolicy(2, 3 if discrete else 2, discrete=discrete, state_dim=4,
                                       ssm_output_dim=3, hidden_sizes=(8,), rng=0)

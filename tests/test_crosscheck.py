@@ -16,7 +16,7 @@ import ssmref
 from ssmref import crosscheck as X
 from ssmref.crosscheck.families.ssm import build_vjp, compute_vjp
 from ssmref import ssm as S
-from ssmref.policy import PolicySpec
+from ssmref.metarl.policy import PolicySpec
 
 # Cheap cases (well under a second together); the long ones are written by one test only.
 SMALL = ["ssm_scan", "ssm_step", "ssm_kernel", "ssm_scan_vjp", "discretize_zoh",

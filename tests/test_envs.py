@@ -1,4 +1,4 @@
-"""Tests for ssmref.envs: the rules of each environment, cross-checked against independent ports.
+"""Tests for ssmref.metarl.envs: the rules of each environment, cross-checked against independent ports.
 
 - Navigation2D against a scalar, line-by-line port of rllab's PointEnvRandGoal, normalize, rollout;
 - the batched env against N single-row envs;
@@ -14,9 +14,10 @@ import scipy.signal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ssmref import envs
-from ssmref.envs import (ENVS, Bandit, LTISystemID, Navigation2D, Sinusoid, VecBandit,
-                         VecNavigation2D, lti_simulate, make, scale_action, spectral_radius)
+from ssmref.metarl import envs
+from ssmref.metarl.envs import (ENVS, Bandit, LTISystemID, Navigation2D, Sinusoid, VecBandit,
+                                VecNavigation2D, lti_simulate, make, scale_action)
+from ssmref.ssm import spectral_radius
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,7 +479,7 @@ def test_constructor_and_task_validation():
 
 def test_module_docstrings():
     public = [envs.scale_action, envs.navigation_transition, envs.bandit_reward, envs.sinusoid,
-              envs.spectral_radius, envs.lti_simulate, envs.make, VecNavigation2D, VecBandit,
+              spectral_radius, envs.lti_simulate, envs.make, VecNavigation2D, VecBandit,
               Navigation2D, Bandit, Sinusoid, LTISystemID]
     for obj in public:
         assert obj.__doc__ and len(obj.__doc__) > 40, obj

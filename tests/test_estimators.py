@@ -22,7 +22,7 @@ import numpy as onp
 import pytest
 from autograd import grad, hessian, jacobian
 
-from ssmref import rl
+from ssmref.metarl import rl
 
 K, T, GAMMA = 3, 2, 0.9
 ARM_REWARD, REPEAT_BONUS = onp.array([1.0, -0.5, 0.3]), 0.8

@@ -5,11 +5,11 @@ import pytest
 
 from ssmref import maml
 from ssmref import params as P
-from ssmref.envs import Sinusoid
+from ssmref.metarl.envs import Sinusoid
 from autograd import grad
 
-from ssmref.fewshot import (MetaRegression, MetaRegressionConfig, batched_mse_loss, mse_loss,
-                            regression_init)
+from ssmref.metarl.fewshot import (MetaRegression, MetaRegressionConfig, batched_mse_loss,
+                                   mse_loss, regression_init)
 from ssmref.nn import mlp_apply
 
 SMALL = MetaRegressionConfig(hidden_sizes=(8,), meta_batch_size=3, k_shot=4, outer_lr=1e-2)

@@ -5,15 +5,15 @@ import pytest
 
 from ssmref import maml
 from ssmref import params as P
-from ssmref import policy as PL
-from ssmref.envs import Navigation2D
+from ssmref.metarl.envs import Navigation2D
 from ssmref.metarl import MetaMAML, MetaMAMLConfig, surrogate_loss, trajectory_data
+from ssmref.metarl.policy import policy_init
 
 CFG = MetaMAMLConfig(meta_batch_size=2, episodes_per_task=3, inner_lr=0.1, outer_lr=1e-2)
 
 
 def tiny(seed=0):
-    params, spec = PL.policy_init(2, 2, discrete=False, state_dim=3, ssm_output_dim=2,
+    params, spec = policy_init(2, 2, discrete=False, state_dim=3, ssm_output_dim=2,
                                   hidden_sizes=(8,), rng=seed)
     return MetaMAML(Navigation2D(horizon=6), params, spec, CFG)
 
@@ -73,7 +73,7 @@ def test_clipping_and_the_linear_lr_schedule_are_adam_with_clipped_grads_and_lr_
     from ssmref import optim
     cfg = MetaMAMLConfig(meta_batch_size=2, episodes_per_task=3, outer_lr=1e-2,
                          max_grad_norm=0.05, lr_decay_iterations=4)
-    params, spec = PL.policy_init(2, 2, discrete=False, state_dim=3, ssm_output_dim=2,
+    params, spec = policy_init(2, 2, discrete=False, state_dim=3, ssm_output_dim=2,
                                   hidden_sizes=(8,), rng=0)
     m = MetaMAML(Navigation2D(horizon=6), params, spec, cfg)
     m.meta_step(rng=0)                                  # iteration 0: lr factor 1

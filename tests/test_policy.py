@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from ssmref import nn
 from ssmref import params as P
-from ssmref.envs import Bandit, Navigation2D
-from ssmref.policy import (FORMAT, PolicySpec, SSMMetaPolicy, check_params, entropy, log_prob,
-                           policy_init, policy_inputs, policy_param_shapes, policy_rollout,
-                           policy_sequence, policy_step, sample)
+from ssmref.metarl.envs import Bandit, Navigation2D
+from ssmref.metarl.policy import (FORMAT, PolicySpec, SSMMetaPolicy, check_params, entropy,
+                                  log_prob, policy_init, policy_inputs, policy_param_shapes,
+                                  policy_rollout, policy_sequence, policy_step, sample)
 from ssmref.ssm import MODES
 
 MODE_NAMES = sorted(MODES)

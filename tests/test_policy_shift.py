@@ -6,8 +6,8 @@ import pytest
 
 from ssmref import params as P
 from ssmref.experiments import action_scale as S
-from ssmref.envs import Navigation2D
-from ssmref.policy import SSMMetaPolicy
+from ssmref.metarl.envs import Navigation2D
+from ssmref.metarl.policy import SSMMetaPolicy
 
 
 def tiny_policy():

@@ -1,4 +1,4 @@
-"""Tests for ssmref.rl: returns, GAE, rllab's linear baseline, normalisation, REINFORCE and DiCE.
+"""Tests for ssmref.metarl.rl: returns, GAE, rllab's linear baseline, normalisation, REINFORCE and DiCE.
 
 Independent forms are compared: the discount-matrix returns against naive double loops, the baseline
 against an independent per-path transcription of rllab's ``_features`` and against the normal
@@ -16,7 +16,8 @@ from autograd.test_util import check_grads
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ssmref import rl
+from ssmref.metarl import rl
+from ssmref.metarl.rl import baseline
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: random batches with early-ending episodes
@@ -184,20 +185,20 @@ def test_baseline_fit_matches_normal_equations_and_lstsq(rng):
 def test_baseline_retries_with_larger_regularisation(monkeypatch, rng):
     rewards, _, obs, mask = random_batch(rng, 4, 6, pad=0.0, full_rows=1)
     returns = rl.discounted_returns(rewards, mask, 0.9)
-    real, seen = rl._ridge_solve, []
+    real, seen = baseline._ridge_solve, []
 
     def failing_twice(gram, rhs, reg):
         seen.append(reg)
         out = real(gram, rhs, reg)
         return out * onp.nan if len(seen) <= 2 else out
 
-    monkeypatch.setattr(rl, "_ridge_solve", failing_twice)
+    monkeypatch.setattr(baseline, "_ridge_solve", failing_twice)
     coeffs = rl.fit_linear_baseline(obs, returns, mask, reg_coeff=1e-5)
     onp.testing.assert_allclose(seen, [1e-5, 1e-4, 1e-3], rtol=1e-12)
     onp.testing.assert_allclose(coeffs, real(*_gram(obs, returns, mask), 1e-3), rtol=1e-12)
 
     seen.clear()
-    monkeypatch.setattr(rl, "_ridge_solve", lambda g, r, reg: seen.append(reg) or r * onp.inf)
+    monkeypatch.setattr(baseline, "_ridge_solve", lambda g, r, reg: seen.append(reg) or r * onp.inf)
     with pytest.raises(onp.linalg.LinAlgError, match="5 attempts"):
         rl.fit_linear_baseline(obs, returns, mask)
     onp.testing.assert_allclose(seen, [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], rtol=1e-12)
@@ -487,7 +488,7 @@ def test_bad_masks_and_scalars():
 # ---------------------------------------------------------------------------------------------
 
 def test_rollout_records_what_the_env_returns():
-    from ssmref.envs import Navigation2D
+    from ssmref.metarl.envs import Navigation2D
     family = Navigation2D(horizon=12)
     tasks = family.sample_tasks(3, rng=0)
     # a fixed policy that moves straight to the goal at full speed: some rows finish early

@@ -8,10 +8,10 @@ import numpy as onp
 import pytest
 
 from ssmref import params as P
-from ssmref import train as TR
+from ssmref.metarl import train as TR
 from ssmref.cli import main
 from ssmref.metarl import MetaMAML
-from ssmref.policy import SSMMetaPolicy
+from ssmref.metarl.policy import SSMMetaPolicy
 
 TINY_NAV = ["--env", "navigation2d", "--meta-batch-size", "2", "--episodes-per-task", "3",
             "--horizon", "8", "--hidden", "8", "--state-dim", "3", "--checkpoint-every", "2"]

@@ -29,9 +29,9 @@ import numpy as onp
 
 from ssmref import maml
 from ssmref.adaptation import AdaptationConfig, MetaRLHook, create_adapter
-from ssmref.envs import Navigation2D
+from ssmref.metarl.envs import Navigation2D
 from ssmref.metarl import surrogate_loss, trajectory_data
-from ssmref.policy import SSMMetaPolicy, policy_rollout
+from ssmref.metarl.policy import SSMMetaPolicy, policy_rollout
 from ssmref.rng import as_rng
 
 ACTION_SCALES = (1.0, 0.5, -1.0)

@@ -25,7 +25,7 @@ from ssmref.crosscheck.kinds import Case, Kind, memory_length, params_in, prefix
 from ssmref.maml import adapt, meta_gradient
 from ssmref.nn import categorical_log_prob, mlp_apply, mlp_init
 from ssmref.params import flatten_dict, tree_copy, tree_map, unflatten_dict
-from ssmref.policy import PolicySpec, log_prob, policy_init, policy_sequence
+from ssmref.metarl.policy import PolicySpec, log_prob, policy_init, policy_sequence
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ One meta-iteration, for ``M`` tasks ``i`` drawn from the task family::
     theta_i' = theta - alpha * grad L(theta; D_i)           (ssmref.maml.adapt)
     D_i' ~ pi_theta_i'         E fresh episodes with the adapted parameters (post-update)
     g = grad_theta (1/M) sum_i L(theta_i'(theta); D_i')    (ssmref.maml.meta_gradient, second order)
-    theta <- Adam(theta, g)
+    theta <- Adam(theta, clip(g))                           (ssmref.metarl.trainer)
 
 ``L`` is the REINFORCE surrogate ``-mean(log pi(a|o) * A)`` over valid steps, with advantages
 ``A`` = discounted return minus the rllab linear feature baseline fitted on the same batch,
@@ -18,15 +18,23 @@ not through the dependence of the pre-update sampling distribution on ``theta`` 
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as onp
 
-from ssmref import maml, optim, rl
-from ssmref import params as P
-from ssmref import policy as PL
+from ssmref import maml
+from ssmref.checks import check_choice, check_int, check_scalar
+from ssmref.metarl.policy.core import _rollout, _sequence, check_env, log_prob
+from ssmref.metarl.policy.spec import PolicySpec, check_params, policy_param_shapes
+from ssmref.metarl.rl.baseline import _fit_linear_baseline, _predict_linear_baseline
+from ssmref.metarl.rl.batch import check_discount, check_like_mask, check_mask
+from ssmref.metarl.rl.returns import _discounted_returns
+from ssmref.metarl.rl.surrogates import (_dice_surrogate, _normalize_advantages,
+                                         _reinforce_surrogate)
+from ssmref.metarl.trainer import MetaTrainer
+from ssmref.optim import clip_by_global_norm
+from ssmref.params import global_norm
 from ssmref.rng import as_rng
-
 
 ESTIMATORS = ("reinforce", "dice")
 
@@ -41,26 +49,36 @@ class MetaMAMLConfig:
     outer_lr: float = 3e-3           # Adam learning rate for theta
     gamma: float = 0.99              # discount
     first_order: bool = False        # FOMAML instead of the second-order meta-gradient
-    estimator: str = "reinforce"     # inner loss: "reinforce" (Finn et al.) or "dice" (Foerster et al.)
+    estimator: str = "reinforce"     # inner loss: "reinforce" (Finn et al.) or "dice" (Foerster)
     max_grad_norm: float = 0.0       # clip the meta-gradient's global norm (0: no clipping)
     lr_decay_iterations: int = 0     # outer lr decays linearly to 0 at this iteration (0: constant)
 
     def __post_init__(self):
         for name in ("meta_batch_size", "episodes_per_task", "inner_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if isinstance(self.lr_decay_iterations, bool) or not isinstance(
-                self.lr_decay_iterations, int) or self.lr_decay_iterations < 0:
-            raise ValueError(f"lr_decay_iterations must be an int >= 0, got "
-                             f"{self.lr_decay_iterations!r}")
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("lr_decay_iterations", self.lr_decay_iterations, minimum=0)
         for name in ("inner_lr", "outer_lr", "max_grad_norm"):
-            if not (onp.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+            check_scalar(name, getattr(self, name), low=0.0)
+        check_scalar("gamma", self.gamma, low=0.0, high=1.0)
+        check_choice("estimator", self.estimator, ESTIMATORS)
+
+
+# R = discounted returns,  b = linear baseline fitted on this batch,  A = normalize(R - b)
+def _trajectory_data(traj, gamma, estimator):
+    m = traj["mask"]
+    R = _discounted_returns(traj["rewards"], m, gamma)                 # (N, T)
+    coeffs = _fit_linear_baseline(traj["obs"], R, m)
+    b = _predict_linear_baseline(coeffs, traj["obs"], m)               # (N, T)
+    data = {"obs": traj["obs"], "actions": traj["actions"], "rewards": traj["rewards"],
+            "mask": m, "estimator": estimator, "gamma": gamma}
+    if estimator == "reinforce":
+        data["adv"] = _normalize_advantages(R - b, m)
+        return data
+    valid = m > 0
+    std = float(onp.std((R - b)[valid])) if valid.any() else 1.0
+    data["baseline"] = b
+    data["scale"] = max(std, 1e-8) * valid.sum() / valid.shape[0]
+    return data
 
 
 def trajectory_data(traj, gamma, estimator="reinforce"):
@@ -73,39 +91,36 @@ def trajectory_data(traj, gamma, estimator="reinforce"):
       inner loss by a per-batch constant is a per-batch inner step size ``alpha / scale`` (as
       advantage normalisation is for REINFORCE); the unbiasedness of DiCE's Hessian
       (``docs/rl.md``) holds for a fixed scale, not for this data-dependent one.
+
+    ``traj``: a rollout (:func:`ssmref.metarl.policy.policy_rollout`), its ``mask``, ``rewards``
+    ``(N, T)`` and ``obs (N, T, obs_dim)`` checked here.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    R = rl.discounted_returns(traj["rewards"], traj["mask"], gamma)
-    coeffs = rl.fit_linear_baseline(traj["obs"], R, traj["mask"])
-    b = rl.predict_linear_baseline(coeffs, traj["obs"], traj["mask"])
-    data = {"obs": traj["obs"], "actions": traj["actions"], "rewards": traj["rewards"],
-            "mask": traj["mask"], "estimator": estimator, "gamma": float(gamma)}
-    if estimator == "reinforce":
-        data["adv"] = rl.normalize_advantages(R - b, traj["mask"])
-        return data
-    m = traj["mask"] > 0
-    std = float(onp.std((R - b)[m])) if m.any() else 1.0
-    data["baseline"] = b
-    data["scale"] = max(std, 1e-8) * m.sum() / m.shape[0]
-    return data
+    gamma = check_discount("gamma", gamma)
+    m = check_mask(traj["mask"])
+    check_like_mask("rewards", traj["rewards"], m)
+    check_like_mask("obs", traj["obs"], m, trailing=onp.shape(traj["obs"])[2:])
+    return _trajectory_data({**traj, "mask": m}, gamma, estimator)
 
 
 def surrogate_loss(spec):
     """``loss_fn(params, data)``: the policy's loss on a batch of :func:`trajectory_data`.
 
-    ``"reinforce"`` data: ``-mean(log pi(a|o) * A)`` (:func:`ssmref.rl.reinforce_surrogate`);
-    ``"dice"`` data: ``-DiCE(log pi, r; b) / scale`` (:func:`ssmref.rl.dice_surrogate` with the
-    Mao et al. baseline term), whose Hessian is an unbiased estimate of the return's Hessian.
+    ``"reinforce"`` data: ``-mean(log pi(a|o) * A)``
+    (:func:`ssmref.metarl.rl.reinforce_surrogate`); ``"dice"`` data: ``-DiCE(log pi, r; b) / scale``
+    (:func:`ssmref.metarl.rl.dice_surrogate` with the Mao et al. baseline term), whose Hessian is
+    an unbiased estimate of the return's Hessian.  The data were checked by
+    :func:`trajectory_data` and the parameters by the trainer; the loss itself checks nothing.
     """
     def loss_fn(params, data):
-        out = PL.policy_sequence(params, spec, data["obs"], data["actions"], data["rewards"])
-        lp = PL.log_prob(spec, out, data["actions"])
+        out = _sequence(params, spec, data["obs"], data["actions"], data["rewards"], spec.mode)
+        lp = log_prob(spec, out, data["actions"])
         if data.get("estimator", "reinforce") == "dice":
-            objective = rl.dice_surrogate(lp, data["rewards"], data["mask"], data["gamma"],
-                                          baseline=data["baseline"], baseline_term="mao")
+            objective = _dice_surrogate(lp, data["rewards"], data["mask"], data["gamma"],
+                                        baseline=data["baseline"], baseline_term="mao")
             return -objective / data["scale"]
-        return rl.reinforce_surrogate(lp, data["adv"], data["mask"])
+        return _reinforce_surrogate(lp, data["adv"], data["mask"])
     return loss_fn
 
 
@@ -113,23 +128,22 @@ def _rows(traj, i, E):
     return {k: v[i * E:(i + 1) * E] for k, v in traj.items()}
 
 
-class MetaMAML:
-    """The meta-training loop: ``family`` (an RL task family of :mod:`ssmref.envs`), the policy
-    ``(params, spec)`` (:func:`ssmref.policy.policy_init`) and a :class:`MetaMAMLConfig`."""
+class MetaMAML(MetaTrainer):
+    """The MAML-RL trainer: ``family`` (an RL task family of :mod:`ssmref.metarl.envs`), the
+    policy ``(params, spec)`` (:func:`ssmref.metarl.policy.policy_init`) and a
+    :class:`MetaMAMLConfig`.  The loop, the Adam step and the checkpoint are
+    :class:`ssmref.metarl.trainer.MetaTrainer`'s; the checkpoint also holds the spec."""
 
     def __init__(self, family, params, spec, config=None):
-        self.family, self.spec = family, spec
-        self.config = config or MetaMAMLConfig()
-        PL.check_params(params, spec)
-        self.params = P.tree_copy(params)
-        self._init, self._update = optim.adam(lr=self.config.outer_lr)
-        self.opt_state = self._init(self.params)
-        self.iteration = 0
+        check_params(params, spec)
+        check_env(spec, family)
+        super().__init__(family, params, config or MetaMAMLConfig())
+        self.spec = spec
         self.loss_fn = surrogate_loss(spec)
 
     def _sample(self, params, tasks, rng):
         env = self.family.make_env(tasks, self.config.episodes_per_task)
-        return PL.policy_rollout(params, self.spec, env, rng)
+        return _rollout(params, self.spec, env, rng)
 
     def _adapt(self, params, data):
         c = self.config
@@ -143,21 +157,16 @@ class MetaMAML:
         pre = self._sample(self.params, tasks, rng)
         pairs, post_returns = [], []
         for i, task in enumerate(tasks):
-            support = trajectory_data(_rows(pre, i, E), c.gamma, c.estimator)
+            support = _trajectory_data(_rows(pre, i, E), c.gamma, c.estimator)
             post = self._sample(self._adapt(self.params, support), [task], rng)
             post_returns.append(post["rewards"].sum(axis=1).mean())
-            pairs.append((support, trajectory_data(post, c.gamma)))
+            pairs.append((support, _trajectory_data(post, c.gamma, "reinforce")))
         loss, grads = maml.meta_gradient(self.params, self.loss_fn, pairs, inner_lr=c.inner_lr,
                                          steps=c.inner_steps, first_order=c.first_order)
-        grad_norm = P.global_norm(grads)
+        grad_norm = global_norm(grads)
         if c.max_grad_norm > 0:
-            grads, _ = optim.clip_by_global_norm(grads, c.max_grad_norm)
-        new, self.opt_state = self._update(grads, self.opt_state, self.params)
-        # A linear learning-rate schedule: the Adam step is linear in lr, so scaling the step by
-        # lr_t / lr is Adam run with lr_t (the moment estimates do not depend on lr).
-        f = self.lr_factor(self.iteration)
-        self.params = new if f == 1.0 else P.tree_map(lambda p, q: p + f * (q - p), self.params, new)
-        self.iteration += 1
+            grads, _ = clip_by_global_norm(grads, c.max_grad_norm)
+        self.apply_meta_gradient(grads, self.lr_factor(self.iteration))
         return {"iteration": self.iteration, "meta_loss": float(loss),
                 "pre_return": float(pre["rewards"].sum(axis=1).mean()),
                 "post_return": float(onp.mean(post_returns)),
@@ -168,24 +177,14 @@ class MetaMAML:
         n = self.config.lr_decay_iterations
         return 1.0 if n == 0 else max(0.0, 1.0 - iteration / n)
 
-    def meta_train(self, iterations, rng=None, callback=None):
-        """``iterations`` meta-steps; ``callback(metrics)`` after each; returns the metrics list."""
-        rng = as_rng(rng)
-        history = []
-        for _ in range(iterations):
-            history.append(self.meta_step(rng))
-            if callback is not None:
-                callback(history[-1])
-        return history
-
     def adapt_to_new_task(self, task, rng=None, steps=1):
         """The *adapted* parameters for ``task``: ``steps`` rounds of sampling ``E`` episodes with
         the current parameters and one inner update on them."""
         rng = as_rng(rng)
         params = self.params
         for _ in range(steps):
-            data = trajectory_data(self._sample(params, [task], rng), self.config.gamma,
-                                   self.config.estimator)
+            data = _trajectory_data(self._sample(params, [task], rng), self.config.gamma,
+                                    self.config.estimator)
             params = maml.adapt(params, self.loss_fn, data, inner_lr=self.config.inner_lr)
         return params
 
@@ -196,8 +195,8 @@ class MetaMAML:
         Every step uses the config's ``inner_lr``, or, from the second step on, ``later_inner_lr``
         when it is given."""
         rng = as_rng(rng)
-        if later_inner_lr is not None and not (onp.isfinite(later_inner_lr) and later_inner_lr >= 0):
-            raise ValueError(f"later_inner_lr must be finite and >= 0, got {later_inner_lr!r}")
+        if later_inner_lr is not None:
+            check_scalar("later_inner_lr", later_inner_lr, low=0.0)
         current = [self.params] * len(tasks)
         out = onp.zeros((steps + 1, len(tasks)))
         for k in range(steps + 1):
@@ -206,33 +205,21 @@ class MetaMAML:
                 traj = self._sample(params, [task], rng)
                 out[k, j] = traj["rewards"].sum(axis=1).mean()
                 if k < steps:
-                    data = trajectory_data(traj, self.config.gamma, self.config.estimator)
+                    data = _trajectory_data(traj, self.config.gamma, self.config.estimator)
                     lr = self.config.inner_lr if k == 0 or later_inner_lr is None else later_inner_lr
                     nxt.append(maml.adapt(params, self.loss_fn, data, inner_lr=lr))
             current = nxt
         return out if per_task else [float(v) for v in out.mean(axis=1)]
 
-    def save(self, path):
-        """Parameters, Adam state, iteration, spec and config in one ``.npz`` (atomic, no pickle;
-        :func:`ssmref.params.save_checkpoint`)."""
-        meta = {"spec": json.loads(self.spec.to_json()), "config": asdict(self.config),
-                "iteration": self.iteration, "adam_step": self.opt_state["step"]}
-        P.save_checkpoint(path, {"params": self.params, "adam_m": self.opt_state["m"],
-                                 "adam_v": self.opt_state["v"]}, meta)
+    # ----------------------------------------------------------------------------- checkpoint
+    def checkpoint_header(self):
+        return {"spec": json.loads(self.spec.to_json())}
 
     @classmethod
-    def load(cls, path, family):
-        """A :class:`MetaMAML` from :meth:`save`; ``ValueError`` on any malformed file."""
-        def shapes(meta):
-            return PL.policy_param_shapes(PL.PolicySpec.from_json(json.dumps(meta["spec"])))
-        meta, trees = P.load_checkpoint(path, ("params", "adam_m", "adam_v"), shapes)
-        try:
-            spec = PL.PolicySpec.from_json(json.dumps(meta["spec"]))
-            config = MetaMAMLConfig(**meta["config"])
-            iteration, adam_step = int(meta["iteration"]), int(meta["adam_step"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: malformed metadata ({e})") from None
-        self = cls(family, trees["params"], spec, config)
-        self.opt_state = {"step": adam_step, "m": trees["adam_m"], "v": trees["adam_v"]}
-        self.iteration = iteration
-        return self
+    def checkpoint_shapes(cls, meta):
+        return policy_param_shapes(PolicySpec.from_json(json.dumps(meta["spec"])))
+
+    @classmethod
+    def restore_arguments(cls, meta):
+        return {"spec": PolicySpec.from_json(json.dumps(meta["spec"])),
+                "config": MetaMAMLConfig(**meta["config"])}

@@ -6,7 +6,7 @@ mean squared error ``L(θ; x, y) = mean((f_θ(x) − y)²)``.  One meta-iteratio
     (x_s, y_s), (x_q, y_q) ~ task i            K support and K query points (K-shot)
     θ_i' = θ − α ∇L(θ; x_s, y_s)               (ssmref.maml.adapt, ``inner_steps`` times)
     g    = ∇_θ (1/M) Σ_i L(θ_i'(θ); x_q, y_q)   (ssmref.maml.meta_gradient, second order)
-    θ   ← Adam(θ, g)
+    θ   ← Adam(θ, g)                           (ssmref.metarl.trainer)
 
 Defaults are Finn et al.'s (``cbfinn/maml``, ``main.py`` for ``sinusoid``): ``[1, 40, 40, 1]``
 ReLU, ``M = 25``, ``K = 10``, ``α = 0.01``, one inner step, Adam ``1e-3``.  Evaluation
@@ -15,14 +15,16 @@ and reports the MSE on the fixed 100-point grid ``x = linspace(−5, 5, 100)`` a
 steps, as the paper's figure 2 does.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import autograd.numpy as np
 import numpy as onp
 
-from ssmref import maml, optim
-from ssmref import params as P
+from ssmref import maml
+from ssmref.checks import check_int, check_scalar
+from ssmref.metarl.trainer import MetaTrainer
 from ssmref.nn import mlp_apply, mlp_init
+from ssmref.params import flatten_dict, global_norm
 from ssmref.rng import as_rng
 
 __all__ = ["MetaRegressionConfig", "mse_loss", "batched_mlp_apply", "batched_mse_loss",
@@ -41,16 +43,15 @@ class MetaRegressionConfig:
     first_order: bool = False        # FOMAML instead of the second-order meta-gradient
 
     def __post_init__(self):
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+        sizes = tuple(self.hidden_sizes)                 # a list when read back from JSON
+        if not sizes:
             raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes!r}")
+        object.__setattr__(self, "hidden_sizes", tuple(
+            check_int(f"hidden_sizes[{i}]", h, minimum=1) for i, h in enumerate(sizes)))
         for name in ("meta_batch_size", "k_shot", "inner_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("inner_lr", "outer_lr"):
-            if not (onp.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
+            check_scalar(name, getattr(self, name), low=0.0)
 
 
 def mse_loss(params, data):
@@ -87,16 +88,13 @@ def regression_init(config, rng=None):
     return mlp_init([1, *config.hidden_sizes, 1], rng=as_rng(rng))
 
 
-class MetaRegression:
-    """The meta-training loop for a regression task family (:class:`ssmref.envs.Sinusoid`)."""
+class MetaRegression(MetaTrainer):
+    """The MAML trainer for a regression task family (:class:`ssmref.metarl.envs.Sinusoid`).
+    The loop, the Adam step and the checkpoint are
+    :class:`ssmref.metarl.trainer.MetaTrainer`'s."""
 
     def __init__(self, family, params, config=None):
-        self.family = family
-        self.config = config or MetaRegressionConfig()
-        self.params = P.tree_copy(params)
-        self._init, self._update = optim.adam(lr=self.config.outer_lr)
-        self.opt_state = self._init(self.params)
-        self.iteration = 0
+        super().__init__(family, params, config or MetaRegressionConfig())
 
     def _pairs(self, tasks, rng):
         k = self.config.k_shot
@@ -120,20 +118,9 @@ class MetaRegression:
         loss, grads = maml.batched_meta_gradient(
             self.params, batched_mse_loss, support, query, num_tasks=c.meta_batch_size,
             inner_lr=c.inner_lr, steps=c.inner_steps, first_order=c.first_order)
-        self.params, self.opt_state = self._update(grads, self.opt_state, self.params)
-        self.iteration += 1
+        self.apply_meta_gradient(grads)
         return {"iteration": self.iteration, "meta_loss": float(loss), "pre_loss": pre,
-                "post_loss": float(loss), "grad_norm": float(P.global_norm(grads))}
-
-    def meta_train(self, iterations, rng=None, callback=None):
-        """``iterations`` meta-steps; ``callback(metrics)`` after each; returns the metrics list."""
-        rng = as_rng(rng)
-        history = []
-        for _ in range(iterations):
-            history.append(self.meta_step(rng))
-            if callback is not None:
-                callback(history[-1])
-        return history
+                "post_loss": float(loss), "grad_norm": float(global_norm(grads))}
 
     def evaluate(self, tasks, rng=None, steps=3, per_task=False):
         """``mse_by_step[k]``: mean over ``tasks`` of the grid MSE after ``k`` inner steps on
@@ -151,27 +138,12 @@ class MetaRegression:
                     params = maml.adapt(params, mse_loss, support, inner_lr=self.config.inner_lr)
         return out if per_task else [float(v) for v in out.mean(axis=1)]
 
-    def save(self, path):
-        """Parameters, Adam state, iteration and config in one ``.npz`` (atomic, no pickle;
-        :func:`ssmref.params.save_checkpoint`)."""
-        meta = {"config": asdict(self.config), "iteration": self.iteration,
-                "adam_step": self.opt_state["step"]}
-        P.save_checkpoint(path, {"params": self.params, "adam_m": self.opt_state["m"],
-                                 "adam_v": self.opt_state["v"]}, meta)
+    # ----------------------------------------------------------------------------- checkpoint
+    @classmethod
+    def checkpoint_shapes(cls, meta):
+        template = regression_init(MetaRegressionConfig(**meta["config"]), rng=0)
+        return {k: v.shape for k, v in flatten_dict(template).items()}
 
     @classmethod
-    def load(cls, path, family):
-        """A :class:`MetaRegression` from :meth:`save`; ``ValueError`` on any malformed file."""
-        def shapes(meta):
-            template = regression_init(MetaRegressionConfig(**meta["config"]), rng=0)
-            return {k: v.shape for k, v in P.flatten_dict(template).items()}
-        meta, trees = P.load_checkpoint(path, ("params", "adam_m", "adam_v"), shapes)
-        try:
-            config = MetaRegressionConfig(**meta["config"])
-            iteration, adam_step = int(meta["iteration"]), int(meta["adam_step"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: malformed metadata ({e})") from None
-        self = cls(family, trees["params"], config)
-        self.opt_state = {"step": adam_step, "m": trees["adam_m"], "v": trees["adam_v"]}
-        self.iteration = iteration
-        return self
+    def restore_arguments(cls, meta):
+        return {"config": MetaRegressionConfig(**meta["config"])}

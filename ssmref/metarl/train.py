@@ -7,8 +7,9 @@
                               MAML settings, ssmref version (written once, atomically)
 ``metrics.jsonl``             one JSON object per meta-iteration (``iteration``, losses, returns,
                               ``grad_norm``, ``seconds``)
-``checkpoint.npz``            the trainer (parameters, Adam state, iteration; atomic, no pickle),
-                              every ``--checkpoint-every`` iterations and at the end
+``checkpoint.npz``            the trainer (parameters, Adam state, iteration; atomic, no pickle;
+                              :class:`ssmref.metarl.trainer.MetaTrainer`), every
+                              ``--checkpoint-every`` iterations and at the end
 ``params.npz``                the final meta-parameters (dotted names, :func:`ssmref.params.save_npz`)
 ``policy.npz``                RL envs: the policy, loadable with :meth:`SSMMetaPolicy.load`
 ``evaluation.json``           written by ``evaluate`` (and at the end of ``train``)
@@ -20,56 +21,35 @@ checkpoint (``--resume``) continues exactly as the uninterrupted run would have.
 
 ``evaluate RUN_DIR`` loads the checkpoint, draws ``--tasks`` (40) held-out tasks from a fixed seed
 that is independent of the training seed, and reports the mean over tasks after ``0..--steps`` (3)
-inner gradient steps, each step on fresh data: ``returns_by_step`` for the RL envs (``navigation2d``,
-``bandit``), ``mse_by_step`` for ``sinusoid``.
+inner gradient steps, each step on fresh data: ``returns_by_step`` for the RL envs
+(``navigation2d``, ``bandit``), ``mse_by_step`` for ``sinusoid``.
+
+The configuration and the trainer it builds: :mod:`ssmref.metarl.run_config`; the table and the
+plot: :mod:`ssmref.metarl.report`.
 """
 
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as onp
 
 from ssmref import __version__
-from ssmref import params as P
-from ssmref.envs import Bandit, Navigation2D, Sinusoid
-from ssmref.fewshot import MetaRegression, MetaRegressionConfig, regression_init
-from ssmref.metarl import MetaMAML, MetaMAMLConfig
-from ssmref.policy import SSMMetaPolicy, policy_init
+from ssmref.checks import check_int
+from ssmref.metarl.maml_rl import MetaMAML
+from ssmref.metarl.policy import SSMMetaPolicy
+from ssmref.metarl.report import format_table, plot_adaptation, progress_line
+from ssmref.metarl.run_config import (TRAINABLE_ENVS, build_family, is_rl, maml_config,
+                                      make_config, new_trainer, trainer_class)
+from ssmref.params import atomic_write, flatten_dict, save_npz
 
-ENVS = ("navigation2d", "bandit", "sinusoid")
 EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)
 
 # Finn et al. 2017 (fig. 4 / table in sec. 5.3): 2-D navigation, MAML, mean return after 0/1/2 steps.
 FINN_NAVIGATION = {0: -40.4, 1: -11.7, 2: -3.3}
-
-# Per-env defaults.  navigation2d: Finn et al.'s setting (20 tasks x 20 episodes x 100 steps,
-# alpha = 0.1, one inner step) with an Adam outer loop sized to finish in 10 minutes on 2 cores.
-DEFAULTS = {
-    "navigation2d": {
-        "iterations": 250,
-        "lr_decay": True,
-        "family": {"horizon": 100},
-        "policy": {"state_dim": 8, "ssm_output_dim": 8, "hidden_sizes": [64, 64]},
-        "maml": {"max_grad_norm": 1.0},
-    },
-    "bandit": {
-        "iterations": 150,
-        "family": {"num_arms": 5, "horizon": 10},
-        "policy": {"state_dim": 8, "ssm_output_dim": 8, "hidden_sizes": [32],
-                   "use_prev_action_reward": True},
-        "maml": {"inner_lr": 0.5, "outer_lr": 1e-2},
-    },
-    "sinusoid": {
-        "iterations": 10000,
-        "family": {},
-        "policy": {},
-        "maml": {},
-    },
-}
 
 
 class RunError(ValueError):
@@ -83,7 +63,7 @@ class RunError(ValueError):
 def write_json(path, obj):
     """Write ``obj`` as JSON to ``path`` atomically (:func:`ssmref.params.atomic_write`)."""
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    P.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def read_json(path):
@@ -114,81 +94,15 @@ def read_metrics(path, upto):
     return records
 
 
-# ---------------------------------------------------------------------------------------------
-# Building a trainer from a run configuration
-# ---------------------------------------------------------------------------------------------
-
-def make_config(env, *, seed=0, iterations=None, checkpoint_every=25, family=None, policy=None,
-                maml=None, lr_decay=None):
-    """The run configuration: per-env :data:`DEFAULTS` updated with the given dicts.
-
-    ``lr_decay`` (RL envs): the outer learning rate decays linearly to 0 at the run's last
-    iteration (``MetaMAMLConfig.lr_decay_iterations = iterations``)."""
-    if env not in ENVS:
-        raise ValueError(f"env must be one of {ENVS}, got {env!r}")
-    d = DEFAULTS[env]
-    config = {"env": env, "seed": int(seed), "ssmref_version": __version__,
-              "iterations": int(d["iterations"] if iterations is None else iterations),
-              "checkpoint_every": int(checkpoint_every),
-              "lr_decay": bool(d.get("lr_decay", False) if lr_decay is None else lr_decay),
-              "family": {**d["family"], **(family or {})},
-              "policy": {**d["policy"], **(policy or {})},
-              "maml": {**d["maml"], **(maml or {})}}
-    if config["lr_decay"] and env == "sinusoid":
-        raise ValueError("lr_decay applies to the RL envs only (navigation2d, bandit)")
-    if "lr_decay_iterations" in config["maml"]:
-        raise ValueError("set the schedule with lr_decay (it follows the run's iterations), "
-                         "not maml['lr_decay_iterations']")
-    if config["iterations"] < 0 or config["checkpoint_every"] < 1:
-        raise ValueError(f"iterations must be >= 0 and checkpoint_every >= 1, got "
-                         f"{config['iterations']} and {config['checkpoint_every']}")
-    build_family(config)
-    maml_config(config)
-    return config
-
-
-def build_family(config):
-    cls = {"navigation2d": Navigation2D, "bandit": Bandit, "sinusoid": Sinusoid}[config["env"]]
-    return cls(**config["family"])
-
-
-def maml_config(config):
-    """The trainer's config; with ``lr_decay`` the schedule ends at the run's last iteration
-    (so extending a run with ``--resume --iterations N`` stretches it over the new length)."""
-    cls = MetaRegressionConfig if config["env"] == "sinusoid" else MetaMAMLConfig
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(config["maml"]) - known)
-    if unknown:
-        raise ValueError(f"unknown MAML settings {unknown} for env {config['env']!r}; "
-                         f"known: {sorted(known)}")
-    if config.get("lr_decay"):
-        return cls(**{**config["maml"], "lr_decay_iterations": int(config["iterations"])})
-    return cls(**config["maml"])
-
-
-def new_trainer(config):
-    """A freshly initialised trainer for ``config`` (parameters drawn from ``seed``)."""
-    family, mc = build_family(config), maml_config(config)
-    init_rng = onp.random.default_rng([config["seed"], 2 ** 32 - 1])
-    if config["env"] == "sinusoid":
-        return MetaRegression(family, regression_init(mc, init_rng), mc)
-    kwargs = dict(config["policy"])
-    kwargs["hidden_sizes"] = tuple(kwargs.get("hidden_sizes", (64, 64)))
-    if family.discrete:
-        params, spec = policy_init(family.obs_dim, family.num_actions, discrete=True,
-                                   rng=init_rng, **kwargs)
-    else:
-        params, spec = policy_init(family.obs_dim, family.action_dim, discrete=False,
-                                   rng=init_rng, **kwargs)
-    return MetaMAML(family, params, spec, mc)
-
-
 def load_trainer(run_dir, config):
+    """The trainer of the checkpoint in ``run_dir``, with the MAML settings of ``config``."""
     path = Path(run_dir) / "checkpoint.npz"
+    if config.get("env") not in TRAINABLE_ENVS:
+        raise RunError(f"{Path(run_dir) / 'config.json'}: env must be one of {TRAINABLE_ENVS}, "
+                       f"got {config.get('env')!r}")
     if not path.exists():
         raise RunError(f"{path} not found: nothing to resume or evaluate")
-    cls = MetaRegression if config["env"] == "sinusoid" else MetaMAML
-    trainer = cls.load(path, build_family(config))
+    trainer = trainer_class(config).load(path, build_family(config))
     want = maml_config(config)
     stored = asdict(trainer.config)
     if "lr_decay_iterations" in stored:          # follows the run's (possibly extended) length
@@ -200,9 +114,10 @@ def load_trainer(run_dir, config):
 
 
 def save_trainer(run_dir, trainer):
+    """``checkpoint.npz``, ``params.npz`` and (RL) ``policy.npz`` of ``trainer`` in ``run_dir``."""
     run_dir = Path(run_dir)
     trainer.save(run_dir / "checkpoint.npz")
-    P.save_npz(run_dir / "params.npz", P.flatten_dict(trainer.params))
+    save_npz(run_dir / "params.npz", flatten_dict(trainer.params))
     if isinstance(trainer, MetaMAML):
         SSMMetaPolicy.from_params(trainer.params, trainer.spec).save(run_dir / "policy.npz")
 
@@ -210,16 +125,6 @@ def save_trainer(run_dir, trainer):
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
-
-def _progress(rec, total, rate, env):
-    if env == "sinusoid":
-        body = f"query mse before {rec['pre_loss']:8.3f}  after {rec['post_loss']:8.3f}"
-    else:
-        body = f"return before {rec['pre_return']:8.2f}  after {rec['post_return']:8.2f}"
-    eta = (total - rec["iteration"]) * rate
-    return (f"iter {rec['iteration']:5d}/{total}  {body}  |g| {rec['grad_norm']:.3g}  "
-            f"{rate:.2f} s/it  eta {eta / 60:.1f} min")
-
 
 def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_at_end=True,
           eval_tasks=40, eval_steps=3):
@@ -250,7 +155,7 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
             f"(seed {config['seed']}) -> {run_dir}")
     # rewrite the metrics up to the checkpoint (drops records of iterations that were lost)
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
-    P.atomic_write(run_dir / "metrics.jsonl", lambda f: f.write(text.encode("utf-8")))
+    atomic_write(run_dir / "metrics.jsonl", lambda f: f.write(text.encode("utf-8")))
     total = config["iterations"]
     log_every = log_every or max(1, total // 50)
     rate = None
@@ -265,7 +170,7 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
             if trainer.iteration % config["checkpoint_every"] == 0 or trainer.iteration == total:
                 save_trainer(run_dir, trainer)
             if trainer.iteration % log_every == 0 or trainer.iteration == total:
-                log(_progress(rec, total, rate, config["env"]))
+                log(progress_line(rec, total, rate))
     if not (run_dir / "checkpoint.npz").exists():
         save_trainer(run_dir, trainer)
     if evaluate_at_end:
@@ -286,8 +191,8 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, name="evaluatio
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a directory")
-    if tasks < 1 or steps < 0:
-        raise ValueError(f"tasks must be >= 1 and steps >= 0, got {tasks} and {steps}")
+    tasks = check_int("tasks", tasks, minimum=1)
+    steps = check_int("steps", steps, minimum=0)
     if Path(name).name != name or not name.endswith(".json") or name == ".json":
         raise ValueError(f"name must be a file name ending in .json, got {name!r}")
     config = read_json(run_dir / "config.json")
@@ -296,7 +201,7 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, name="evaluatio
     t0 = time.perf_counter()
     extra = {}
     if later_inner_lr is not None:
-        if config["env"] == "sinusoid":
+        if not is_rl(config["env"]):
             raise ValueError("later_inner_lr applies to the RL envs only")
         extra["later_inner_lr"] = float(later_inner_lr)
     values = trainer.evaluate(held_out, onp.random.default_rng([EVAL_SEED, 1]), steps=steps,
@@ -304,7 +209,7 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, name="evaluatio
     alpha = trainer.config.inner_lr
     inner_lrs = [alpha if k == 0 or later_inner_lr is None else float(later_inner_lr)
                  for k in range(steps)]
-    key = "mse_by_step" if config["env"] == "sinusoid" else "returns_by_step"
+    key = "returns_by_step" if is_rl(config["env"]) else "mse_by_step"
     result = {"env": config["env"], "iteration": trainer.iteration, "num_tasks": tasks,
               "steps": list(range(steps + 1)), "eval_seed": EVAL_SEED,
               "inner_lr_by_step": inner_lrs,
@@ -327,56 +232,6 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, name="evaluatio
     return result
 
 
-def format_table(result):
-    """The before/after-adaptation table of an evaluation result."""
-    key = "mse_by_step" if "mse_by_step" in result else "returns_by_step"
-    err = result[key.replace("_by_step", "_stderr_by_step")]
-    what = "grid MSE" if key == "mse_by_step" else "return"
-    ref = result.get("reference_finn2017")
-    head = f"{'steps':>5}  {what + ' (mean ± s.e.)':>24}"
-    if ref:
-        head += f"  {'Finn et al. 2017':>16}"
-    lines = [f"{result['env']}: {result['num_tasks']} held-out tasks, iteration "
-             f"{result['iteration']}", head]
-    for k, (v, e) in enumerate(zip(result[key], err)):
-        line = f"{k:>5}  {v:>14.3f} ± {e:<7.3f}"
-        if ref:
-            line += f"  {ref[str(k)] if str(k) in ref else '':>16}"
-        lines.append(line)
-    if "oracle_return" in result:
-        lines.append(f"best-arm oracle: {result['oracle_return']:.3f}")
-    return "\n".join(lines)
-
-
-def plot_adaptation(result, path):
-    """The adaptation curve as a PNG (``None`` when matplotlib is not installed)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    key = "mse_by_step" if "mse_by_step" in result else "returns_by_step"
-    err = result[key.replace("_by_step", "_stderr_by_step")]
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.errorbar(result["steps"], result[key], yerr=err, marker="o", capsize=3, label="ssmref")
-    ref = result.get("reference_finn2017")
-    if ref:
-        ks = sorted(int(k) for k in ref)
-        ax.plot(ks, [ref[str(k)] for k in ks], "s--", color="gray", label="Finn et al. 2017")
-    ax.set_xlabel("inner gradient steps")
-    ax.set_ylabel("grid MSE" if key == "mse_by_step" else "mean return")
-    ax.set_title(f"{result['env']}: {result['num_tasks']} held-out tasks")
-    ax.set_xticks(result["steps"])
-    ax.legend()
-    fig.tight_layout()
-    try:
-        P.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    finally:
-        plt.close(fig)
-    return Path(path)
-
-
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
@@ -386,7 +241,7 @@ def _hidden(text):
 
 
 def add_train_arguments(p):
-    p.add_argument("--env", choices=ENVS, default="navigation2d", help="task family")
+    p.add_argument("--env", choices=TRAINABLE_ENVS, default="navigation2d", help="task family")
     p.add_argument("--out", default=None, help="run directory (default: runs/ENV)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
@@ -422,7 +277,7 @@ def config_from_args(args):
     if args.horizon is not None:
         family["horizon"] = args.horizon
     if args.hidden is not None:
-        (maml if args.env == "sinusoid" else policy)["hidden_sizes"] = args.hidden
+        (policy if is_rl(args.env) else maml)["hidden_sizes"] = args.hidden
     if args.state_dim is not None:
         policy["state_dim"] = policy["ssm_output_dim"] = args.state_dim
     return make_config(args.env, seed=args.seed, iterations=args.iterations,
