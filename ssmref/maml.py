@@ -41,8 +41,8 @@ import numpy as onp
 from autograd import make_vjp, value_and_grad
 from autograd.tracer import getval
 
-from .checks import check_flag, check_int
-from .params import flatten_dict, is_node, stop_gradient, tree_leaves, tree_map
+from ssmref.checks import check_flag, check_int
+from ssmref.params import flatten_dict, is_node, stop_gradient, tree_leaves, tree_map
 
 __all__ = ["adapt", "meta_loss", "meta_gradient", "tile_params", "batched_meta_loss",
            "batched_meta_gradient", "stop_gradient"]

@@ -23,7 +23,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.tracer import getval
 
-from .rng import as_rng
+from ssmref.rng import as_rng
 
 LOG_2PI = float(onp.log(2.0 * onp.pi))
 

@@ -35,8 +35,8 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.tracer import getval
 
-from .checks import check_int, check_scalar
-from .params import flatten_dict, global_norm, is_node, tree_map
+from ssmref.checks import check_int, check_scalar
+from ssmref.params import flatten_dict, global_norm, is_node, tree_map
 
 CLIP_EPS = 1e-6  # added to the total norm in the clipping coefficient, as torch does
 

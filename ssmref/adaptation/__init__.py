@@ -44,16 +44,16 @@ Minimization", ICLR 2021; Niu et al., "Efficient Test-Time Model Adaptation with
 (EATA), ICML 2022; Kingma & Ba, "Adam", ICLR 2015 (as implemented by ``torch.optim.Adam``).
 """
 
-from . import monitor
-from .adapter import Adapter, copy_tree, create_adapter, rebuild
-from .config import AdaptationConfig
-from .hooks import MetaRLHook, SSMHook, ssm_hidden_states
-from .monitor import MetaFeatures
-from .selection import param_leaves, select_names
-from .strategies import (AdaptationStrategy, EATAStrategy, NoStrategy, SkipStep, TentStrategy,
+from ssmref.adaptation import monitor
+from ssmref.adaptation.adapter import Adapter, copy_tree, create_adapter, rebuild
+from ssmref.adaptation.config import AdaptationConfig
+from ssmref.adaptation.hooks import MetaRLHook, SSMHook, ssm_hidden_states
+from ssmref.adaptation.monitor import MetaFeatures
+from ssmref.adaptation.selection import param_leaves, select_names
+from ssmref.adaptation.strategies import (AdaptationStrategy, EATAStrategy, NoStrategy, SkipStep, TentStrategy,
                          available_strategies, logits_of, make_strategy,
                          register_adaptation_strategy, unregister_adaptation_strategy)
-from .update import guarded_update
+from ssmref.adaptation.update import guarded_update
 
 __all__ = ["AdaptationConfig", "Adapter", "AdaptationStrategy", "MetaFeatures", "MetaRLHook",
            "SSMHook", "SkipStep", "available_strategies", "create_adapter",

@@ -27,11 +27,11 @@ from autograd.tracer import getval
 from ssmref.optim import adam_init
 from ssmref.params import contains_box, tree_map_with_path
 
-from . import monitor
-from .config import AdaptationConfig
-from .selection import is_floating, matching, param_leaves
-from .strategies import SkipStep, make_strategy
-from .update import guarded_update
+from ssmref.adaptation import monitor
+from ssmref.adaptation.config import AdaptationConfig
+from ssmref.adaptation.selection import is_floating, matching, param_leaves
+from ssmref.adaptation.strategies import SkipStep, make_strategy
+from ssmref.adaptation.update import guarded_update
 
 
 # ---------------------------------------------------------------------------------------------

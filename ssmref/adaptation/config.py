@@ -11,7 +11,7 @@ import dataclasses
 
 from ssmref.checks import check_flag, check_int, check_scalar
 
-from .selection import compile_patterns
+from ssmref.adaptation.selection import compile_patterns
 
 
 @dataclasses.dataclass

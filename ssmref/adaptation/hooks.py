@@ -25,7 +25,7 @@ from ssmref.nn import (categorical_entropy, categorical_log_prob, gaussian_entro
 from ssmref.params import is_node
 from ssmref.ssm import StateSpaceModel, ssm_states
 
-from .adapter import Adapter, unboxed
+from ssmref.adaptation.adapter import Adapter, unboxed
 
 # The state sequence of an SSM: the name ssmref.adaptation has always exported for
 # ssmref.ssm.ssm_states(params, u, h0=None, mode="scan").

@@ -26,8 +26,8 @@ from ssmref.checks import check_scalar
 from ssmref.nn import categorical_entropy
 from ssmref.params import stop_gradient
 
-from .config import AdaptationConfig
-from .monitor import split_outputs
+from ssmref.adaptation.config import AdaptationConfig
+from ssmref.adaptation.monitor import split_outputs
 
 
 class SkipStep(Exception):

@@ -24,13 +24,13 @@ import numpy as onp
 
 from ssmref import maml
 from ssmref.checks import check_choice, check_int, check_scalar
-from ssmref.metarl.policy.core import _rollout, _sequence, check_env, log_prob
+from ssmref.metarl.policy.core import check_env, log_prob, policy_rollout_core, policy_sequence_core
 from ssmref.metarl.policy.spec import PolicySpec, check_params, policy_param_shapes
-from ssmref.metarl.rl.baseline import _fit_linear_baseline, _predict_linear_baseline
+from ssmref.metarl.rl.baseline import fit_linear_baseline_core, predict_linear_baseline_core
 from ssmref.metarl.rl.batch import check_discount, check_like_mask, check_mask
-from ssmref.metarl.rl.returns import _discounted_returns
-from ssmref.metarl.rl.surrogates import (_dice_surrogate, _normalize_advantages,
-                                         _reinforce_surrogate)
+from ssmref.metarl.rl.returns import discounted_returns_core
+from ssmref.metarl.rl.surrogates import (dice_surrogate_core, normalize_advantages_core,
+                                         reinforce_surrogate_core)
 from ssmref.metarl.trainer import MetaTrainer
 from ssmref.optim import clip_by_global_norm
 from ssmref.params import global_norm
@@ -66,13 +66,13 @@ class MetaMAMLConfig:
 # R = discounted returns,  b = linear baseline fitted on this batch,  A = normalize(R - b)
 def _trajectory_data(traj, gamma, estimator):
     m = traj["mask"]
-    R = _discounted_returns(traj["rewards"], m, gamma)                 # (N, T)
-    coeffs = _fit_linear_baseline(traj["obs"], R, m)
-    b = _predict_linear_baseline(coeffs, traj["obs"], m)               # (N, T)
+    R = discounted_returns_core(traj["rewards"], m, gamma)                 # (N, T)
+    coeffs = fit_linear_baseline_core(traj["obs"], R, m)
+    b = predict_linear_baseline_core(coeffs, traj["obs"], m)               # (N, T)
     data = {"obs": traj["obs"], "actions": traj["actions"], "rewards": traj["rewards"],
             "mask": m, "estimator": estimator, "gamma": gamma}
     if estimator == "reinforce":
-        data["adv"] = _normalize_advantages(R - b, m)
+        data["adv"] = normalize_advantages_core(R - b, m)
         return data
     valid = m > 0
     std = float(onp.std((R - b)[valid])) if valid.any() else 1.0
@@ -114,13 +114,13 @@ def surrogate_loss(spec):
     :func:`trajectory_data` and the parameters by the trainer; the loss itself checks nothing.
     """
     def loss_fn(params, data):
-        out = _sequence(params, spec, data["obs"], data["actions"], data["rewards"], spec.mode)
+        out = policy_sequence_core(params, spec, data["obs"], data["actions"], data["rewards"], spec.mode)
         lp = log_prob(spec, out, data["actions"])
         if data.get("estimator", "reinforce") == "dice":
-            objective = _dice_surrogate(lp, data["rewards"], data["mask"], data["gamma"],
+            objective = dice_surrogate_core(lp, data["rewards"], data["mask"], data["gamma"],
                                         baseline=data["baseline"], baseline_term="mao")
             return -objective / data["scale"]
-        return _reinforce_surrogate(lp, data["adv"], data["mask"])
+        return reinforce_surrogate_core(lp, data["adv"], data["mask"])
     return loss_fn
 
 
@@ -143,7 +143,7 @@ class MetaMAML(MetaTrainer):
 
     def _sample(self, params, tasks, rng):
         env = self.family.make_env(tasks, self.config.episodes_per_task)
-        return _rollout(params, self.spec, env, rng)
+        return policy_rollout_core(params, self.spec, env, rng)
 
     def _adapt(self, params, data):
         c = self.config

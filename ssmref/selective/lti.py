@@ -17,7 +17,7 @@ so the ``d`` channels together are one block-diagonal system with ``m = p = d`` 
 import numpy as onp
 import scipy.linalg
 
-from ssmref.selective import args as V
+from ssmref.selective import args
 
 
 def time_invariant_ssm(delta, A, B, C, D=None):
@@ -28,14 +28,14 @@ def time_invariant_ssm(delta, A, B, C, D=None):
     Plain NumPy (not differentiated): a cross-check of the selective scan, not a model.
     State order: ``i*n + j`` (real) or ``(i*n + j)*2 + {0: re, 1: im}`` (complex).
     """
-    delta = V.array("delta", delta, (None,), ("dim",))
+    delta = args.array("delta", delta, (None,), ("dim",))
     d = delta.shape[0]
-    A = V.array("A", A, (d, None), ("dim", "dstate"), complex_ok=True)
+    A = args.array("A", A, (d, None), ("dim", "dstate"), complex_ok=True)
     n = A.shape[1]
     cA = onp.iscomplexobj(A)
-    B, C = (V.array(nm, X, (d, n), ("dim", "dstate"), complex_ok=cA, note=" for real A")
+    B, C = (args.array(nm, X, (d, n), ("dim", "dstate"), complex_ok=cA, note=" for real A")
             for nm, X in (("B", B), ("C", C)))
-    D = onp.zeros(d) if D is None else V.array("D", D, (d,), ("dim",))
+    D = onp.zeros(d) if D is None else args.array("D", D, (d,), ("dim",))
     decay = onp.exp(delta[:, None] * A)                            # (d, n)
     drive = delta[:, None] * B                                     # (d, n)
     eye = onp.eye(d)[:, None, :]                                   # (d, 1, d): channel selector

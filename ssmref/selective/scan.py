@@ -25,7 +25,7 @@ from typing import NamedTuple
 import autograd.numpy as np
 import numpy as onp
 
-from ssmref.selective import args as V
+from ssmref.selective import args
 from ssmref.selective.functional import contiguous, diagonal_scan, silu, step_size
 
 
@@ -107,7 +107,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     (log-depth associative scan); they agree to rounding.  Nothing is modified in place.
     See docs/selective.md for the conventions; softplus is exact (no threshold at 20).
     """
-    u, delta, A, (B, lay_B), (C, lay_C), D, z, delta_bias = V.scan_args(
+    u, delta, A, (B, lay_B), (C, lay_C), D, z, delta_bias = args.scan_args(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method)
     t_first = lambda v: None if v is None else np.transpose(v, (2, 0, 1))   # noqa: E731  (L, b, d)
     dt = step_size(t_first(delta), delta_bias, delta_softplus)      # (L, b, d)
@@ -130,7 +130,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     ``out`` has the shape of ``x``.  Complex ``A`` (complex ``state``, ``B``, ``C`` allowed) is an
     extension with :func:`selective_scan`'s ``2·Re`` convention; mamba's kernel is real only.
     """
-    state, x, dt, A, B, C, D, z, dt_bias, has_heads = V.step_args(
+    state, x, dt, A, B, C, D, z, dt_bias, has_heads = args.step_args(
         state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
     h = np.shape(state)[1]
     g = np.shape(B)[1]

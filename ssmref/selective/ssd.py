@@ -25,7 +25,7 @@ Structured State Space Duality" (ICML 2024); mamba_ssm's ``mamba_chunk_scan_comb
 import autograd.numpy as np
 import numpy as onp
 
-from ssmref.selective import args as V
+from ssmref.selective import args
 from ssmref.selective.chunked import ssd_chunked
 from ssmref.selective.functional import diagonal_scan, silu, step_size
 
@@ -70,7 +70,7 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
     as in mamba's kernels.  ``chunk_size >= 1`` (any ``L``); the result does not depend on it.
     ``method``: ``"chunked"`` (default), ``"recurrence"`` or ``"parallel"`` (see module docs).
     """
-    x, dt, A, B, C, Q, D, z, dt_bias, initial_states, seq_idx, dt_limit = V.ssd_args(
+    x, dt, A, B, C, Q, D, z, dt_bias, initial_states, seq_idx, dt_limit = args.ssd_args(
         x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_limit,
         return_final_states, method)
     dt = step_size(dt, dt_bias, dt_softplus, dt_limit)             # (b, L, h)

@@ -19,7 +19,8 @@ optionally, separate ``Lambda``, ``B``, ``dt`` for the backward direction (absen
 import autograd.numpy as np
 
 from ssmref.checks import check_choice, shape_of
-from ssmref.structured import validate as V
+from ssmref.params import is_node
+from ssmref.structured import validate
 from ssmref.structured.diagonal import diag_convolve, diag_kernel, diag_parallel_scan, diag_scan
 
 MODES = {"scan": diag_scan, "parallel": diag_parallel_scan, "convolve": diag_convolve}
@@ -28,8 +29,8 @@ SHARED = ("Lambda", "B", "dt")
 
 def _backward_params(params, backward):
     # the backward system: C from `backward`, Λ, B, Δ from `backward` if given, else shared; D = 0
-    _, (m, n, p) = V.diag_params(params)
-    if not V.P.is_node(backward) or "C" not in backward.keys():
+    _, (m, n, p) = validate.diag_params(params)
+    if not is_node(backward) or "C" not in backward.keys():
         raise ValueError("backward must be a dict with key 'C' (and optionally 'Lambda', 'B', 'dt'), "
                          f"got {type(backward).__name__}")
     extra = [k for k in backward.keys() if k not in SHARED + ("C",)]
@@ -54,7 +55,7 @@ def bidirectional(params, backward, u, *, method, output, mode="scan", allow_uns
     ``allow_unstable`` is passed to :func:`diag_convolve` (the scans accept ``Re Λ > 0``).
     """
     check_choice("mode", mode, tuple(MODES))
-    V.options(method, output)
+    validate.options(method, output)
     back = _backward_params(params, backward)
     run = MODES[mode]
     extra = {"allow_unstable": allow_unstable} if mode == "convolve" else {}

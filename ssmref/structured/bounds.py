@@ -27,9 +27,9 @@ Why 1e-14 is not reachable everywhere:
 import numpy as onp
 
 from ssmref.structured import accurate
-from ssmref.structured import validate as V
-from ssmref.structured.diagonal import _discretize, _scan
-from ssmref.structured.dplr import _unit_roots
+from ssmref.structured import validate
+from ssmref.structured.diagonal import discrete_system, diag_scan_core
+from ssmref.structured.dplr import unit_roots
 
 EPS = onp.finfo(float).eps / 2
 C_OP = 5.0                      # one complex product / quotient, in units of ε
@@ -52,10 +52,10 @@ def diag_kernel_error_bound(params, length, *, method, output):
         c_k = 4 (ZOH: compensated exponent),   c_k = 4 + 3 k e(ΔΛ_n) (bilinear; e from
         :func:`ssmref.structured.accurate.bilinear_error_scale`: |w − z|, |w| or |w(4/z)|)
     """
-    V.options(method, output)
-    (Lam, B, C, D, dt), (m, n, p) = V.diag_params(params)
-    L = V.length(length)
-    _, Bbar = _discretize(Lam, B, dt, method)
+    validate.options(method, output)
+    (Lam, B, C, D, dt), (m, n, p) = validate.diag_params(params)
+    L = validate.length(length)
+    _, Bbar = discrete_system(Lam, B, dt, method)
     k = onp.arange(L, dtype=float)[:, None]                                      # (L, 1)
     mod_pow = onp.abs(accurate.power(k, dt, Lam, method))                         # |λ̄|^k, (L, n)
     c_k = 4.0 + (3.0 * k * accurate.bilinear_error_scale(dt, Lam) if method == "bilinear" else 0.0)
@@ -76,11 +76,11 @@ def diag_scan_error_bound(params, u, h0=None, *, method, output):
     with ``ρ = |λ̄|`` per state, evaluated along the computed trajectory.  (The associative scan
     rounds differently, ``log T`` products per element; its measured errors are of the same size.)
     """
-    V.options(method, output)
-    (Lam, B, C, D, dt), (m, n, p) = V.diag_params(params)
-    u, h0, _ = V.sequence(u, h0, m, n)
-    lam_bar, Bbar = _discretize(Lam, B, dt, method)
-    y, _ = _scan(Lam, B, C, D, dt, u, h0, method, output)
+    validate.options(method, output)
+    (Lam, B, C, D, dt), (m, n, p) = validate.diag_params(params)
+    u, h0, _ = validate.sequence(u, h0, m, n)
+    lam_bar, Bbar = discrete_system(Lam, B, dt, method)
+    y, _ = diag_scan_core(Lam, B, C, D, dt, u, h0, method, output)
     ub = onp.reshape(u, (-1,) + onp.shape(u)[-2:])                                # (batch, T, m)
     x = onp.zeros((ub.shape[0], n), complex) if h0 is None else onp.broadcast_to(h0, (ub.shape[0], n)) + 0j
     rho = onp.abs(lam_bar)
@@ -111,11 +111,11 @@ def dplr_kernel_error_bound(params, length):
 
     and the inverse FFT adds ``ε (3 log2 L + 2)`` times ``||K̂||_2/√L``; ``||ΔK||_2 ≤ ||ΔK̂||_2/√L``.
     """
-    Lam, P, Q, B, dt = V.dplr_core(params)
-    Ct = V.output_matrix(params, "Ct", onp.shape(Lam)[0])
-    L = V.length(length)
+    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Ct = validate.output_matrix(params, "Ct", onp.shape(Lam)[0])
+    L = validate.length(length)
     N, r = onp.shape(P)
-    om, op = _unit_roots(L)                                                       # 1 − ω, 1 + ω
+    om, op = unit_roots(L)                                                       # 1 − ω, 1 + ω
     d = 2.0 * om[:, None] - dt * Lam[None, :] * op[:, None]                       # (L, N)
     R = 2.0 * dt / d
     dtil = 2 * onp.abs(om)[:, None] + onp.abs(dt * Lam)[None, :] * onp.abs(op)[:, None]

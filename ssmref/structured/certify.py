@@ -25,26 +25,27 @@ float64 recurrence avoids because ``Λ̄`` itself is rounded), :func:`diag_kerne
 
 import numpy as onp
 
-from ssmref import highprec as H
-from ssmref.structured import diagonal as Dg
-from ssmref.structured import dplr as Dp
-from ssmref.structured import validate as V
+from ssmref import highprec
+from ssmref.checks import check_choice
+from ssmref.structured import diagonal
+from ssmref.structured import dplr
+from ssmref.structured import validate
 
 EPS = onp.finfo(float).eps / 2          # unit roundoff 2^-53
 
 
 def _diag_inputs(params):
-    (Lam, B, C, D, dt), dims = V.diag_params(params)
+    (Lam, B, C, D, dt), dims = validate.diag_params(params)
     n = dims[1]
     dt = onp.broadcast_to(onp.asarray(dt, dtype=float), (n,))
-    return tuple(H.to_mp(x) for x in (Lam, B, C, D, dt)), dims
+    return tuple(highprec.to_mp(x) for x in (Lam, B, C, D, dt)), dims
 
 
 def _mp_discretize(Lam, B, dt, method):
-    mp = H.mpmath()
+    mp = highprec.mpmath()
     z = Lam * dt
     if method == "zoh":
-        lam_bar = H.elementwise("exp")(z)
+        lam_bar = highprec.elementwise("exp")(z)
         b = onp.array([mp.expm1(zi) / li if li != 0 else di for zi, li, di in zip(z, Lam, dt)], dtype=object)
     else:
         lam_bar = (1 + z / 2) / (1 - z / 2)
@@ -52,28 +53,28 @@ def _mp_discretize(Lam, B, dt, method):
     return lam_bar, b[:, None] * B
 
 
-@H.high_precision
+@highprec.high_precision
 def mp_diag_discretize(params, method):
     """``(Λ̄, B̄)`` in 40 digits: ``exp(ΔΛ)``, ``expm1(ΔΛ)/Λ B`` (ZOH) or the bilinear quotients."""
-    V.check_choice("method", method, V.METHODS)
+    check_choice("method", method, validate.METHODS)
     (Lam, B, C, D, dt), _ = _diag_inputs(params)
     return _mp_discretize(Lam, B, dt, method)
 
 
-def _scale(output):
+def output_scale(output):
     return 2 if output == "2re" else 1
 
 
-@H.high_precision
+@highprec.high_precision
 def mp_diag_kernel(params, length, *, method, output):
     """``K[k] = s Re(C diag(Λ̄^k) B̄)`` (length, p, m) in 40 digits, ``Λ̄^k`` by running products."""
-    V.options(method, output)
+    validate.options(method, output)
     (Lam, B, C, D, dt), (m, n, p) = _diag_inputs(params)
     lam_bar, Bbar = _mp_discretize(Lam, B, dt, method)
     W = Bbar.copy()                                          # Λ̄^k B̄, (n, m)
     K = onp.empty((length, p, m), dtype=object)
     for k in range(length):
-        K[k] = _scale(output) * H.re(onp.dot(C, W))
+        K[k] = output_scale(output) * highprec.re(onp.dot(C, W))
         W = lam_bar[:, None] * W
     return K
 
@@ -86,91 +87,91 @@ def _as_batch(u, h0, n):
     return ub, h
 
 
-@H.high_precision
+@highprec.high_precision
 def mp_diag_scan(params, u, h0=None, *, method, output):
     """``(y, x_last)`` of the diagonal recurrence in 40 digits (same shapes as :func:`diag_scan`)."""
-    V.options(method, output)
+    validate.options(method, output)
     (Lam, B, C, D, dt), (m, n, p) = _diag_inputs(params)
-    u, h0, batch = V.sequence(u, h0, m, n)
+    u, h0, batch = validate.sequence(u, h0, m, n)
     lam_bar, Bbar = _mp_discretize(Lam, B, dt, method)
     ub, hb = _as_batch(u, h0, n)
     Y = onp.empty(ub.shape[:2] + (p,), dtype=object)
     X = onp.empty((ub.shape[0], n), dtype=object)
     for i in range(ub.shape[0]):
-        x, ui = H.to_mp(hb[i]), H.to_mp(ub[i])
+        x, ui = highprec.to_mp(hb[i]), highprec.to_mp(ub[i])
         for t in range(ub.shape[1]):
             x = lam_bar * x + onp.dot(Bbar, ui[t])
-            Y[i, t] = _scale(output) * H.re(onp.dot(C, x)) + onp.dot(D, ui[t])
+            Y[i, t] = output_scale(output) * highprec.re(onp.dot(C, x)) + onp.dot(D, ui[t])
         X[i] = x
     return Y.reshape(batch + Y.shape[1:]), X.reshape(batch + (n,))
 
 
 def _dplr_inputs(params):
-    Lam, P, Q, B, dt = V.dplr_core(params)
-    return tuple(H.to_mp(x) for x in (Lam, P, Q, B, dt))
+    Lam, P, Q, B, dt = validate.dplr_core(params)
+    return tuple(highprec.to_mp(x) for x in (Lam, P, Q, B, dt))
 
 
 def _mp_dplr_discretize(Lam, P, Q, B, dt):
     N = Lam.shape[0]
-    A = H.eye(N) * 0
+    A = highprec.eye(N) * 0
     for i in range(N):
         A[i, i] = Lam[i]
-    A = A - onp.dot(P, H.conj(Q).T)
-    left = H.eye(N) - (dt / 2) * A
-    return H.solve(left, H.eye(N) + (dt / 2) * A), H.solve(left, dt * B)
+    A = A - onp.dot(P, highprec.conj(Q).T)
+    left = highprec.eye(N) - (dt / 2) * A
+    return highprec.solve(left, highprec.eye(N) + (dt / 2) * A), highprec.solve(left, dt * B)
 
 
-@H.high_precision
+@highprec.high_precision
 def mp_dplr_discretize(params):
     """Dense ``(Ā, B̄)`` of the DPLR system in 40 digits by LU solves with ``I − Δ/2 A``."""
     return _mp_dplr_discretize(*_dplr_inputs(params))
 
 
-@H.high_precision
+@highprec.high_precision
 def mp_dplr_kernel(params, length):
     """``K[k] = Re(C Ā^k B̄)`` with ``C = C̃ (I − Ā^L)^{-1}``, in 40 digits (dense, no generating function)."""
     Lam, P, Q, B, dt = _dplr_inputs(params)
-    Ct = H.to_mp(V.output_matrix(params, "Ct", Lam.shape[0]))
+    Ct = highprec.to_mp(validate.output_matrix(params, "Ct", Lam.shape[0]))
     Abar, Bbar = _mp_dplr_discretize(Lam, P, Q, B, dt)
-    M = H.eye(Lam.shape[0]) - H.matrix_power(Abar, length)
-    C = H.solve(M.T, Ct.T).T                                  # C M = C̃
+    M = highprec.eye(Lam.shape[0]) - highprec.matrix_power(Abar, length)
+    C = highprec.solve(M.T, Ct.T).T                                  # C M = C̃
     K = onp.empty((length,) + (C.shape[0], B.shape[1]), dtype=object)
     W = Bbar
     for k in range(length):
-        K[k] = H.re(onp.dot(C, W))
+        K[k] = highprec.re(onp.dot(C, W))
         W = onp.dot(Abar, W)
     return K
 
 
-@H.high_precision
+@highprec.high_precision
 def mp_dplr_scan(params, u, h0=None):
     """``(y, x_last)`` of the DPLR recurrence in 40 digits with the dense ``Ā``, ``B̄``."""
     Lam, P, Q, B, dt = _dplr_inputs(params)
     N, m = B.shape
-    C = H.to_mp(V.output_matrix(params, "C", N))
-    D = H.to_mp(V.feedthrough(params, C.shape[0], m))
-    u, h0, batch = V.sequence(u, h0, m, N)
+    C = highprec.to_mp(validate.output_matrix(params, "C", N))
+    D = highprec.to_mp(validate.feedthrough(params, C.shape[0], m))
+    u, h0, batch = validate.sequence(u, h0, m, N)
     Abar, Bbar = _mp_dplr_discretize(Lam, P, Q, B, dt)
     ub, hb = _as_batch(u, h0, N)
     Y = onp.empty(ub.shape[:2] + (C.shape[0],), dtype=object)
     X = onp.empty((ub.shape[0], N), dtype=object)
     for i in range(ub.shape[0]):
-        x, ui = H.to_mp(hb[i]), H.to_mp(ub[i])
+        x, ui = highprec.to_mp(hb[i]), highprec.to_mp(ub[i])
         for t in range(ub.shape[1]):
             x = onp.dot(Abar, x) + onp.dot(Bbar, ui[t])
-            Y[i, t] = H.re(onp.dot(C, x)) + onp.dot(D, ui[t])
+            Y[i, t] = highprec.re(onp.dot(C, x)) + onp.dot(D, ui[t])
         X[i] = x
     return Y.reshape(batch + Y.shape[1:]), X.reshape(batch + (N,))
 
 
 KINDS = {
-    "diag_discretize": (lambda prm, method: Dg.diag_discretize(prm["Lambda"], prm["B"], prm["dt"], method),
+    "diag_discretize": (lambda prm, method: diagonal.diag_discretize(prm["Lambda"], prm["B"], prm["dt"], method),
                         mp_diag_discretize, ("Lambda_bar", "B_bar")),
-    "diag_kernel": (Dg.diag_kernel, mp_diag_kernel, ("K",)),
-    "diag_scan": (Dg.diag_scan, mp_diag_scan, ("y", "x_last")),
-    "dplr_discretize": (Dp.dplr_discretize, mp_dplr_discretize, ("A_bar", "B_bar")),
-    "dplr_kernel": (Dp.dplr_kernel, mp_dplr_kernel, ("K",)),
-    "dplr_scan": (Dp.dplr_scan, mp_dplr_scan, ("y", "x_last")),
+    "diag_kernel": (diagonal.diag_kernel, mp_diag_kernel, ("K",)),
+    "diag_scan": (diagonal.diag_scan, mp_diag_scan, ("y", "x_last")),
+    "dplr_discretize": (dplr.dplr_discretize, mp_dplr_discretize, ("A_bar", "B_bar")),
+    "dplr_kernel": (dplr.dplr_kernel, mp_dplr_kernel, ("K",)),
+    "dplr_scan": (dplr.dplr_scan, mp_dplr_scan, ("y", "x_last")),
 }
 
 
@@ -182,15 +183,15 @@ def certify(kind, *args, **kwargs):
     """``{output: ref_error}``: the float64 ssmref function of ``kind`` scored against its 40-digit
     reference on the same arguments, e.g. ``certify("diag_kernel", params, 1000, method="zoh",
     output="2re") -> {"K": 2.1e-16}``.  ``kind`` is one of :data:`KINDS`."""
-    V.check_choice("kind", kind, tuple(KINDS))
+    check_choice("kind", kind, tuple(KINDS))
     fn, mp_fn, names = KINDS[kind]
     got = _outputs(fn(*args, **kwargs), names)
     want = _outputs(mp_fn(*args, **{k: v for k, v in kwargs.items() if k != "allow_unstable"}), names)
-    return {k: H.ref_error(got[k], want[k]) for k in names}
+    return {k: highprec.ref_error(got[k], want[k]) for k in names}
 
 
 def reference(kind, *args, **kwargs):
     """The 40-digit reference of ``kind`` rounded to float64 / complex128: ``{output: array}``."""
-    V.check_choice("kind", kind, tuple(KINDS))
+    check_choice("kind", kind, tuple(KINDS))
     _, mp_fn, names = KINDS[kind]
-    return {k: H.to_float(v) for k, v in _outputs(mp_fn(*args, **kwargs), names).items()}
+    return {k: highprec.to_float(v) for k, v in _outputs(mp_fn(*args, **kwargs), names).items()}

@@ -38,14 +38,14 @@ from ssmref.checks import check_choice, shape_of
 from ssmref.recurrence import linear_recurrence
 from ssmref.ssm import associative_scan, causal_fft_conv
 from ssmref.structured import accurate
-from ssmref.structured import validate as V
+from ssmref.structured import validate
 
 
 # ---------------------------------------------------------------------------------------------
 # Discretization
 # ---------------------------------------------------------------------------------------------
 
-def _discretize(Lam, B, dt, method):
+def discrete_system(Lam, B, dt, method):
     # Λ̄ (n,), B̄ = diag(b) B (n, m)
     lam_bar = accurate.discrete_eigenvalue(dt, Lam, method)
     b = accurate.input_factor(dt, Lam, method)
@@ -65,12 +65,12 @@ def diag_discretize(Lambda, B, dt, method):
     if len(shape_of(Lambda)) != 1:
         raise ValueError(f"Lambda must have shape (n,), got {shape_of(Lambda)}")
     n = shape_of(Lambda)[0]
-    Lam = V.complex_array("Lambda", Lambda, (n,))
-    B = V.complex_array("B", B, (n, None))
-    dt = V.step("dt", dt, n)
-    check_choice("method", method, V.METHODS)
-    V.stability(Lam, dt, method, allow_unstable=True)
-    return _discretize(Lam, B, dt, method)
+    Lam = validate.complex_array("Lambda", Lambda, (n,))
+    B = validate.complex_array("B", B, (n, None))
+    dt = validate.step("dt", dt, n)
+    check_choice("method", method, validate.METHODS)
+    validate.stability(Lam, dt, method, allow_unstable=True)
+    return discrete_system(Lam, B, dt, method)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ def _readout(C, x, D, u, scale):
     return scale * np.real(np.dot(x, C.T)) + np.dot(u, D.T)
 
 
-def _scale(output):
+def output_scale(output):
     return 2.0 if output == "2re" else 1.0
 
 
@@ -92,13 +92,13 @@ def _inputs_in_time_major(u, Bbar):
     return np.moveaxis(bu, -2, 0)                            # (T, ..., n)
 
 
-def _scan(Lam, B, C, D, dt, u, h0, method, output):
-    lam_bar, Bbar = _discretize(Lam, B, dt, method)
+def diag_scan_core(Lam, B, C, D, dt, u, h0, method, output):
+    lam_bar, Bbar = discrete_system(Lam, B, dt, method)
     b = _inputs_in_time_major(u, Bbar)                       # (T, ..., n)
     a = np.reshape(lam_bar, (1,) * (np.ndim(b) - 1) + (-1,))  # (1, ..., n): constant in time
     x = linear_recurrence(a, b, h0)                          # (T, ..., n)
     x = np.moveaxis(x, 0, -2)                                # (..., T, n)
-    return _readout(C, x, D, u, _scale(output)), x[..., -1, :]
+    return _readout(C, x, D, u, output_scale(output)), x[..., -1, :]
 
 
 def diag_scan(params, u, h0=None, *, method, output):
@@ -110,11 +110,11 @@ def diag_scan(params, u, h0=None, *, method, output):
     conjugate-symmetric half).  Returns ``y: (..., T, p)`` real and ``x_last: (..., n)`` complex.
     The time loop is :func:`ssmref.recurrence.linear_recurrence` (one primitive, adjoint VJP).
     """
-    V.options(method, output)
-    (Lam, B, C, D, dt), (m, n, p) = V.diag_params(params)
-    u, h0, _ = V.sequence(u, h0, m, n)
-    V.stability(Lam, dt, method, allow_unstable=True)
-    return _scan(Lam, B, C, D, dt, u, h0, method, output)
+    validate.options(method, output)
+    (Lam, B, C, D, dt), (m, n, p) = validate.diag_params(params)
+    u, h0, _ = validate.sequence(u, h0, m, n)
+    validate.stability(Lam, dt, method, allow_unstable=True)
+    return diag_scan_core(Lam, B, C, D, dt, u, h0, method, output)
 
 
 def _diag_combine(a, b):
@@ -128,18 +128,18 @@ def diag_parallel_scan(params, u, h0=None, *, method, output):
     elements ``(Λ̄, B̄ u_t)`` combined by ``(λ1, v1) • (λ2, v2) = (λ2 λ1, λ2 v1 + v2)`` with
     :func:`ssmref.ssm.associative_scan` (O(log T) rounds); ``h0`` enters as ``v_0 += Λ̄ ⊙ h0``.
     """
-    V.options(method, output)
-    (Lam, B, C, D, dt), (m, n, p) = V.diag_params(params)
-    u, h0, batch = V.sequence(u, h0, m, n)
-    V.stability(Lam, dt, method, allow_unstable=True)
-    lam_bar, Bbar = _discretize(Lam, B, dt, method)
+    validate.options(method, output)
+    (Lam, B, C, D, dt), (m, n, p) = validate.diag_params(params)
+    u, h0, batch = validate.sequence(u, h0, m, n)
+    validate.stability(Lam, dt, method, allow_unstable=True)
+    lam_bar, Bbar = discrete_system(Lam, B, dt, method)
     v = _inputs_in_time_major(u, Bbar)                       # (T, ..., n)
     if h0 is not None:
         v = np.concatenate([v[:1] + lam_bar * h0, v[1:]], axis=0)
     lam_t = lam_bar * np.ones(np.shape(v))                   # (T, ..., n): Λ̄ at every step
     _, x = associative_scan(_diag_combine, (lam_t, v))       # (T, ..., n)
     x = np.moveaxis(x, 0, -2)                                # (..., T, n)
-    return _readout(C, x, D, u, _scale(output)), x[..., -1, :]
+    return _readout(C, x, D, u, output_scale(output)), x[..., -1, :]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,9 +154,9 @@ def _powers(Lam, dt, method, count):
 
 def _kernel(Lam, B, C, dt, L, method, output):
     # K[k] = s Re(C diag(Λ̄^k) B̄): (L, p, m)
-    _, Bbar = _discretize(Lam, B, dt, method)
+    _, Bbar = discrete_system(Lam, B, dt, method)
     W = _powers(Lam, dt, method, L)                  # (L, n)
-    return _scale(output) * np.real(np.einsum("pn,ln,nm->lpm", C, W, Bbar))
+    return output_scale(output) * np.real(np.einsum("pn,ln,nm->lpm", C, W, Bbar))
 
 
 def diag_kernel(params, length, *, method, output, allow_unstable=False):
@@ -167,10 +167,10 @@ def diag_kernel(params, length, *, method, output, allow_unstable=False):
     ``K[0] = s·Re(C B̄)`` (the output reads the new state).  Refuses ``Re Λ > 0`` unless
     ``allow_unstable=True``.
     """
-    V.options(method, output)
-    (Lam, B, C, D, dt), _ = V.diag_params(params)
-    L = V.length(length)
-    V.stability(Lam, dt, method, allow_unstable)
+    validate.options(method, output)
+    (Lam, B, C, D, dt), _ = validate.diag_params(params)
+    L = validate.length(length)
+    validate.stability(Lam, dt, method, allow_unstable)
     return _kernel(Lam, B, C, dt, L, method, output)
 
 
@@ -182,13 +182,13 @@ def diag_convolve(params, u, h0=None, *, method, output, allow_unstable=False):
 
     (:func:`ssmref.ssm.causal_fft_conv`: explicit zero padding to ``next_pow2(2T)``).
     """
-    V.options(method, output)
-    (Lam, B, C, D, dt), (m, n, p) = V.diag_params(params)
-    u, h0, _ = V.sequence(u, h0, m, n)
-    V.stability(Lam, dt, method, allow_unstable)
+    validate.options(method, output)
+    (Lam, B, C, D, dt), (m, n, p) = validate.diag_params(params)
+    u, h0, _ = validate.sequence(u, h0, m, n)
+    validate.stability(Lam, dt, method, allow_unstable)
     T = shape_of(u)[-2]
-    s = _scale(output)
-    _, Bbar = _discretize(Lam, B, dt, method)
+    s = output_scale(output)
+    _, Bbar = discrete_system(Lam, B, dt, method)
     W = _powers(Lam, dt, method, T + 1)                         # (T+1, n): Λ̄^0 .. Λ̄^T
     K = s * np.real(np.einsum("pn,ln,nm->lpm", C, W[:T], Bbar))        # (T, p, m)
     y = causal_fft_conv(K, u) + np.dot(u, D.T)                         # (..., T, p)

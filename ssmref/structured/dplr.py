@@ -42,7 +42,7 @@ References: Gu, Goel, Ré, "Efficiently Modeling Long Sequences with Structured 
 import autograd.numpy as np
 import numpy as onp
 
-from ssmref.structured import validate as V
+from ssmref.structured import validate
 
 
 def _resolvent_parts(Lam, P, Q, dt):
@@ -60,7 +60,7 @@ def _apply_resolvent(E, M, P, Q, y):
     return Ey - E * np.einsum("nr,r...->...n", P, w)
 
 
-def _discretize(Lam, P, Q, B, dt):
+def dplr_discrete_system(Lam, P, Q, B, dt):
     E, M = _resolvent_parts(Lam, P, Q, dt)
     N = np.shape(Lam)[0]
     A0 = (2.0 / dt) * np.eye(N) + np.diag(Lam) - np.dot(P, np.conj(Q).T)   # (N, N)
@@ -75,8 +75,8 @@ def dplr_discretize(params):
     ``params``: ``{"Lambda": (N,), "P": (N, r), "Q": (N, r), "B": (N, m), "dt": ()}`` (other keys
     ignored).  ``A_1 = (2/Δ − Λ + P Q^*)^{-1}`` by Woodbury (as annotated-s4's ``discrete_DPLR``).
     """
-    Lam, P, Q, B, dt = V.dplr_core(params)
-    return _discretize(Lam, P, Q, B, dt)
+    Lam, P, Q, B, dt = validate.dplr_core(params)
+    return dplr_discrete_system(Lam, P, Q, B, dt)
 
 
 def _matrix_power(M, k):
@@ -96,21 +96,21 @@ def dplr_truncate(params, length):
 
     ``Ā^L`` by repeated squaring of the rounded ``Ā`` (relative error ≈ L ε ||Ā^L||).
     """
-    Lam, P, Q, B, dt = V.dplr_core(params)
-    C = V.output_matrix(params, "C", np.shape(Lam)[0])
-    L = V.length(length)
-    Abar, _ = _discretize(Lam, P, Q, B, dt)
+    Lam, P, Q, B, dt = validate.dplr_core(params)
+    C = validate.output_matrix(params, "C", np.shape(Lam)[0])
+    L = validate.length(length)
+    Abar, _ = dplr_discrete_system(Lam, P, Q, B, dt)
     return C - np.dot(C, _matrix_power(Abar, L))
 
 
 def dplr_untruncate(params, length):
     """``C = C̃ (I − Ā^L)^{-1}`` (p, N) from ``params["Ct"]``; ``ValueError`` if ``I − Ā^L`` is singular."""
-    Lam, P, Q, B, dt = V.dplr_core(params)
-    Ct = V.output_matrix(params, "Ct", np.shape(Lam)[0])
-    L = V.length(length)
-    Abar, _ = _discretize(Lam, P, Q, B, dt)
+    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Ct = validate.output_matrix(params, "Ct", np.shape(Lam)[0])
+    L = validate.length(length)
+    Abar, _ = dplr_discrete_system(Lam, P, Q, B, dt)
     M = np.eye(np.shape(Lam)[0]) - _matrix_power(Abar, L)
-    V.invertible("I - Abar^L", M)
+    validate.invertible("I - Abar^L", M)
     return np.linalg.solve(M.T, Ct.T).T
 
 
@@ -123,11 +123,11 @@ def dplr_scan(params, u, h0=None):
     ``u: (T, m)`` or ``(batch, T, m)`` real; ``h0: (N,)`` or ``(batch, N)`` complex.
     (A taped Python loop over ``t``: the state matrix is not diagonal.)
     """
-    Lam, P, Q, B, dt = V.dplr_core(params)
+    Lam, P, Q, B, dt = validate.dplr_core(params)
     N = np.shape(Lam)[0]
-    C = V.output_matrix(params, "C", N)
-    D = V.feedthrough(params, np.shape(C)[0], np.shape(B)[1])
-    u, h0, batch = V.sequence(u, h0, np.shape(B)[1], N)
+    C = validate.output_matrix(params, "C", N)
+    D = validate.feedthrough(params, np.shape(C)[0], np.shape(B)[1])
+    u, h0, batch = validate.sequence(u, h0, np.shape(B)[1], N)
     E, M = _resolvent_parts(Lam, P, Q, dt)
     x = np.zeros(batch + (N,)) + 0j if h0 is None else h0 + 0j             # (..., N)
     ys = []
@@ -139,7 +139,7 @@ def dplr_scan(params, u, h0=None):
     return np.stack(ys, axis=-2), x
 
 
-def _unit_roots(L):
+def unit_roots(L):
     # 1 − ω_j and 1 + ω_j, ω_j = exp(−2πi j/L), without cancellation: (L,) each
     half = onp.pi * onp.arange(L) / L                   # θ_j / 2
     s, c, s2 = onp.sin(half), onp.cos(half), onp.sin(2.0 * half)
@@ -147,7 +147,7 @@ def _unit_roots(L):
 
 
 def _kernel(Lam, P, Q, B, Ct, dt, L):
-    one_minus, one_plus = _unit_roots(L)
+    one_minus, one_plus = unit_roots(L)
     R = 2.0 * dt / (2.0 * one_minus[:, None] - dt * Lam[None, :] * one_plus[:, None])   # (L, N)
     Qc = np.conj(Q)
     k00 = np.einsum("pn,ln,nm->lpm", Ct, R, B)          # (L, p, m)
@@ -170,10 +170,10 @@ def dplr_kernel(params, length, *, allow_unstable=False):
     Cost O(L N (p m + r (p + m + r))) plus the FFT.  Refuses ``Re Λ > 0`` unless
     ``allow_unstable=True`` (with ``Q = P`` and ``Re Λ ≤ 0``, ``A + A^* ⪯ 0``: the system is stable).
     """
-    Lam, P, Q, B, dt = V.dplr_core(params)
-    Ct = V.output_matrix(params, "Ct", np.shape(Lam)[0])
-    L = V.length(length)
-    V.stable(Lam, allow_unstable)
+    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Ct = validate.output_matrix(params, "Ct", np.shape(Lam)[0])
+    L = validate.length(length)
+    validate.stable(Lam, allow_unstable)
     return _kernel(Lam, P, Q, B, Ct, dt, L)
 
 
@@ -183,7 +183,7 @@ def dplr_from_half(params):
     every array along the state axis becomes ``[x, conj(x)]`` (``Lambda, P, Q, B`` on axis 0,
     ``C``/``Ct`` on axis 1).  Then ``Re(C_full x_full) = 2 Re(C x)`` on real inputs.
     """
-    V.params_dict(params, ("Lambda", "P", "Q", "B"), "DPLR conjugate-pair halves")
+    validate.params_dict(params, ("Lambda", "P", "Q", "B"), "DPLR conjugate-pair halves")
     out = {}
     for k in params.keys():
         x = params[k]

@@ -20,9 +20,9 @@ complex discretization, because ``expm`` and the bilinear inverse commute with t
 import autograd.numpy as np
 
 from ssmref.checks import check_choice, check_flag, shape_of
-from ssmref.structured import validate as V
-from ssmref.structured.diagonal import _discretize, _scale
-from ssmref.structured.dplr import _discretize as _dplr_discretize
+from ssmref.structured import validate
+from ssmref.structured.diagonal import discrete_system, output_scale
+from ssmref.structured.dplr import dplr_discrete_system
 
 
 def real_matrix(M):
@@ -81,15 +81,15 @@ def diag_to_dense(params, *, method, output):
     it is ``discretize(blocks of Λ, rows of B, Δ)`` with ``A`` and ``B`` scaled by ``Δ``.
     """
     if method is not None:
-        check_choice("method", method, V.METHODS)
-    check_choice("output", output, V.OUTPUTS)
-    (Lam, B, C, D, dt), _ = V.diag_params(params)
+        check_choice("method", method, validate.METHODS)
+    check_choice("output", output, validate.OUTPUTS)
+    (Lam, B, C, D, dt), _ = validate.diag_params(params)
     if method is None:
         return complex_to_real_system(dt * Lam, (dt * np.ones(shape_of(Lam)))[:, None] * B, C, D,
-                                      scale=_scale(output))
-    V.stability(Lam, dt, method, allow_unstable=True)
-    lam_bar, Bbar = _discretize(Lam, B, dt, method)
-    return complex_to_real_system(lam_bar, Bbar, C, D, scale=_scale(output))
+                                      scale=output_scale(output))
+    validate.stability(Lam, dt, method, allow_unstable=True)
+    lam_bar, Bbar = discrete_system(Lam, B, dt, method)
+    return complex_to_real_system(lam_bar, Bbar, C, D, scale=output_scale(output))
 
 
 def dplr_to_dense(params, *, discrete=True):
@@ -101,12 +101,12 @@ def dplr_to_dense(params, *, discrete=True):
     ``ssmref.ssm.discretize(A, B, dt, "bilinear")`` (equal to the discrete one).
     """
     check_flag("discrete", discrete)
-    Lam, P, Q, B, dt = V.dplr_core(params)
+    Lam, P, Q, B, dt = validate.dplr_core(params)
     N = shape_of(Lam)[0]
-    C = V.output_matrix(params, "C", N)
-    D = V.feedthrough(params, shape_of(C)[0], shape_of(B)[1])
+    C = validate.output_matrix(params, "C", N)
+    D = validate.feedthrough(params, shape_of(C)[0], shape_of(B)[1])
     if discrete:
-        A, B = _dplr_discretize(Lam, P, Q, B, dt)
+        A, B = dplr_discrete_system(Lam, P, Q, B, dt)
     else:
         A = np.diag(Lam) - np.dot(P, np.conj(Q).T)
     return complex_to_real_system(A, B, C, D)

@@ -26,9 +26,9 @@ import numpy as onp
 from autograd.tracer import getval
 
 from ssmref.checks import shape_of
-from ssmref.structured import validate as V
+from ssmref.structured import validate
 from ssmref.structured.accurate import power
-from ssmref.structured.diagonal import _discretize, _scale
+from ssmref.structured.diagonal import discrete_system, output_scale
 
 S4D_KEYS = ("Lambda", "B", "C", "D", "dt")
 REAL_KEYS = ("log_neg_re", "im", "B_re", "B_im", "C_re", "C_im", "D", "log_dt")
@@ -36,28 +36,28 @@ REAL_KEYS = ("log_neg_re", "im", "B_re", "B_im", "C_re", "C_im", "D", "log_dt")
 
 def _s4d_params(params):
     """Validate S4D layout params; returns ``(Lam (H,N), B (H,N), C (c,H,N), D (c,H), dt (H,N))``."""
-    V.params_dict(params, S4D_KEYS, "S4D channel layout")
+    validate.params_dict(params, S4D_KEYS, "S4D channel layout")
     Lam = params["Lambda"]
     if len(shape_of(Lam)) != 2:
         raise ValueError(f"params['Lambda'] must have shape (H, N) (one copy per channel), got {shape_of(Lam)}")
     H, N = shape_of(Lam)
-    Lam = V.complex_array("params['Lambda']", Lam, (H, N))
-    B = V.complex_array("params['B']", params["B"], (H, N))
+    Lam = validate.complex_array("params['Lambda']", Lam, (H, N))
+    B = validate.complex_array("params['B']", params["B"], (H, N))
     C = params["C"]
     if shape_of(C) == (H, N):
         C = C[None]                                          # (1, H, N): one output channel
-    C = V.complex_array("params['C']", C, (None, H, N))
+    C = validate.complex_array("params['C']", C, (None, H, N))
     c = shape_of(C)[0]
     D = params["D"]
     if shape_of(D) == (H,):
         D = D[None]                                          # (1, H)
-    D = V.real_array("params['D']", D, (c, H))
+    D = validate.real_array("params['D']", D, (c, H))
     dt = params["dt"]
     if shape_of(dt) not in ((H,), (H, N)):
         raise ValueError(f"params['dt'] must have shape ({H},) (per channel) or ({H}, {N}) (per state), "
                          f"got {shape_of(dt)}")
-    dt = V.real_array("params['dt']", dt, shape_of(dt))
-    V.step("params['dt']", np.reshape(dt, (-1,)), int(onp.size(getval(dt))))
+    dt = validate.real_array("params['dt']", dt, shape_of(dt))
+    validate.step("params['dt']", np.reshape(dt, (-1,)), int(onp.size(getval(dt))))
     if shape_of(dt) == (H,):
         dt = dt[:, None] * np.ones((1, N))                   # (H, N): the channel's step for its N states
     return Lam, B, C, D, dt
@@ -91,16 +91,16 @@ def s4d_kernel(params, length, *, method, output, allow_unstable=False):
     same numbers as ``diag_kernel(s4d_to_diag(params))[:, cH + h, h]``).  S4D's own code computes
     ``K = 2·Re(sum_i C_i (exp(ΔΛ_i) − 1)/Λ_i exp(kΔΛ_i))`` with ``B = 1`` (``output="2re"``).
     """
-    V.options(method, output)
+    validate.options(method, output)
     single = shape_of(params["C"]) == shape_of(params["Lambda"])
     Lam, B, C, D, dt = _s4d_params(params)
-    L = V.length(length)
-    V.stability(Lam, dt, method, allow_unstable)
+    L = validate.length(length)
+    validate.stability(Lam, dt, method, allow_unstable)
     H, N = shape_of(Lam)
-    lam_bar, Bbar = _discretize(np.reshape(Lam, (-1,)), np.reshape(B, (-1, 1)), np.reshape(dt, (-1,)), method)
+    lam_bar, Bbar = discrete_system(np.reshape(Lam, (-1,)), np.reshape(B, (-1, 1)), np.reshape(dt, (-1,)), method)
     k = np.arange(L, dtype=float)[:, None, None]                                 # (L, 1, 1)
     W = power(k, dt, Lam, method)                                                 # (L, H, N)
-    K = _scale(output) * np.real(np.einsum("chi,hi,lhi->chl", C, np.reshape(Bbar, (H, N)), W))
+    K = output_scale(output) * np.real(np.einsum("chi,hi,lhi->chl", C, np.reshape(Bbar, (H, N)), W))
     return K[0] if single else K
 
 
@@ -112,9 +112,9 @@ def from_real(raw):
     ``raw``: ``{"log_neg_re": (n,), "im": (n,), "B_re", "B_im": (n, m), "C_re", "C_im": (p, n),
     "D": (p, m), "log_dt": () or (n,)}``, all real.  ``Re Λ < 0`` for every finite input.
     """
-    V.params_dict(raw, REAL_KEYS, "real parametrisation")
+    validate.params_dict(raw, REAL_KEYS, "real parametrisation")
     for k in REAL_KEYS:
-        V.real_array(f"raw[{k!r}]", raw[k], shape_of(raw[k]))
+        validate.real_array(f"raw[{k!r}]", raw[k], shape_of(raw[k]))
     return {"Lambda": -np.exp(raw["log_neg_re"]) + 1j * raw["im"],
             "B": raw["B_re"] + 1j * raw["B_im"], "C": raw["C_re"] + 1j * raw["C_im"],
             "D": raw["D"], "dt": np.exp(raw["log_dt"])}

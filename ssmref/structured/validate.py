@@ -16,7 +16,7 @@ shape or type.  Conventions enforced here (see ``docs/structured.md``):
 import numpy as onp
 from autograd.tracer import getval
 
-from ssmref import params as P
+from ssmref.params import is_node
 from ssmref.checks import check_choice, check_flag, check_int, check_shape, shape_of
 
 METHODS = ("zoh", "bilinear")
@@ -83,7 +83,7 @@ def stability(Lambda, dt, method, allow_unstable, *, where="Lambda"):
 
 
 def params_dict(params, keys, kind):
-    if not P.is_node(params):
+    if not is_node(params):
         raise ValueError(f"params must be a dict with keys {list(keys)} ({kind}), got {type(params).__name__}")
     missing = [k for k in keys if k not in params.keys()]
     if missing:

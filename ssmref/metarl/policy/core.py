@@ -191,7 +191,7 @@ def policy_heads(params, spec, y, obs):
 # ---------------------------------------------------------------------------------------------
 
 # h_t = A h_{t-1} + B x_t,  y_t = C h_t + D x_t,  h_{-1} = 0;  then the heads at every step
-def _sequence(params, spec, obs, prev_actions, prev_rewards, mode, return_states=False):
+def policy_sequence_core(params, spec, obs, prev_actions, prev_rewards, mode, return_states=False):
     x = _inputs(spec, obs, prev_actions, prev_rewards)              # (N, T, in_dim)
     y, _ = run_ssm(params["ssm"], x, None, mode)                    # (N, T, p)
     out = policy_heads(params, spec, y, obs)
@@ -216,7 +216,7 @@ def policy_sequence(params, spec, obs, prev_actions=None, prev_rewards=None, mod
     check_params(params, spec)
     mode = check_choice("mode", spec.mode if mode is None else mode, tuple(MODES))
     obs, prev_actions, prev_rewards = _check_episode_inputs(spec, obs, prev_actions, prev_rewards)
-    return _sequence(params, spec, obs, prev_actions, prev_rewards, mode, return_states)
+    return policy_sequence_core(params, spec, obs, prev_actions, prev_rewards, mode, return_states)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def sample(spec, out, rng=None, deterministic=False):
 # ---------------------------------------------------------------------------------------------
 
 # a_t ~ pi(. | o_<=t, a_<t, r_<t) by the step form, fed back into the environment
-def _rollout(params, spec, env, rng, deterministic=False):
+def policy_rollout_core(params, spec, env, rng, deterministic=False):
     params = stop_gradient(params)
     h = None
 
@@ -349,4 +349,4 @@ def policy_rollout(params, spec, env, rng=None, deterministic=False):
     """
     check_env(spec, env)
     check_params(params, spec)
-    return _rollout(params, spec, env, as_rng(rng), deterministic)
+    return policy_rollout_core(params, spec, env, as_rng(rng), deterministic)

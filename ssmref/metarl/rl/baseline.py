@@ -62,7 +62,7 @@ def _ridge_solve(gram, rhs, reg_coeff):
 
 
 # c = lstsq(F^T F + reg I, F^T y),  reg = reg_coeff * 10^j,  j = 0..4: the first finite c
-def _fit_linear_baseline(obs, returns, m, reg_coeff=1e-5):
+def fit_linear_baseline_core(obs, returns, m, reg_coeff=1e-5):
     valid = m.reshape(-1) > 0                                   # (N*T,)
     feats = onp.asarray(_baseline_features(obs, m))             # (N, T, k)
     k = feats.shape[2]
@@ -105,11 +105,11 @@ def fit_linear_baseline(obs, returns, mask, reg_coeff=1e-5):
     _check_obs(obs_v, m)
     if not onp.all(onp.isfinite(obs_v.reshape(-1, obs_v.shape[2])[valid])):
         raise ValueError("obs must be finite at valid steps")
-    return _fit_linear_baseline(obs_v, ret_v, m, reg_coeff)
+    return fit_linear_baseline_core(obs_v, ret_v, m, reg_coeff)
 
 
 # b_t = phi_t . c  (0 at masked steps)
-def _predict_linear_baseline(coeffs, obs, m):
+def predict_linear_baseline_core(coeffs, obs, m):
     return masked(np.dot(_baseline_features(obs, m), coeffs), m)     # (N, T)
 
 
@@ -126,7 +126,7 @@ def predict_linear_baseline(coeffs, obs, mask):
         raise ValueError(f"coeffs has shape {tuple(np.shape(coeffs))} but obs has shape "
                          f"{tuple(np.shape(obs))}; coeffs must have shape "
                          f"(2*obs_dim + 4,) = ({k},)")
-    return _predict_linear_baseline(coeffs, obs, m)
+    return predict_linear_baseline_core(coeffs, obs, m)
 
 
 class LinearFeatureBaseline:

@@ -53,7 +53,7 @@ def discount_cumsum(x, mask, discount):
 
 
 # R_t = sum_{k>=t, k valid} gamma^(k-t) r_k
-def _discounted_returns(rewards, m, gamma):
+def discounted_returns_core(rewards, m, gamma):
     return _discount_cumsum(rewards, m, gamma)
 
 
@@ -66,7 +66,7 @@ def discounted_returns(rewards, mask, gamma):
     """
     m = check_mask(mask)
     check_like_mask("rewards", rewards, m)
-    return _discounted_returns(rewards, m, check_discount("gamma", gamma))
+    return discounted_returns_core(rewards, m, check_discount("gamma", gamma))
 
 
 # delta_t = r_t + gamma V_{t+1} - V_t  (V = 0 after the path end)

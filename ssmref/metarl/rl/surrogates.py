@@ -41,7 +41,7 @@ def dice_magic_box(x):
 
 
 # n = sum(mask),  mean = sum(mask A) / n,  std = sqrt(sum(mask (A - mean)^2) / n)
-def _normalize_advantages(adv, m, eps=1e-8):
+def normalize_advantages_core(adv, m, eps=1e-8):
     n = float(onp.sum(m))
     a = masked(adv, m)
     mean = np.sum(a) / n
@@ -65,11 +65,11 @@ def normalize_advantages(adv, mask, eps=1e-8):
     m = check_mask(mask)
     check_like_mask("adv", adv, m)
     check_valid_steps(m, "normalize_advantages")
-    return _normalize_advantages(adv, m, eps)
+    return normalize_advantages_core(adv, m, eps)
 
 
 # L = - sum_{n,t} mask_nt log pi_nt stop_gradient(A_nt) / sum_{n,t} mask_nt
-def _reinforce_surrogate(log_probs, advantages, m):
+def reinforce_surrogate_core(log_probs, advantages, m):
     n = float(onp.sum(m))
     adv = stop_gradient(masked(advantages, m))
     return -np.sum(masked(log_probs, m) * adv) / n
@@ -92,11 +92,11 @@ def reinforce_surrogate(log_probs, advantages, mask):
     check_like_mask("log_probs", log_probs, m)
     check_like_mask("advantages", advantages, m)
     check_valid_steps(m, "reinforce_surrogate")
-    return _reinforce_surrogate(log_probs, advantages, m)
+    return reinforce_surrogate_core(log_probs, advantages, m)
 
 
 # L = (1/N) sum_n sum_t box(c_nt) gamma^t r_nt  [+ baseline term, which evaluates to 0]
-def _dice_surrogate(log_probs, rewards, m, gamma, baseline=None, baseline_term="foerster"):
+def dice_surrogate_core(log_probs, rewards, m, gamma, baseline=None, baseline_term="foerster"):
     N, T = m.shape
     disc = gamma ** onp.arange(T, dtype=onp.float64)           # (T,): gamma^t, 0^0 = 1
     lp = masked(log_probs, m)                                   # (N, T), 0 after the path end
@@ -152,4 +152,4 @@ def dice_surrogate(log_probs, rewards, mask, gamma, baseline=None, baseline_term
             raise ValueError(f"baseline_term must be one of {BASELINE_TERMS}, "
                              f"got {baseline_term!r}")
         check_like_mask("baseline", baseline, m)
-    return _dice_surrogate(log_probs, rewards, m, gamma, baseline, baseline_term)
+    return dice_surrogate_core(log_probs, rewards, m, gamma, baseline, baseline_term)

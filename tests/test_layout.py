@@ -1,0 +1,154 @@
+"""The package's layout is part of the specification: no import cycles, short modules, one
+NumPy alias convention, and the layers of docs/index.md.
+
+Imports are read from the source (``ast``), module level and inside functions alike: a lazy import
+inside a function closes a cycle as surely as one at the top.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+import ssmref
+
+ROOT = pathlib.Path(ssmref.__file__).parent
+MAX_LINES = 420            # "about 400": a module is read in one sitting
+
+
+def module_name(path):
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def imported_modules(name, path):
+    """The ssmref modules that module ``name`` imports (a submodule where ``from pkg import sub``
+    names one, else the package)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                out.add(sub if sub in MODULES else target)
+    return {m for m in out if m in MODULES and m != name}
+
+
+GRAPH = {name: imported_modules(name, path) for name, path in MODULES.items()}
+
+
+def find_cycle(graph):
+    """A list of modules forming a cycle, or ``None`` (depth-first search, colours)."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(GRAPH)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_is_short(name):
+    lines = len(MODULES[name].read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES, f"{name} has {lines} lines (at most {MAX_LINES})"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_numpy_aliases(name):
+    """``np`` is ``autograd.numpy`` and ``onp`` plain NumPy, everywhere; no other alias."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == "numpy":
+                    assert a.asname == "onp", f"{name}: import numpy as {a.asname}"
+                if a.name == "autograd.numpy":
+                    assert a.asname == "np", f"{name}: import autograd.numpy as {a.asname}"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_cryptic_module_aliases(name):
+    """ssmref's own modules are imported under their own names (no ``P``, ``S``, ``V``)."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            module = getattr(node, "module", None) or ""
+            for a in node.names:
+                target = a.name if isinstance(node, ast.Import) else f"{module}.{a.name}"
+                if target in MODULES and a.asname is not None:
+                    assert a.asname == a.name.rpartition(".")[2], \
+                        f"{name}: {target} imported as {a.asname}"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_absolute_imports(name):
+    """One convention: ``from ssmref.x import y``, never a relative import."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    relative = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
+    assert not relative, f"{name}: relative imports at lines {relative}"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_private_names_imported_across_modules(name):
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("ssmref")):
+            private = [a.name for a in node.names
+                       if a.name.startswith("_") and not a.name.startswith("__")]
+            assert not private, f"{name} imports private names {private} from {node.module}"
+
+
+def test_foundation_does_not_import_the_layers_above():
+    """params, rng, checks, recurrence, optim, nn and maml sit below every model and tool."""
+    foundation = {"ssmref.params", "ssmref.rng", "ssmref.checks", "ssmref.recurrence",
+                  "ssmref.optim", "ssmref.nn", "ssmref.maml"}
+    for name in foundation & set(GRAPH):
+        above = sorted(m for m in GRAPH[name] if m not in foundation)
+        assert not above, f"{name} imports {above}"
+
+
+def test_models_do_not_import_applications_or_tools():
+    for name, deps in GRAPH.items():
+        if name.startswith("ssmref.ssm"):
+            bad = sorted(d for d in deps if d.startswith(("ssmref.metarl", "ssmref.adaptation",
+                                                          "ssmref.crosscheck", "ssmref.experiments",
+                                                          "ssmref.cli")))
+            assert not bad, f"{name} imports {bad}"
