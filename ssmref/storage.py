@@ -54,7 +54,7 @@ def regular_file(path, what="file"):
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ValueError(f"{what} {path} does not exist") from None
+        raise ValueError(f"{what} {path} does not exist (no such file)") from None
     except OSError as e:
         raise ValueError(f"{what} {path} cannot be read ({e.strerror})") from None
     if not stat.S_ISREG(st.st_mode):
@@ -227,7 +227,7 @@ def _read_header(member, info, where):
     except ValueError as e:
         raise ValueError(f"{where}: unreadable array header ({str(e).splitlines()[0]})") from None
     if dtype.hasobject:
-        raise ValueError(f"{where}: dtype object needs pickle, which is never used")
+        raise ValueError(f"{where}: unreadable array (dtype object needs pickle, which is never used)")
     if any(not isinstance(s, int) or s < 0 for s in shape):
         raise ValueError(f"{where}: invalid shape {shape}")
     return tuple(shape), bool(fortran), dtype
@@ -307,7 +307,7 @@ def load_npz(path, expected=None, *, allow_extra=False, finite=False):
         if name not in expected:
             if allow_extra:
                 return
-            raise ValueError(f"{path}: unexpected array {name!r}; expected {sorted(expected)}")
+            raise ValueError(f"{path}: unexpected arrays {[name]}; expected {sorted(expected)}")
         want, kind = _spec(expected[name])
         if not _kind_ok(dtype, kind):
             raise ValueError(f"{path}: array {name!r} has dtype {dtype}, expected kind {kind!r}")
@@ -387,16 +387,18 @@ def _read_meta(path):
     """The JSON header ``meta_json`` of a checkpoint, read alone and bounded."""
     def check(name, shape, dtype):
         if len(shape) != 1 or dtype != onp.uint8:
-            raise ValueError(f"{path}: 'meta_json' must be a 1-d uint8 array, got {dtype} {shape}")
+            raise ValueError(f"{path}: missing or malformed 'meta_json' (a 1-d uint8 array, got "
+                             f"{dtype} {shape})")
 
     raw = read_npz(path, check=check, only={"meta_json"}, max_bytes=MAX_JSON_BYTES)
     if "meta_json" not in raw:
-        raise ValueError(f"{path}: missing 'meta_json'")
+        raise ValueError(f"{path}: missing or malformed 'meta_json'")
     try:
         text = raw["meta_json"].tobytes().decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: 'meta_json' is not UTF-8 text") from None
-    meta = parse_json(text, f"{path}: meta_json")
+        raise ValueError(f"{path}: malformed metadata: 'meta_json' is not UTF-8 text") from None
+    meta = parse_json(text, f"{path}: malformed metadata: meta_json")
     if not isinstance(meta, dict):
-        raise ValueError(f"{path}: meta_json must hold a JSON object, got {type(meta).__name__}")
+        raise ValueError(f"{path}: malformed metadata: meta_json must hold a JSON object, got "
+                         f"{type(meta).__name__}")
     return meta

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ssmref import params as P
+from ssmref import storage
 from ssmref.rng import as_rng
 
 
@@ -84,31 +85,31 @@ def test_save_load_round_trip_bit_exact(seed, tmp_path_factory):
     rng = onp.random.default_rng(seed)
     t = tree(rng)
     path = tmp_path_factory.mktemp("npz") / "t.npz"
-    P.save_npz(path, t)
-    flat = P.load_npz(path, {k: v.shape for k, v in P.flatten_dict(t).items()})
+    storage.save_npz(path, t)
+    flat = storage.load_npz(path, {k: v.shape for k, v in P.flatten_dict(t).items()})
     assert P.tree_allclose(P.unflatten_dict(flat), t, rtol=0, atol=0)
 
 
 def test_load_validation(tmp_path):
     path = tmp_path / "x.npz"
-    P.save_npz(path, {"a": onp.zeros((2, 3)), "step": onp.array(3)})
-    assert P.load_npz(path, {"a": (2, 3), "step": ((), "i")})["step"] == 3
+    storage.save_npz(path, {"a": onp.zeros((2, 3)), "step": onp.array(3)})
+    assert storage.load_npz(path, {"a": (2, 3), "step": ((), "i")})["step"] == 3
     with pytest.raises(ValueError, match=r"'a' has shape \(2, 3\), expected \(3, 2\)"):
-        P.load_npz(path, {"a": (3, 2), "step": ((), "i")})
+        storage.load_npz(path, {"a": (3, 2), "step": ((), "i")})
     with pytest.raises(ValueError, match="missing arrays"):
-        P.load_npz(path, {"a": None, "b": None, "step": ((), "i")})
+        storage.load_npz(path, {"a": None, "b": None, "step": ((), "i")})
     with pytest.raises(ValueError, match="unexpected arrays"):
-        P.load_npz(path, {"a": None})
-    assert set(P.load_npz(path, {"a": None}, allow_extra=True)) == {"a", "step"}
+        storage.load_npz(path, {"a": None})
+    assert set(storage.load_npz(path, {"a": None}, allow_extra=True)) == {"a", "step"}
     with pytest.raises(ValueError, match="dtype"):
-        P.load_npz(path, {"a": None, "step": None})
+        storage.load_npz(path, {"a": None, "step": None})
     with pytest.raises(ValueError, match="no such file"):
-        P.load_npz(tmp_path / "nope.npz")
+        storage.load_npz(tmp_path / "nope.npz")
 
 
 def test_save_refuses_object_arrays(tmp_path):
     with pytest.raises(ValueError, match="dtype object"):
-        P.save_npz(tmp_path / "x.npz", {"a": onp.array([None, 1], dtype=object)})
+        storage.save_npz(tmp_path / "x.npz", {"a": onp.array([None, 1], dtype=object)})
     assert not list(tmp_path.iterdir())
 
 
@@ -126,25 +127,25 @@ def test_checkpoint_round_trip_and_malformed_files(tmp_path):
     import pytest
     tree = {"a": onp.ones((2, 3)), "b": {"c": onp.zeros(4)}}
     shapes = lambda meta: {"a": (2, 3), "b.c": (meta["n"],)}  # noqa: E731
-    P.save_checkpoint(tmp_path / "ck.npz", {"params": tree, "m": tree}, {"n": 4, "note": "x"})
-    meta, trees = P.load_checkpoint(tmp_path / "ck.npz", ("params", "m"), shapes)
+    storage.save_checkpoint(tmp_path / "ck.npz", {"params": tree, "m": tree}, {"n": 4, "note": "x"})
+    meta, trees = storage.load_checkpoint(tmp_path / "ck.npz", ("params", "m"), shapes)
     assert meta == {"n": 4, "note": "x"} and P.tree_allclose(trees["m"], tree, rtol=0)
     with pytest.raises(ValueError, match="missing arrays"):
-        P.load_checkpoint(tmp_path / "ck.npz", ("params", "m", "v"), shapes)
+        storage.load_checkpoint(tmp_path / "ck.npz", ("params", "m", "v"), shapes)
     with pytest.raises(ValueError, match="unexpected arrays"):
-        P.load_checkpoint(tmp_path / "ck.npz", ("params",), shapes)
+        storage.load_checkpoint(tmp_path / "ck.npz", ("params",), shapes)
     with pytest.raises(ValueError, match="shape"):
-        P.load_checkpoint(tmp_path / "ck.npz", ("params", "m"),
+        storage.load_checkpoint(tmp_path / "ck.npz", ("params", "m"),
                           lambda meta: {"a": (2, 3), "b.c": (5,)})
     with pytest.raises(ValueError, match="malformed metadata"):
-        P.load_checkpoint(tmp_path / "ck.npz", ("params", "m"), lambda meta: meta["missing"])
-    P.save_npz(tmp_path / "bad.npz", {"params.a": onp.ones((2, 3)),
+        storage.load_checkpoint(tmp_path / "ck.npz", ("params", "m"), lambda meta: meta["missing"])
+    storage.save_npz(tmp_path / "bad.npz", {"params.a": onp.ones((2, 3)),
                                       "meta_json": onp.frombuffer(b"{not json", dtype=onp.uint8)})
     with pytest.raises(ValueError, match="malformed metadata"):
-        P.load_checkpoint(tmp_path / "bad.npz", ("params",), shapes)
-    P.save_npz(tmp_path / "nometa.npz", {"params.a": onp.ones((2, 3))})
+        storage.load_checkpoint(tmp_path / "bad.npz", ("params",), shapes)
+    storage.save_npz(tmp_path / "nometa.npz", {"params.a": onp.ones((2, 3))})
     with pytest.raises(ValueError, match="meta_json"):
-        P.load_checkpoint(tmp_path / "nometa.npz", ("params",), shapes)
+        storage.load_checkpoint(tmp_path / "nometa.npz", ("params",), shapes)
     assert json.loads(json.dumps(meta)) == meta
 
 

@@ -8,6 +8,7 @@ import numpy as onp
 import pytest
 
 from ssmref import params as P
+from ssmref import storage
 from ssmref.metarl import train as TR
 from ssmref.cli import main
 from ssmref.metarl import MetaMAML
@@ -46,7 +47,7 @@ def test_train_writes_the_run_directory(tmp_path, capsys):
     assert all(-8 <= r <= 0 for r in ev["returns_by_step"])
     # the saved policy is the trainer's final meta-parameters
     policy = SSMMetaPolicy.load(out / "policy.npz")
-    flat = P.load_npz(out / "params.npz")
+    flat = storage.load_npz(out / "params.npz")
     assert P.tree_allclose(policy.params, P.unflatten_dict(flat), rtol=0, atol=0)
 
 
@@ -68,8 +69,8 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch)
         f.write('{"iterat')
     assert main(["train", "--resume", "--out", str(b), "--no-eval"]) == 0
     assert without_time(records(a)) == without_time(records(b))
-    assert P.tree_allclose(P.unflatten_dict(P.load_npz(a / "params.npz")),
-                           P.unflatten_dict(P.load_npz(b / "params.npz")), rtol=0, atol=0)
+    assert P.tree_allclose(P.unflatten_dict(storage.load_npz(a / "params.npz")),
+                           P.unflatten_dict(storage.load_npz(b / "params.npz")), rtol=0, atol=0)
 
 
 def test_extending_a_run(tmp_path):

@@ -12,7 +12,7 @@ from ssmref.crosscheck.files import one_line
 from ssmref.crosscheck.precision import DEFAULT_K, DTYPES
 from ssmref.crosscheck.registry import CASES, write_vectors
 from ssmref.crosscheck.report import format_report
-from ssmref.params import atomic_write
+from ssmref.storage import atomic_write
 
 
 def add_vectors_arguments(parser):

@@ -7,7 +7,7 @@ over held-out tasks after ``0..steps`` inner steps, ``returns_by_step`` (RL envs
 
 from pathlib import Path
 
-from ssmref.params import atomic_write
+from ssmref.storage import atomic_write
 
 
 def progress_line(rec, total, rate):

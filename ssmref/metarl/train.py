@@ -10,7 +10,7 @@
 ``checkpoint.npz``            the trainer (parameters, Adam state, iteration; atomic, no pickle;
                               :class:`ssmref.metarl.trainer.MetaTrainer`), every
                               ``--checkpoint-every`` iterations and at the end
-``params.npz``                the final meta-parameters (dotted names, :func:`ssmref.params.save_npz`)
+``params.npz``                the final meta-parameters (dotted names, :func:`ssmref.storage.save_npz`)
 ``policy.npz``                RL envs: the policy, loadable with :meth:`SSMMetaPolicy.load`
 ``evaluation.json``           written by ``evaluate`` (and at the end of ``train``)
 ``adaptation.png``            the adaptation curve, when matplotlib is installed
@@ -44,7 +44,8 @@ from ssmref.metarl.policy import SSMMetaPolicy
 from ssmref.metarl.report import format_table, plot_adaptation, progress_line
 from ssmref.metarl.run_config import (TRAINABLE_ENVS, build_family, is_rl, maml_config,
                                       make_config, new_trainer, trainer_class)
-from ssmref.params import atomic_write, flatten_dict, save_npz
+from ssmref.params import flatten_dict
+from ssmref.storage import atomic_write, save_npz
 
 EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)
 
@@ -61,7 +62,7 @@ class RunError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 def write_json(path, obj):
-    """Write ``obj`` as JSON to ``path`` atomically (:func:`ssmref.params.atomic_write`)."""
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`ssmref.storage.atomic_write`)."""
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 

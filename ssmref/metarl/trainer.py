@@ -8,7 +8,7 @@ for RL, :class:`ssmref.metarl.MetaRegression` for few-shot regression); each end
     theta <- theta + f_t * Adam_step(g)           (ssmref.optim.adam, lr = outer_lr; f_t = 1 unless
                                                    the trainer decays the learning rate)
 
-The checkpoint is one ``.npz`` (:func:`ssmref.params.save_checkpoint`: atomic, no pickle) with
+The checkpoint is one ``.npz`` (:func:`ssmref.storage.save_checkpoint`: atomic, no pickle) with
 the trees ``params``, ``adam_m``, ``adam_v`` and the JSON header
 ``{**trainer header, "config": asdict(config), "iteration": t, "adam_step": k}``.
 """
@@ -16,7 +16,8 @@ the trees ``params``, ``adam_m``, ``adam_v`` and the JSON header
 from dataclasses import asdict
 
 from ssmref.optim import adam
-from ssmref.params import load_checkpoint, save_checkpoint, tree_copy, tree_map
+from ssmref.params import tree_copy, tree_map
+from ssmref.storage import load_checkpoint, save_checkpoint
 from ssmref.rng import as_rng
 
 STATE_TREES = ("params", "adam_m", "adam_v")
@@ -77,7 +78,7 @@ class MetaTrainer:
 
     def save(self, path):
         """Parameters, Adam state, iteration, config (and the subclass's header) in one ``.npz``
-        (atomic, no pickle; :func:`ssmref.params.save_checkpoint`)."""
+        (atomic, no pickle; :func:`ssmref.storage.save_checkpoint`)."""
         meta = {**self.checkpoint_header(), "config": asdict(self.config),
                 "iteration": self.iteration, "adam_step": self.opt_state["step"]}
         save_checkpoint(path, {"params": self.params, "adam_m": self.opt_state["m"],

@@ -13,7 +13,8 @@ import autograd.numpy as np
 import numpy as onp
 
 from ssmref.checks import check_choice, check_flag
-from ssmref.params import load_npz, save_npz, tree_copy
+from ssmref.params import tree_copy
+from ssmref.storage import load_npz, save_npz
 from ssmref.ssm.dims import PARAM_NAMES, ssm_dims
 from ssmref.ssm.init import init_ssm, spectral_radius
 from ssmref.ssm.modes import MODES, run_ssm

@@ -13,9 +13,9 @@ from ssmref.checks import check_int
 from ssmref.metarl.policy.core import (entropy, log_prob, policy_inputs, policy_rollout,
                                        policy_sequence, policy_step, sample)
 from ssmref.metarl.policy.spec import PolicySpec, check_params, policy_init, policy_param_shapes
-from ssmref.params import (flatten_dict, load_npz, save_npz, stop_gradient, tree_copy,
-                           unflatten_dict)
+from ssmref.params import flatten_dict, stop_gradient, tree_copy, unflatten_dict
 from ssmref.ssm import ssm_states
+from ssmref.storage import load_npz, save_npz
 
 
 def _resolve(name, value, alias_name, alias):
