@@ -3,11 +3,11 @@
 Subcommands:
 
 - ``train``: meta-train an SSM policy (or a sinusoid regressor) with second-order MAML and print
-  the before/after-adaptation table (:mod:`ssmref.train`).
+  the before/after-adaptation table (:mod:`ssmref.metarl.train`).
 - ``evaluate``: returns (or MSE) of a trained run after 0..3 inner steps -> ``evaluation.json``.
 - ``vectors``: write the cross-check golden vectors (:mod:`ssmref.crosscheck`).
 - ``check``: check an implementation's results against the vectors (exit 0 / 1 / 2).
-- ``selftest``: every module's self-test cases (see :mod:`ssmref.selftest`); exit 0 iff all pass.
+- ``selftest``: the self-test cases (:mod:`ssmref.ssm.selftest`); exit 0 iff all pass.
 - ``adapt``: test-time adaptation of an SSM classifier under shifted dynamics
   (:mod:`ssmref.experiments.tta_shift`; accuracy of no adaptation, tent and eata over seeds).
 """

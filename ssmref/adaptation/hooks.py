@@ -75,7 +75,7 @@ class MetaRLHook:
     """Policy-gradient loss for adapting a policy at test time: ``adapter.adapt(hook.policy_loss,
     batch, fwd_fn)``.
 
-    ``outputs`` as :class:`ssmref.policy.SSMMetaPolicy` returns them: ``"logits"`` (categorical)
+    ``outputs`` as :class:`ssmref.metarl.policy.SSMMetaPolicy` returns them: ``"logits"`` (categorical)
     or ``"mean"``/``"log_std"`` (diagonal Gaussian), optionally ``"values"`` and ``"features"``.
     ``batch``: ``"actions"``, ``"advantages"``, optionally ``"returns"`` (value targets) and
     ``"mask"`` (1 where a step happened; default all ones).  With ``mean_m`` the mask-weighted mean
@@ -84,7 +84,7 @@ class MetaRLHook:
         loss = −mean_m(log π(a) · stop_gradient(A)) + value_coef · mean_m((V − R)²)
                − entropy_coef · mean_m(H(π))
 
-    The first term is :func:`ssmref.rl.reinforce_surrogate` for ``(N, T)`` data.  The value term
+    The first term is :func:`ssmref.metarl.rl.reinforce_surrogate` for ``(N, T)`` data.  The value term
     is present when ``outputs`` has ``"values"`` and ``batch`` has ``"returns"``.  Masked steps are
     ignored even if they hold ``nan``.  Logits are not checked for ``nan``, so a non-finite batch
     reaches the adapter's guard instead of raising.

@@ -1,6 +1,6 @@
 """Does test-time adaptation help a meta-trained navigation policy whose actions are rescaled?
 
-The policy: an :class:`ssmref.policy.SSMMetaPolicy` meta-trained on :class:`ssmref.envs.Navigation2D`
+The policy: an :class:`ssmref.metarl.policy.SSMMetaPolicy` meta-trained on :class:`ssmref.metarl.envs.Navigation2D`
 by ``python -m ssmref train`` (``RUN_DIR/policy.npz``).  The shift: at test time the environment
 multiplies every action by a factor ``c`` before its usual scaling and clipping
 (:class:`ScaledActions`; ``c = 1`` is no shift, ``0.5`` halves the speed of in-range actions,
