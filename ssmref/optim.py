@@ -35,7 +35,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.tracer import getval
 
-from ssmref.checks import check_int, check_scalar
+from ssmref.checks import check_int, check_real_array, check_scalar
 from ssmref.params import flatten_dict, global_norm, is_node, tree_map
 
 CLIP_EPS = 1e-6  # added to the total norm in the clipping coefficient, as torch does
@@ -53,10 +53,18 @@ def _check_adam_hyper(lr, b1, b2, eps, weight_decay):
     check_scalar("weight_decay", weight_decay, low=0.0)
 
 
+def _check_real_tree(name, tree):
+    """Every leaf of ``tree`` is a real (not complex, not object) array."""
+    if not is_node(tree):
+        raise ValueError(f"{name} must be a dict of arrays (expected a dict), got "
+                         f"{type(getval(tree)).__name__}")
+    for k, leaf in flatten_dict(tree).items():
+        check_real_array(f"{name}[{k!r}]", leaf)
+
+
 def _check_tree_like(name, tree, ref_name, ref):
     """``tree`` has exactly the leaf names and leaf shapes of ``ref``, else ``ValueError``."""
-    if not is_node(tree):
-        raise ValueError(f"{name} must be a dict of arrays, got {type(getval(tree)).__name__}")
+    _check_real_tree(name, tree)
     flat, flat_ref = flatten_dict(tree), flatten_dict(ref)
     if sorted(flat) != sorted(flat_ref):
         missing = sorted(set(flat_ref) - set(flat))
@@ -76,6 +84,9 @@ def _check_adam_state(state, params):
     check_int("state['step']", step, minimum=0)
     _check_tree_like("state['m']", state["m"], "params", params)
     _check_tree_like("state['v']", state["v"], "params", params)
+    for k, v in flatten_dict(state["v"]).items():      # a second moment is a mean of squares
+        if onp.any(onp.asarray(getval(v)) < 0):
+            raise ValueError(f"state['v'][{k!r}] has negative entries; it must be >= 0")
 
 
 def apply_updates(params, updates):
@@ -96,12 +107,14 @@ def sgd(lr):
     check_scalar("lr", lr, low=0.0)
 
     def init(params):
-        flatten_dict(params)  # validates the tree
+        _check_real_tree("params", params)
         return {"step": 0}
 
     def update(grads, state, params):
-        if not is_node(state) or "step" not in state:
+        if not is_node(state) or sorted(state.keys()) != ["step"]:
             raise ValueError(f"state must be an SGD state {{'step': t}}, got {state!r}")
+        check_int("state['step']", state["step"], minimum=0)
+        _check_real_tree("params", params)
         _check_tree_like("grads", grads, "params", params)
         delta = tree_map(lambda g: -lr * g, grads)
         return apply_updates(params, delta), {"step": int(state["step"]) + 1}
@@ -119,6 +132,7 @@ def adam_init(params):
     ``step`` is a Python ``int`` (the number of updates taken); ``m`` and ``v`` are float64 trees
     with the leaf shapes of ``params``.
     """
+    _check_real_tree("params", params)
     zeros = tree_map(lambda p: onp.zeros(np.shape(p)), params)
     return {"step": 0, "m": zeros, "v": tree_map(onp.copy, zeros)}
 
@@ -169,6 +183,7 @@ def adam_step(grads, state, params, *, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weig
     ``sqrt(v_t)`` is infinite and autograd returns ``nan``.
     """
     _check_adam_hyper(lr, b1, b2, eps, weight_decay)
+    _check_real_tree("params", params)
     _check_tree_like("grads", grads, "params", params)
     _check_adam_state(state, params)
 
@@ -229,7 +244,7 @@ def clip_by_global_norm(grads, max_norm):
     ``total_norm`` gives ``coef = 0`` and ``nan`` for infinite entries, as in torch.
     """
     check_scalar("max_norm", max_norm, low=0.0)
-    flatten_dict(grads)  # validates the tree
+    _check_real_tree("grads", grads)
     total_norm = global_norm(grads)
     coef = np.minimum(1.0, max_norm / (total_norm + CLIP_EPS))
     return tree_map(lambda g: coef * g, grads), total_norm

@@ -50,6 +50,9 @@ class Kind:
     output_class: Callable = _values_only               # output name -> "value" | "grad"
     sequence_axis: Callable = _no_axis                  # output name -> (axis, label) | None
     naive: Optional[Callable] = None                    # (inputs, attrs, R, work) -> outputs
+    validate_outputs: Optional[Callable] = None         # (outputs, inputs, attrs) -> None or
+                                                        # ValueError: the stored shapes agree
+                                                        # with the attrs the checker reads
 
 
 def case_seed(name):

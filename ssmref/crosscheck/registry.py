@@ -72,9 +72,13 @@ def naive_outputs(kind, inputs, attrs, dtype):
     return {k: _as_stored(v) for k, v in out.items()}
 
 
-def validate_inputs(kind, inputs, attrs):
-    """``ValueError`` unless the inputs and attrs the checker reads have consistent shapes."""
+def validate_inputs(kind, inputs, attrs, outputs=None):
+    """``ValueError`` unless the inputs and attrs the checker reads have consistent shapes (with
+    the expected ``outputs``, when given), and every floating input is finite."""
     rules = KIND_RULES[kind]
+    for k, a in inputs.items():
+        if a.dtype.kind in "fc" and not onp.all(onp.isfinite(a)):
+            raise ValueError(f"input {k!r} has non-finite entries")
     missing = [k for k in rules.required_inputs if k not in inputs]
     if missing:
         raise ValueError(f"kind {kind!r} needs inputs {missing}")
@@ -83,6 +87,8 @@ def validate_inputs(kind, inputs, attrs):
             raise ValueError(f"input {k!r} has dtype {inputs[k].dtype}, expected float")
     if rules.validate is not None:
         rules.validate(inputs, attrs)
+    if outputs is not None and rules.validate_outputs is not None:
+        rules.validate_outputs(outputs, inputs, attrs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,6 +114,34 @@ def build_case(name, dtype="float64"):
     return inputs, outputs, attrs
 
 
+def _check_out_dir(out_dir, names):
+    """``ValueError`` unless writing ``names`` to ``out_dir`` replaces only earlier vectors.
+
+    ``out_dir`` may be missing or empty, or hold vectors written before (a readable
+    ``manifest.json``): then only the files that manifest lists, and the manifest itself, may be
+    replaced.  A file of another origin with the name of a file to write is never overwritten.
+    """
+    if not os.path.lexists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir} exists and is not a directory")
+    targets = [f"{n}.npz" for n in names] + ["manifest.json"]
+    present = [t for t in targets if os.path.lexists(os.path.join(out_dir, t))]
+    if not present:
+        return
+    try:
+        listed = {c["file"] for c in read_manifest(out_dir, KINDS)["cases"]} | {"manifest.json"}
+    except VectorsError as e:
+        raise ValueError(f"{out_dir} holds {present[0]} but no readable vectors manifest "
+                         f"({one_line(e)}); write the vectors into an empty directory") from None
+    foreign = [t for t in present if t not in listed
+               or not os.path.isfile(os.path.join(out_dir, t))
+               or os.path.islink(os.path.join(out_dir, t))]
+    if foreign:
+        raise ValueError(f"{out_dir} holds {foreign[0]}, which its vectors manifest does not list "
+                         f"(or which is not a regular file); it is not overwritten")
+
+
 def write_vectors(out_dir, dtype="float64", cases=None):
     """Write ``manifest.json`` and one ``.npz`` per case to ``out_dir`` (created if needed);
     returns the manifest.  ``cases``: names to write (default all of :data:`CASES`).
@@ -117,6 +151,7 @@ def write_vectors(out_dir, dtype="float64", cases=None):
     """
     check_dtype(dtype)
     names = select_names(cases, CASES, "cases")
+    _check_out_dir(out_dir, names)
     os.makedirs(out_dir, exist_ok=True)
     entries = []
     for name in names:
@@ -153,7 +188,8 @@ def _load_case_arrays(vectors_dir, entry):
             raise VectorsError(f"case {entry['name']}: expected output {k!r} is not finite")
     inputs = {k: arrays[k] for k in entry["inputs"]}
     try:
-        validate_inputs(entry["kind"], inputs, entry["attrs"])
+        validate_inputs(entry["kind"], inputs, entry["attrs"],
+                        {k: arrays[k] for k in entry["outputs"]})
     except (KeyError, ValueError, TypeError) as e:
         raise VectorsError(f"case {entry['name']}: unusable inputs ({one_line(e)})") from None
     return {"name": entry["name"], "kind": entry["kind"], "attrs": entry["attrs"],

@@ -42,6 +42,8 @@ prints them (``docs/adaptation.md`` has the numbers).
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import autograd.numpy as np
@@ -49,10 +51,12 @@ import numpy as onp
 from autograd import grad
 
 from ssmref.adaptation import AdaptationConfig, SSMHook, create_adapter
+from ssmref.checks import check_int
 from ssmref.nn import log_softmax
 from ssmref.optim import adam
 from ssmref.rng import as_rng
 from ssmref.ssm import init_ssm, ssm_convolve
+from ssmref.storage import write_json
 
 OMEGAS = (0.5, 0.8, 1.1, 1.4)   # class frequencies (radians per step)
 NORM_EPS = 1e-5
@@ -312,8 +316,31 @@ def add_arguments(parser):
     return parser
 
 
+def _check_options(args):
+    """Every option checked before any work: ``ValueError`` naming the first bad one."""
+    check_int("--batches", args.batches, minimum=1)
+    if not args.seeds:
+        raise ValueError("--seeds needs at least one seed")
+    for seed in args.seeds:
+        check_int("--seeds", seed, minimum=0)
+    if args.json:
+        directory = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json):
+            raise ValueError(f"--json {args.json} is a directory")
+        if not os.path.isdir(directory):
+            raise ValueError(f"--json {args.json}: directory {directory} does not exist")
+        if not os.access(directory, os.W_OK):
+            raise ValueError(f"--json {args.json}: directory {directory} is not writable")
+
+
 def run_from_args(args):
-    """Run with parsed options, print the tables; returns the exit status 0."""
+    """Run with parsed options, print the tables; exit status 0, or 2 with one line on stderr for
+    a bad option (checked before any work)."""
+    try:
+        _check_options(args)
+    except ValueError as e:
+        print(f"ssmref adapt: error: {e}", file=sys.stderr)
+        return 2
     kwargs = dict(seeds=tuple(args.seeds), shifts=args.shifts, variants=args.variants,
                   n_batches=args.batches)
     if args.smoke:
@@ -323,8 +350,11 @@ def run_from_args(args):
     print(format_table(result))
     print(f"\n{result['seconds']:.1f} s")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1, default=str)
+        try:
+            write_json(args.json, json.loads(json.dumps(result, default=str)))
+        except (ValueError, OSError) as e:
+            print(f"ssmref adapt: error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -105,7 +105,7 @@ class StateSpaceModel:
     def load(cls, path):
         """Read a model written by :meth:`save`; ``ValueError`` on any malformed file."""
         raw = load_npz(path, {"A": None, "B": None, "C": None, "D": None, "mode": ((), "i")},
-                         allow_extra=True)
+                         allow_extra=True, finite=True)
         extra = [k for k in raw if k not in PARAM_NAMES + ("mode", "hidden_state")]
         if extra:
             raise ValueError(f"{path}: unexpected arrays {extra}")

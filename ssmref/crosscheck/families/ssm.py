@@ -185,6 +185,14 @@ def _validate_discretize(x, attrs):
         raise ValueError(f"attrs.method must be 'zoh' or 'bilinear', got {attrs.get('method')!r}")
 
 
+def _validate_kernel_outputs(outputs, x, attrs):
+    p, m = x["C"].shape[0], x["B"].shape[1]
+    if outputs["K"].shape != (attrs["length"], p, m):
+        raise ValueError(f"expected output K has shape {outputs['K'].shape}, but attrs.length "
+                         f"{attrs['length']} with C {x['C'].shape} and B {x['B'].shape} means "
+                         f"{(attrs['length'], p, m)}")
+
+
 def _sequence_length(x, attrs):
     return memory_length(x["u"].shape[1], ssm.spectral_radius(x["A"]))
 
@@ -282,7 +290,8 @@ KINDS = [
          sequence_axis=_time_axis_of("y"), naive=_naive_scan),
     Kind("ssm_step", ("A", "B", "C", "D", "h", "u"), _validate_step, naive=_naive_step),
     Kind("ssm_kernel", ("A", "B", "C"), _validate_kernel, _kernel_length,
-         sequence_axis=lambda name: (0, "k") if name == "K" else None, naive=_naive_kernel),
+         sequence_axis=lambda name: (0, "k") if name == "K" else None, naive=_naive_kernel,
+         validate_outputs=_validate_kernel_outputs),
     Kind("ssm_scan_vjp", ("A", "B", "C", "D", "u", "h0", "gy", "gh"),
          lambda x, a: _validate_sequence(x, a, True), _sequence_length, _vjp_class,
          _time_axis_of("y", "du"), _naive_vjp),
