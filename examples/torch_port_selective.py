@@ -241,7 +241,7 @@ def case_selective_decode(x, attrs, broken):
 # ---------------------------------------------------------------------------------------------
 
 def segsum(v):
-    """``v (..., Q) -> (..., Q, Q)``: ``Σ_{j<m<=i} v_m`` on and below the diagonal, ``-inf`` above."""
+    """``v (..., Q) -> (..., Q, Q)``: ``Σ_{j<m<=i} v_m`` on and below the diagonal, -inf above."""
     Q = v.shape[-1]
     below = torch.tril(torch.ones(Q, Q, dtype=torch.bool, device=v.device), -1)
     rows = v[..., :, None].expand(*v.shape, Q).masked_fill(~below, 0)   # [m, j] = v_m if m > j
@@ -268,7 +268,8 @@ def ssd(x, dt, A, B, C, Q, D=None, z=None, dt_bias=None, initial_states=None, se
     c = -(-L // Q)
     pad = c * Q - L
     r = torch.cat([r, r[:, -1:].expand(b, pad)], dim=1).reshape(b, c, Q)
-    Bh, Ch = (pad_time(V, pad).repeat_interleave(h // g, dim=2).reshape(b, c, Q, h, n) for V in (B, C))
+    Bh, Ch = (pad_time(V, pad).repeat_interleave(h // g, dim=2).reshape(b, c, Q, h, n)
+              for V in (B, C))                                           # head i -> group i // (h/g)
     X = pad_time(x, pad).reshape(b, c, Q, h, p)
     dtc = pad_time(delta, pad).reshape(b, c, Q, h)
     ell = (dtc * A).permute(0, 3, 1, 2)                                  # (b, h, c, Q): Δ A

@@ -42,7 +42,8 @@ def write_results(path, outputs_by_case):
 
 def test_the_cases_hit_what_breaks_kernels(cases64):
     def where(kind, pred):
-        return [n for n, c in cases64.items() if c["kind"] == kind and pred(c["inputs"], c["attrs"])]
+        return [n for n, c in cases64.items()
+                if c["kind"] == kind and pred(c["inputs"], c["attrs"])]
 
     scans = ("selective_scan", "selective_scan_vjp")
     length = {n: X.effective_length(c["kind"], c["inputs"], c["attrs"]) for n, c in cases64.items()}
@@ -62,7 +63,8 @@ def test_the_cases_hit_what_breaks_kernels(cases64):
     assert where("selective_scan", lambda x, a: np.iscomplexobj(x["A"]) and np.iscomplexobj(x["B"]))
     assert where("selective_scan", lambda x, a: np.iscomplexobj(x["A"])
                  and not np.iscomplexobj(x["C"]) and x["C"].shape[-1] == 2 * x["u"].shape[2])
-    assert where("selective_scan_vjp", lambda x, a: np.iscomplexobj(x["A"]) and np.iscomplexobj(x["B"]))
+    assert where("selective_scan_vjp",
+                 lambda x, a: np.iscomplexobj(x["A"]) and np.iscomplexobj(x["B"]))
     assert where("selective_scan", lambda x, a: "z" in x and "D" in x)
     near = where("selective_scan", lambda x, a: a["delta_softplus"] and np.all(
         np.abs(x["delta"] + x["delta_bias"][:, None] - 20) < 6))
@@ -76,8 +78,10 @@ def test_the_cases_hit_what_breaks_kernels(cases64):
         return bool(np.any(t % a["chunk_size"]))
     assert where("ssd", inside_chunk) and where("ssd_vjp", inside_chunk)
     assert where("ssd", lambda x, a: "initial_states" in x and x["B"].shape[2] > 1)
-    assert where("selective_state_update", lambda x, a: x["state"].ndim == 4 and x["B"].shape[1] > 1)
-    assert where("selective_decode", lambda x, a: x["state"].ndim == 4 and a["state_dtype"] == "bfloat16")
+    assert where("selective_state_update",
+                 lambda x, a: x["state"].ndim == 4 and x["B"].shape[1] > 1)
+    assert where("selective_decode",
+                 lambda x, a: x["state"].ndim == 4 and a["state_dtype"] == "bfloat16")
 
 
 def test_naive_float64_baselines_reproduce_the_references(cases64):
@@ -90,8 +94,8 @@ def test_naive_float64_baselines_reproduce_the_references(cases64):
 
 
 def test_vjp_outputs_follow_the_autograd_convention_by_central_differences(cases64):
-    """``dA`` of a complex A is ``∂L/∂Re − i ∂L/∂Im`` of ``L = Σ gout·out + Σ Re(conj(glast) last)``;
-    real gradients (SSD's ``ddt_bias``) are plain derivatives."""
+    """``dA`` of a complex A is ``∂L/∂Re − i ∂L/∂Im`` of
+    ``L = Σ gout·out + Σ Re(conj(glast) last)``; real ones (SSD's ``ddt_bias``) plain derivatives."""
     case = cases64["selective_scan_vjp_complex"]
     x, att = case["inputs"], case["attrs"]
 
@@ -211,7 +215,8 @@ def test_rounding_order_bug_fails_float32_and_hides_in_bfloat16(cases64, vec64, 
     verdict = {(r, dt, m): X.check(vec64, tmp_path / r, dtype=dt, mode=m, cases=[DECODE])["passed"]
                for r in ("right", "wrong") for dt in ("float32", "bfloat16")
                for m in ("table", "baseline")}
-    assert all(verdict[("right", dt, m)] for dt in ("float32", "bfloat16") for m in ("table", "baseline"))
+    assert all(verdict[("right", dt, m)]
+               for dt in ("float32", "bfloat16") for m in ("table", "baseline"))
     assert not verdict[("wrong", "float32", "table")] and not verdict[("wrong", "float32", "baseline")]
     assert verdict[("wrong", "bfloat16", "table")]              # bfloat16 tolerances cannot see it
 

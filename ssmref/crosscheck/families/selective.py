@@ -82,7 +82,8 @@ def _compute_ssd(x, attrs):
 
 def _compute_state_update(x, attrs):
     out, new = selective_state_update(x["state"], x["x"], x["dt"], x["A"], x["B"], x["C"],
-                                      x.get("D"), x.get("z"), x.get("dt_bias"), attrs["dt_softplus"])
+                                      x.get("D"), x.get("z"), x.get("dt_bias"),
+                                      attrs["dt_softplus"])
     return {"out": out, "new_state": new}
 
 

@@ -45,7 +45,7 @@ def _normal(rng, shape, complex_=False):
 
 
 def _interleave(X):
-    """complex ``(..., L)`` -> real ``(..., 2L)``, ``[re_0, im_0, re_1, im_1, ...]`` (mamba's layout)."""
+    """complex ``(..., L)`` -> real ``(..., 2L)``, ``[re_0, im_0, re_1, ...]`` (mamba's layout)."""
     return onp.stack([X.real, X.imag], axis=-1).reshape(X.shape[:-1] + (2 * X.shape[-1],))
 
 
@@ -113,7 +113,8 @@ def state_update_inputs(*, b, n, d=None, h=None, p=None, g=1):
              "B": rng.standard_normal((b, g, n)), "C": rng.standard_normal((b, g, n)),
              "D": onp.broadcast_to(1.0 + 0.1 * rng.standard_normal((h, 1)), (h, p)),
              "z": rng.standard_normal((b, h, p)),
-             "dt_bias": onp.broadcast_to(inv_softplus(log_uniform(rng, (h, 1), 1e-3, 1e-1)), (h, p))}
+             "dt_bias": onp.broadcast_to(inv_softplus(log_uniform(rng, (h, 1), 1e-3, 1e-1)),
+                                         (h, p))}
         return {k: onp.array(v) for k, v in x.items()}, {"dt_softplus": True}
     return build
 
@@ -194,7 +195,8 @@ def decode_inputs(*, b, h, p, n, g, steps, state_dtype="bfloat16", max_tries=200
     def build(rng):
         q = exact_in_narrow_dtypes
         A = onp.broadcast_to(q(-rng.uniform(1.0, 16.0, h))[:, None, None], (h, p, n))
-        dt_bias = onp.broadcast_to(q(inv_softplus(log_uniform(rng, h, 1e-3, 1e-1)))[:, None], (h, p))
+        dt_bias = onp.broadcast_to(q(inv_softplus(log_uniform(rng, h, 1e-3, 1e-1)))[:, None],
+                                   (h, p))
         D = onp.broadcast_to(q(1.0 + 0.1 * rng.standard_normal(h))[:, None], (h, p))
         state = q(0.5 * rng.standard_normal((b, h, p, n)))
         s, per_step = state, {k: [] for k in ("x", "dt", "B", "C", "z")}
@@ -202,7 +204,8 @@ def decode_inputs(*, b, h, p, n, g, steps, state_dtype="bfloat16", max_tries=200
             for _ in range(max_tries):
                 step = {"x": q(rng.standard_normal((b, h, p))),
                         "dt": onp.broadcast_to(q(0.5 * rng.standard_normal((b, h, 1))), (b, h, p)),
-                        "B": q(rng.standard_normal((b, g, n))), "C": q(rng.standard_normal((b, g, n))),
+                        "B": q(rng.standard_normal((b, g, n))),
+                        "C": q(rng.standard_normal((b, g, n))),
                         "z": q(rng.standard_normal((b, h, p)))}
                 _, new, terms = decode_step_reference(s, step["x"], step["dt"], A, step["B"],
                                                       step["C"], D, step["z"], dt_bias)

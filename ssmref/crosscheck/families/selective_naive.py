@@ -1,7 +1,7 @@
 """Baseline mode for the selective kinds: the plain recurrences carried out in a target dtype,
 rounding after every operation (``R``: :func:`ssmref.crosscheck.precision.rounder`).
 
-    Δ_t   = R(R(δ_t + δ_bias)) → R(max(Δ, 0) + R(log1p(R(e^{−|Δ|}))))   softplus, finite in any dtype
+    Δ_t   = R(max(v, 0) + R(log1p(R(e^{−|v|})))),  v = R(δ_t + δ_bias)    (finite in any dtype)
     x_t   = R(R(e^{R(Δ_t A)}) x_{t-1}) + R(R(Δ_t u_t) B_t))                 R after each op
     y_t   = R(Σ_n C_t x_t)              products and sum in the working precision (float32 for
                                         float16 / bfloat16, as GPUs accumulate); 2·Re for complex A
@@ -167,7 +167,11 @@ def _heads(x):
     if np.ndim(x["state"]) == 4:
         return dict(x), True
     axis = {"A": 0, "D": 0, "dt_bias": 0}                          # the others gain axis 1
-    lift = lambda k, v: v if k in ("B", "C") and np.ndim(v) == 3 else np.expand_dims(v, axis.get(k, 1))  # noqa: E731
+
+    def lift(k, v):
+        if k in ("B", "C") and np.ndim(v) == 3:                    # already (b, 1, n)
+            return v
+        return np.expand_dims(v, axis.get(k, 1))
     return {k: lift(k, v) for k, v in x.items()}, False
 
 
@@ -237,7 +241,8 @@ def ssd(ar, x, attrs):
         idx = x["seq_idx"]
         prev = onp.concatenate([onp.zeros_like(idx[:, :1]), idx[:, :-1]], axis=1)
         a = a * (idx == prev).T[:, :, None].astype(ar.work)       # exact: a 0/1 factor
-    Bh, Ch = (np.repeat(np.transpose(V, (1, 0, 2, 3)), h // g, axis=2) for V in (B, C))  # (L, b, h, n)
+    Bh, Ch = (np.repeat(np.transpose(V, (1, 0, 2, 3)), h // g, axis=2)   # (L, b, h, n)
+              for V in (B, C))
     drive = R(R(dt[..., None] * Xt)[..., None] * Bh[:, :, :, None, :])   # (L, b, h, p, n)
     s0 = x.get("initial_states")
     s0 = onp.zeros((b, h, p, n), dtype=ar.work) if s0 is None else s0
