@@ -166,7 +166,7 @@ def _boundary_distance(v, state_dtype):
     to the neighbouring ``state_dtype`` values of ``r = round(v)`` (the spacing below a power of
     two is half the spacing above it)."""
     r = round_to_dtype(v, state_dtype)
-    bits = {"bfloat16": 8, "float16": 11, "float32": 24}[state_dtype]      # significand bits
+    bits = {"bfloat16": 8, "float16": 11, "float32": 24, "float64": 53}[state_dtype]  # significand
     mag = onp.maximum(onp.abs(r), 2.0 ** -100)
     e = onp.floor(onp.log2(mag))
     up = 2.0 ** (e - bits + 1)                                   # spacing above |r|
