@@ -18,9 +18,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ssmref import crosscheck  # noqa: E402  (after the importorskip)
+from ssmref.crosscheck.families import learning, ssm  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = os.path.join(ROOT, "examples", "torch_port.py")
+
+#: The cases this port covers: the dense SSM and the learning families (the selective family has
+#: its own port, examples/torch_port_selective.py).
+PORTED = [c.name for family in (ssm, learning) for c in family.CASES]
 
 #: The cases the old-state convention changes: every SSM scan, step and gradient, both policies.
 OLD_STATE_CASES = {name for name, c in crosscheck.CASES.items()
@@ -29,13 +34,13 @@ OLD_STATE_CASES = {name for name, c in crosscheck.CASES.items()
 
 @pytest.fixture(scope="module")
 def vectors(tmp_path_factory):
-    """``dtype -> folder`` of every case (all of them take about a second to write)."""
+    """``dtype -> folder`` of every ported case (about a second to write)."""
     made = {}
 
     def get(dtype):
         if dtype not in made:
             made[dtype] = str(tmp_path_factory.mktemp(f"vectors_{dtype}"))
-            crosscheck.write_vectors(made[dtype], dtype=dtype)
+            crosscheck.write_vectors(made[dtype], dtype=dtype, cases=PORTED)
         return made[dtype]
     return get
 
@@ -65,10 +70,10 @@ def test_port_never_imports_ssmref():
 
 def test_float64_port_passes(vectors, tmp_path, capsys):
     out = run_port(vectors("float64"), tmp_path, "--dtype", "float64")
-    assert f"{len(crosscheck.CASES)} cases in" in out
+    assert f"{len(PORTED)} cases in" in out
     rc, report = run_check(capsys, vectors("float64"), tmp_path, "float64")
     assert rc == 0, report
-    assert report.rstrip().splitlines()[-1].endswith(f"in {len(crosscheck.CASES)} cases")
+    assert report.rstrip().splitlines()[-1].endswith(f"in {len(PORTED)} cases")
 
 
 def test_float32_port_passes_the_float32_table(vectors, tmp_path, capsys):
