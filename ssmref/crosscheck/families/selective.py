@@ -31,12 +31,12 @@ import autograd.numpy as np
 import numpy as onp
 
 from ssmref.checks import check_flag, check_int
-from ssmref.crosscheck.families import selective_naive as N
+from ssmref.crosscheck.families import selective_naive
 from ssmref.crosscheck.families.selective_inputs import (decode_inputs, scan_inputs, ssd_inputs,
                                                          state_update_inputs)
 from ssmref.crosscheck.kinds import Case, Kind
 from ssmref.crosscheck.precision import DTYPES, round_to_dtype
-from ssmref.selective import args as V
+from ssmref.selective import args as selective_args
 from ssmref.selective import selective_scan, selective_state_update, ssd
 
 # ---------------------------------------------------------------------------------------------
@@ -52,7 +52,7 @@ def _scan(v, attrs):
 def _ssd(v, attrs):
     return ssd(v["x"], v["dt"], v["A"], v["B"], v["C"], attrs["chunk_size"], v.get("D"),
                v.get("z"), v.get("dt_bias"), v.get("initial_states"), v.get("seq_idx"),
-               attrs["dt_softplus"], N.limit_of(attrs), True)
+               attrs["dt_softplus"], selective_naive.limit_of(attrs), True)
 
 
 def _with_gradients(forward, names, cotangents):
@@ -101,9 +101,9 @@ def _compute_decode(x, attrs):
     return {"out": onp.stack(outs), "states": onp.stack(states)}
 
 
-_compute_scan_vjp = _with_gradients(_compute_scan, N.SCAN_GRADS,
+_compute_scan_vjp = _with_gradients(_compute_scan, selective_naive.SCAN_GRADS,
                                     {"out": "gout", "last_state": "glast"})
-_compute_ssd_vjp = _with_gradients(_compute_ssd, N.SSD_GRADS,
+_compute_ssd_vjp = _with_gradients(_compute_ssd, selective_naive.SSD_GRADS,
                                    {"out": "gout", "final_states": "gfinal"})
 
 
@@ -189,7 +189,7 @@ def _shape(x, name, want):
 
 def _validate_scan(x, attrs, cotangents=False):
     softplus = check_flag("attrs.delta_softplus", attrs.get("delta_softplus"))
-    V.scan_args(x["u"], x["delta"], x["A"], x["B"], x["C"], x.get("D"), x.get("z"),
+    selective_args.scan_args(x["u"], x["delta"], x["A"], x["B"], x["C"], x.get("D"), x.get("z"),
                 x.get("delta_bias"), softplus, True, "recurrence")
     if cotangents:
         b, d, L = x["u"].shape
@@ -199,7 +199,7 @@ def _validate_scan(x, attrs, cotangents=False):
 
 def _validate_step(x, attrs):
     softplus = check_flag("attrs.dt_softplus", attrs.get("dt_softplus"))
-    V.step_args(x["state"], x["x"], x["dt"], x["A"], x["B"], x["C"], x.get("D"), x.get("z"),
+    selective_args.step_args(x["state"], x["x"], x["dt"], x["A"], x["B"], x["C"], x.get("D"), x.get("z"),
                 x.get("dt_bias"), softplus)
 
 
@@ -222,9 +222,9 @@ def _validate_ssd(x, attrs, cotangents=False):
     limit = attrs.get("dt_limit", (0.0, None))
     if not isinstance(limit, (list, tuple)) or len(limit) != 2:
         raise ValueError(f"attrs.dt_limit must be [lo, hi], got {limit!r}")
-    V.ssd_args(x["x"], x["dt"], x["A"], x["B"], x["C"], chunk, x.get("D"), x.get("z"),
+    selective_args.ssd_args(x["x"], x["dt"], x["A"], x["B"], x["C"], chunk, x.get("D"), x.get("z"),
                x.get("dt_bias"), x.get("initial_states"), x.get("seq_idx"), softplus,
-               N.limit_of(attrs), True, "chunked")
+               selective_naive.limit_of(attrs), True, "chunked")
     if cotangents:
         b, L, h, p = x["x"].shape
         _shape(x, "gout", (b, L, h, p))
@@ -259,7 +259,7 @@ def _ssd_length(x, attrs):
     dt = x["dt"] if "dt_bias" not in x else x["dt"] + x["dt_bias"]        # (b, L, h)
     if attrs["dt_softplus"]:
         dt = onp.logaddexp(0.0, dt)
-    dt = onp.clip(dt, *N.limit_of(attrs))
+    dt = onp.clip(dt, *selective_naive.limit_of(attrs))
     keep = None
     if "seq_idx" in x:
         idx = x["seq_idx"]
@@ -285,15 +285,15 @@ def _axis(axis, label, *names):
 
 KINDS = [
     Kind("selective_scan", ("u", "delta"), _validate_scan, _scan_length,
-         sequence_axis=_axis(2, "t", "out"), naive=N.naive_scan),
+         sequence_axis=_axis(2, "t", "out"), naive=selective_naive.naive_scan),
     Kind("selective_scan_vjp", ("u", "delta", "gout"), lambda x, a: _validate_scan(x, a, True),
-         _scan_length, _grads, _axis(2, "t", "out", "du", "ddelta", "dz"), N.naive_scan_vjp),
-    Kind("selective_state_update", ("x", "dt"), _validate_step, naive=N.naive_state_update),
+         _scan_length, _grads, _axis(2, "t", "out", "du", "ddelta", "dz"), selective_naive.naive_scan_vjp),
+    Kind("selective_state_update", ("x", "dt"), _validate_step, naive=selective_naive.naive_state_update),
     Kind("selective_decode", ("x", "dt"), _validate_decode, _decode_length,
-         sequence_axis=_axis(0, "step", "out", "states"), naive=N.naive_decode),
+         sequence_axis=_axis(0, "step", "out", "states"), naive=selective_naive.naive_decode),
     Kind("ssd", ("x", "dt", "A"), _validate_ssd, _ssd_length,
-         sequence_axis=_axis(1, "t", "out"), naive=N.naive_ssd),
+         sequence_axis=_axis(1, "t", "out"), naive=selective_naive.naive_ssd),
     Kind("ssd_vjp", ("x", "dt", "A", "gout", "gfinal"), lambda x, a: _validate_ssd(x, a, True),
          _ssd_length, _grads, _axis(1, "t", "out", "dx", "ddt", "dz", "dB", "dC"),
-         N.naive_ssd_vjp),
+         selective_naive.naive_ssd_vjp),
 ]
