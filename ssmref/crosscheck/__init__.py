@@ -53,7 +53,8 @@ Python API: :func:`write_vectors`, :func:`load_vectors`, :func:`load_case`, :fun
 Layout, in dependency order: :mod:`.precision` (rounding to a dtype, naive arithmetic in it,
 the tolerance table), :mod:`.files` (deterministic ``.npz`` files, the manifest's structure,
 results), :mod:`.kinds` (what a case and a kind are), :mod:`.families` (the cases and the
-checker's rules of each family of models: :mod:`.families.ssm`, :mod:`.families.learning`),
+checker's rules of each family of models: :mod:`.families.ssm`, :mod:`.families.learning`
+(the policy; with :mod:`.families.maml` and :mod:`.families.adapter`)),
 :mod:`.registry` (every case and kind; writing and loading vectors), :mod:`.report`
 (:func:`format_report`), :mod:`.checker` (comparing, :func:`check`, the assertions), :mod:`.cli`
 (the command line).
@@ -63,7 +64,7 @@ from ssmref.crosscheck.checker import (assert_case_matches, assert_matches, chec
                                        compare)
 from ssmref.crosscheck.cli import (add_check_arguments, add_vectors_arguments, main, run_check,
                                    run_vectors)
-from ssmref.crosscheck.families.learning import run_adapter_case
+from ssmref.crosscheck.families.adapter import run_adapter_case
 from ssmref.crosscheck.files import SPEC_VERSION, VectorsError, read_npz, write_npz
 from ssmref.crosscheck.kinds import Case, Kind
 from ssmref.crosscheck.precision import (DEFAULT_K, DTYPES, GRAD_FACTOR, LENGTH_REF,

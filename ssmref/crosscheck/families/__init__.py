@@ -3,5 +3,5 @@
 :class:`~ssmref.crosscheck.kinds.Case`) for one family of models.
 
 - :mod:`.ssm`: the dense linear SSM (scan, step, kernel, gradients, discretization);
-- :mod:`.learning`: the SSM policy, MAML and the test-time adapter.
+- :mod:`.learning`: the SSM policy, MAML (:mod:`.maml`) and the test-time adapter (:mod:`.adapter`).
 """
