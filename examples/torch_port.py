@@ -314,12 +314,39 @@ def case_maml(x, attrs, old_state):
 # The test-time adapter (CONTRACT.md "ssmref.adaptation" steps 1-8)
 # ---------------------------------------------------------------------------------------------
 
-def tent_objective(params, x, labels, entropy_weight):
-    """Cross-entropy (mean over the batch) + ``entropy_weight · mean_b H(softmax(logits_b))``."""
-    logits = x @ params["W"] + params["b"]                           # (B, K): x W + b, W (d, K)
+def logits_of(params, x):
+    """The linear classifier: ``x W^T + b: (B, K)``, ``W: (K, d)`` as torch.nn.Linear."""
+    return x @ params["W"].T + params["b"]
+
+
+def row_entropy(logits):
+    """``H_n = −Σ_c q_nc log q_nc``, ``q_n = softmax(logits_n)``: ``(B,)``."""
     logp = torch.log_softmax(logits, dim=-1)
-    H = -(logp.exp() * logp).sum(-1)                                 # (B,)
-    return F.cross_entropy(logits, labels) + entropy_weight * H.mean()
+    return -(logp.exp() * logp).sum(-1)
+
+
+def eata_selection(logits, margin):
+    """EATA's reliable rows and weights, as constants: ``S = {n : H_n < E0}``,
+    ``w_n = exp(E0 − H_n)``, ``E0 = margin · ln C``."""
+    H = row_entropy(logits.detach())
+    E0 = margin * math.log(logits.shape[-1])
+    mask = H < E0
+    return mask, torch.where(mask, torch.exp(E0 - H), torch.zeros_like(H))
+
+
+def adapter_objective(params, x, labels, strategy, cfg, selection=None):
+    """Cross-entropy (mean over the batch) plus the strategy's entropy term: tent
+    ``entropy_weight · mean_b H_b``; eata ``entropy_weight · (1/|S|) Σ_{n∈S} w_n H_n``."""
+    logits = logits_of(params, x)
+    loss = F.cross_entropy(logits, labels)
+    if strategy == "tent":
+        loss = loss + cfg["entropy_weight"] * row_entropy(logits).mean()
+    elif strategy == "eata":
+        mask, w = selection
+        loss = loss + cfg["entropy_weight"] * (w * row_entropy(logits))[mask].sum() / mask.sum()
+    elif strategy != "none":
+        raise ValueError(f"adapter strategy {strategy!r} not ported")
+    return loss
 
 
 def trainable(names, allow, deny):
@@ -375,24 +402,34 @@ def adapter_update(theta, g, adam, anchor, cfg):
 
 
 def case_adapter(x, attrs, old_state):
-    cfg = attrs["config"]
-    ew = cfg["entropy_weight"] if attrs.get("strategy", "none") == "tent" else 0.0
-    theta = sub(x, "params.")                                        # W (d, K), b (K,)
+    cfg, strategy = attrs["config"], attrs["strategy"]
+    theta = sub(x, "params.")                                        # W (K, d), b (K,)
     names = trainable(sorted(theta), cfg.get("allow_layers"), cfg.get("deny_layers"))
     adam = {"step": 0, "m": {k: torch.zeros_like(theta[k]) for k in names},
             "v": {k: torch.zeros_like(theta[k]) for k in names}}
     anchor = {k: theta[k].clone() for k in names}                    # θ before the first step
-    traj = [theta]
+    traj, steps = [theta], []
     for xs, labels in zip(x["x"], x["labels"]):                      # one adapt call per batch
-        for _ in range(cfg.get("max_steps_per_call", 1)):
+        done = 0
+        for _ in range(cfg["max_steps_per_call"]):                   # stop at a refused/skipped step
+            selection = None
+            if strategy == "eata":
+                selection = eata_selection(logits_of(theta, xs), cfg["eata_margin"])
+                if not selection[0].any():
+                    break                                            # SkipStep: nothing changes
+
             def objective(p):                                        # 1. only p is differentiated
-                return tent_objective({**theta, **p}, xs, labels, ew)
+                return adapter_objective({**theta, **p}, xs, labels, strategy, cfg, selection)
             g, loss = torch.func.grad_and_value(objective)({k: theta[k] for k in names})
             if not (torch.isfinite(loss) and all(torch.isfinite(v).all() for v in g.values())):
                 break                                                # 2. the guard: no change
             theta, anchor = adapter_update(theta, g, adam, anchor, cfg)
+            done += 1
         traj.append(theta)
-    return {"traj." + k: torch.stack([p[k] for p in traj]) for k in theta}   # (S+1, ...)
+        steps.append(done)
+    out = {"traj." + k: torch.stack([p[k] for p in traj]) for k in theta}   # (S+1, ...) per call
+    steps = torch.tensor(steps, dtype=x["x"].dtype)
+    return dict(out, steps=steps, updated=(steps > 0).to(steps.dtype))
 
 
 KINDS = {"ssm_scan": case_ssm_scan, "ssm_step": case_ssm_step, "ssm_kernel": case_ssm_kernel,

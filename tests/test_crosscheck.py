@@ -105,8 +105,12 @@ def test_every_case_has_the_names_of_the_format(small_vectors):
     assert "inner_lr" not in sgd["inputs"] and "lr.layer0.W" in sgd["inputs"]
     assert {"meta_loss", "meta_grad.layer0.W", "meta_grad_lr.layer0.W"} <= set(sgd["outputs"])
     assert sgd["outputs"]["meta_loss"].shape == ()
-    traj = cases["adapter_tent"]["outputs"]
-    assert traj["traj.W"].shape == (6, 8, 4) and traj["traj.b"].shape == (6, 4)
+    tent = cases["adapter_tent"]
+    assert tent["inputs"]["params.W"].shape == (4, 8)                 # (K, d): x W^T + b
+    traj = tent["outputs"]
+    assert traj["traj.W"].shape == (6, 4, 8) and traj["traj.b"].shape == (6, 4)
+    assert list(traj["updated"]) == list(traj["steps"]) == [1.0] * 5
+    assert "steps_per_batch" not in tent["attrs"]                     # max_steps_per_call governs
 
 
 def test_maml_mlp_case_has_fast_weights_per_task(tmp_path):
@@ -122,12 +126,43 @@ def test_maml_mlp_case_has_fast_weights_per_task(tmp_path):
 
 def test_adapter_case_engages_clipping_step_bound_trust_region_and_ema(small_vectors):
     inputs, outputs, attrs = X.load_case(small_vectors, "adapter_tent")
-    traj, infos = X.run_adapter_case(inputs, attrs)
+    out, infos = X.run_adapter_case(inputs, attrs)
     assert attrs["config"]["ema_decay"] > 0 and attrs["strategy"] == "tent"
     assert all(i["clip_coef"] < 1 for i in infos)
     assert any(min(i["bound_scale"].values()) < 1 for i in infos)
     assert any(min(i["trust_scale"].values()) < 1 for i in infos)
-    np.testing.assert_array_equal(traj["traj.W"], outputs["traj.W"])
+    np.testing.assert_array_equal(out["traj.W"], outputs["traj.W"])
+
+
+def test_adapter_eata_case_selects_some_rows_runs_two_steps_per_call_and_skips_one_call(tmp_path):
+    from ssmref.adaptation import AdaptationConfig, EATAStrategy
+    X.write_vectors(tmp_path, cases=["adapter_eata"])
+    inputs, outputs, attrs = X.load_case(tmp_path, "adapter_eata")
+    assert attrs["strategy"] == "eata" and attrs["config"]["max_steps_per_call"] == 2
+    _, infos = X.run_adapter_case(inputs, attrs)
+    assert list(outputs["steps"]) == [2, 2, 2, 0, 2] and list(outputs["updated"]) == [1, 1, 1, 0, 1]
+    assert infos[3]["reason"].startswith("skipped: eata: no reliable sample")
+    traj = outputs["traj.W"]
+    assert traj.shape == (6, 4, 8)                                       # per call, not per step
+    np.testing.assert_array_equal(traj[4], traj[3])                      # the skipped call
+    eata = EATAStrategy(AdaptationConfig(**attrs["config"]))
+    for s in (0, 1, 2, 4):           # a mix of reliable and unreliable rows: the filter matters
+        logits = inputs["x"][s] @ traj[s].T + outputs["traj.b"][s]
+        mask, _, _ = eata.selection(logits)
+        assert 0 < mask.sum() < mask.size, s
+
+
+def test_adapter_guard_case_refuses_the_nan_batch_and_changes_nothing(tmp_path):
+    X.write_vectors(tmp_path, cases=["adapter_guard"])
+    inputs, outputs, attrs = X.load_case(tmp_path, "adapter_guard")
+    assert np.isnan(inputs["x"][2]).sum() == 1 and np.isfinite(np.delete(inputs["x"], 2, 0)).all()
+    _, infos = X.run_adapter_case(inputs, attrs)
+    assert list(outputs["updated"]) == [1, 1, 0, 1, 1]
+    assert infos[2]["reason"].startswith("refused: non-finite loss")
+    for k in ("traj.W", "traj.b"):
+        np.testing.assert_array_equal(outputs[k][3], outputs[k][2])      # nothing changed
+        assert not np.array_equal(outputs[k][4], outputs[k][3])          # and it goes on
+    assert any(min(i["trust_scale"].values()) < 1 for i in infos if i["updated"])
 
 
 def test_float32_vectors_hold_rounded_inputs_and_outputs_computed_from_them(tmp_path):
