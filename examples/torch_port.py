@@ -57,7 +57,7 @@ def to_torch(arrays, dtype, device):
     """Float arrays -> ``dtype``, integer arrays (actions, labels) -> int64, on ``device``."""
     out = {}
     for k, a in arrays.items():
-        t = torch.from_numpy(np.ascontiguousarray(a))
+        t = torch.from_numpy(np.array(a, order="C"))    # not ascontiguousarray: it makes 0-d 1-d
         out[k] = t.to(device, dtype if a.dtype.kind == "f" else torch.int64)
     return out
 
@@ -286,27 +286,25 @@ def meta_loss(params, lr, data, steps, first_order):
 
 
 def case_maml(x, attrs, old_state):
+    """Every output group a ``maml`` case may list (``run`` keeps the ones its manifest names):
+    fast weights, meta-loss, second- and first-order gradients w.r.t. ``θ`` and ``α``."""
     steps = int(attrs["steps"])
     params = sub(x, "params.")
+    lr = x["inner_lr"] if "inner_lr" in x else sub(x, "lr.")    # 0-d, or a dict (Meta-SGD)
     data = (x["support_x"], x["support_y"], x["query_x"], x["query_y"])   # (M, K|Q, 1) each
-    out = {}
-    if "inner_lr" in x:                                  # MAML: one scalar rate
-        lr = x["inner_lr"]
-        fast = vmap(inner_adapt, in_dims=(None, None, 0, 0, None, None))(
-            params, lr, data[0], data[1], steps, False)  # leaves (M, ...)
-        out.update({"fast." + k: v for k, v in fast.items()})
-        g2, loss = torch.func.grad_and_value(meta_loss)(params, lr, data, steps, False)
-        g1 = grad(meta_loss)(params, lr, data, steps, True)
-        out["meta_loss"] = loss
-        out.update({"meta_grad." + k: v for k, v in g2.items()})
-        out.update({"meta_grad_fo." + k: v for k, v in g1.items()})
-    else:                                                # Meta-SGD: per-parameter rates
-        lr = sub(x, "lr.")
+    fast = vmap(inner_adapt, in_dims=(None, None, 0, 0, None, None))(
+        params, lr, data[0], data[1], steps, False)      # leaves (M, ...)
+    out = {"fast." + k: v for k, v in fast.items()}
+    for first_order, suffix in ((False, ""), (True, "_fo")):
         (g_theta, g_lr), loss = torch.func.grad_and_value(meta_loss, argnums=(0, 1))(
-            params, lr, data, steps, False)
-        out["meta_loss"] = loss
-        out.update({"meta_grad." + k: v for k, v in g_theta.items()})
-        out.update({"meta_grad_lr." + k: v for k, v in g_lr.items()})
+            params, lr, data, steps, first_order)
+        if not first_order:
+            out["meta_loss"] = loss
+        out.update({f"meta_grad{suffix}.{k}": v for k, v in g_theta.items()})
+        if isinstance(lr, dict):                         # shaped like the rates (broadcast summed)
+            out.update({f"meta_grad{suffix}_lr.{k}": v for k, v in g_lr.items()})
+        else:
+            out[f"meta_grad{suffix}_lr"] = g_lr          # a scalar rate: a 0-d gradient
     return out
 
 

@@ -124,6 +124,100 @@ def test_maml_mlp_case_has_fast_weights_per_task(tmp_path):
     assert not np.allclose(outputs["meta_grad.layer0.W"], outputs["meta_grad_fo.layer0.W"])
 
 
+@pytest.fixture(scope="module")
+def maml_vectors(tmp_path_factory):
+    path = tmp_path_factory.mktemp("maml_vectors")
+    X.write_vectors(path, cases=["maml_scalar_lr", "maml_metasgd_broadcast", "maml_metasgd_steps3"])
+    return path
+
+
+def _maml_pieces(inputs):
+    """``(params, rates, tasks, mse)`` of a maml case, with an MSE written here."""
+    from ssmref.nn import mlp_apply
+    from ssmref.params import unflatten_dict
+
+    def mse(p, data):
+        return anp.mean((mlp_apply(p, data[0], activation="tanh") - data[1]) ** 2)
+    params = unflatten_dict({k[7:]: v for k, v in inputs.items() if k.startswith("params.")})
+    rates = (float(inputs["inner_lr"]) if "inner_lr" in inputs else
+             unflatten_dict({k[3:]: v for k, v in inputs.items() if k.startswith("lr.")}))
+    tasks = [((inputs["support_x"][i], inputs["support_y"][i]),
+              (inputs["query_x"][i], inputs["query_y"][i])) for i in range(4)]
+    return params, rates, tasks, mse
+
+
+def _first_order_rate_gradient(params, rates, tasks, mse, steps):
+    """``−mean_i Σ_k ∇L_s(θ_k^i) ⊙ ∇L_q(θ_K^i)`` at full shape, by explicit loops."""
+    from ssmref.params import flatten_dict, unflatten_dict
+    flat_rates = flatten_dict(rates) if isinstance(rates, dict) else None
+    total = {k: 0.0 for k in flatten_dict(params)}
+    for support, query in tasks:
+        theta, inner = flatten_dict(params), []
+        for _ in range(steps):
+            inner.append(flatten_dict(autograd.grad(mse)(unflatten_dict(theta), support)))
+            theta = {k: v - (rates if flat_rates is None else flat_rates[k]) * inner[-1][k]
+                     for k, v in theta.items()}
+        gq = flatten_dict(autograd.grad(mse)(unflatten_dict(theta), query))
+        for k in total:
+            total[k] = total[k] - sum(g[k] for g in inner) * gq[k] / len(tasks)
+    return total
+
+
+def test_maml_scalar_rate_gradients_against_differences_and_the_fomaml_formula(maml_vectors):
+    from ssmref.maml import meta_loss
+    inputs, outputs, attrs = X.load_case(maml_vectors, "maml_scalar_lr")
+    params, alpha, tasks, mse = _maml_pieces(inputs)
+    assert attrs["steps"] == 2 and outputs["meta_grad_lr"].shape == ()
+    h = 1e-6
+    diff = (meta_loss(params, mse, tasks, inner_lr=alpha + h, steps=2)
+            - meta_loss(params, mse, tasks, inner_lr=alpha - h, steps=2)) / (2 * h)
+    assert abs(outputs["meta_grad_lr"] - diff) <= 1e-6 * abs(diff)
+    fo = _first_order_rate_gradient(params, alpha, tasks, mse, 2)
+    want = sum(np.sum(v) for v in fo.values())                  # a scalar rate: summed
+    assert abs(outputs["meta_grad_fo_lr"] - want) <= 1e-12 * abs(want)
+    assert abs(outputs["meta_grad_fo_lr"] - outputs["meta_grad_lr"]) > 1e-3 * abs(want)
+
+
+def test_maml_broadcast_rates_give_the_full_shape_gradient_summed_over_broadcast_axes(
+        maml_vectors):
+    from ssmref.maml import meta_gradient
+    from ssmref.params import flatten_dict, unflatten_dict
+    inputs, outputs, _ = X.load_case(maml_vectors, "maml_metasgd_broadcast")
+    params, rates, tasks, mse = _maml_pieces(inputs)
+    flat_p, flat_r = flatten_dict(params), flatten_dict(rates)
+    assert {k: np.shape(v) for k, v in flat_r.items() if np.shape(v) != flat_p[k].shape} == {
+        "layer0.W": (), "layer1.W": (40, 1), "layer1.b": (1,), "layer2.W": (40,), "layer2.b": ()}
+    full = unflatten_dict({k: np.broadcast_to(flat_r[k], flat_p[k].shape).copy() for k in flat_p})
+    loss, (g_theta, g_lr) = meta_gradient(params, mse, tasks, inner_lr=full, wrt_inner_lr=True)
+    assert outputs["meta_loss"] == pytest.approx(loss, rel=1e-14)
+    for k, g in flatten_dict(g_lr).items():
+        shape = np.shape(flat_r[k])
+        axes = tuple(range(g.ndim - len(shape))) + tuple(
+            g.ndim - len(shape) + i for i, n in enumerate(shape) if n == 1)
+        want = np.sum(g, axis=axes).reshape(shape)
+        np.testing.assert_allclose(outputs["meta_grad_lr." + k], want, rtol=1e-12,
+                                   atol=1e-14 * np.max(np.abs(want)))
+
+
+def test_metasgd_three_steps_first_order_gradients_by_explicit_loops(maml_vectors):
+    from ssmref.maml import adapt
+    from ssmref.params import flatten_dict
+    inputs, outputs, attrs = X.load_case(maml_vectors, "maml_metasgd_steps3")
+    params, rates, tasks, mse = _maml_pieces(inputs)
+    assert attrs["steps"] == 3
+    fo = _first_order_rate_gradient(params, rates, tasks, mse, 3)
+    for k, want in fo.items():
+        got = outputs["meta_grad_fo_lr." + k]
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13 * np.max(np.abs(want)))
+        assert not np.allclose(got, outputs["meta_grad_lr." + k])      # second order differs
+    query_grads = [flatten_dict(autograd.grad(mse)(adapt(params, mse, s, inner_lr=rates, steps=3),
+                                                   q)) for s, q in tasks]
+    for k in fo:
+        want = sum(g[k] for g in query_grads) / len(tasks)               # FOMAML: mean query grad
+        np.testing.assert_allclose(outputs["meta_grad_fo." + k], want, rtol=1e-10,
+                                   atol=1e-13 * np.max(np.abs(want)))
+
+
 def test_adapter_case_engages_clipping_step_bound_trust_region_and_ema(small_vectors):
     inputs, outputs, attrs = X.load_case(small_vectors, "adapter_tent")
     out, infos = X.run_adapter_case(inputs, attrs)
