@@ -78,6 +78,9 @@ def test_float32_port_passes_the_float32_table(vectors, tmp_path, capsys):
         assert z["y"].dtype == np.float32          # computed in float32, not cast at the end
     rc, report = run_check(capsys, vectors("float32"), tmp_path, "float32")
     assert rc == 0, report
+    baseline = crosscheck.check(vectors("float32"), str(tmp_path), mode="baseline")
+    assert baseline["passed"]
+    assert max(c["err_over_tol"] for c in baseline["cases"]) < 0.5     # margin 2 or more
 
 
 def test_old_state_port_fails_exactly_the_cases_it_touches(vectors, tmp_path, capsys):
@@ -85,9 +88,10 @@ def test_old_state_port_fails_exactly_the_cases_it_touches(vectors, tmp_path, ca
     rc, text = run_check(capsys, vectors("float64"), tmp_path, "float64")
     assert rc == 1
     assert "FAIL ssm_scan/y" in text
-    report = crosscheck.check(vectors("float64"), str(tmp_path), "float64")
-    failed = {c["name"] for c in report["cases"] if not c["passed"]}
-    assert failed == OLD_STATE_CASES       # kernel, discretize, maml, adapter still pass
+    for mode in ("table", "baseline"):
+        report = crosscheck.check(vectors("float64"), str(tmp_path), "float64", mode=mode)
+        failed = {c["name"] for c in report["cases"] if not c["passed"]}
+        assert failed == OLD_STATE_CASES   # kernel, discretize, maml, adapter still pass
 
 
 #: The other broken ports and the cases each must fail (run on the MAML and adapter cases).
