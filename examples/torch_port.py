@@ -18,9 +18,12 @@ The three steps (float64 must pass the float64 table, float32 the float32 table)
 
 (``python -m ssmref.crosscheck vectors|check`` is the same command line.)
 
-``--broken old-state`` flips one convention (the SSM output reads the OLD state,
-``y_t = C h_{t-1} + D u_t``) in the scan, step, gradient and policy cases: the check must then
-fail, naming those cases.  ``--cases NAME ...`` runs only the named cases.
+``--broken NAME ...`` flips conventions (:data:`BROKEN`): ``old-state`` (the SSM output reads the
+OLD state, ``y_t = C h_{t-1} + D u_t``) in the scan, step, gradient and policy cases;
+``fo-detached-lr`` (first-order MAML without the rate gradient); ``eata-grad-weights`` (eata's
+weights differentiated); ``adam-counts-refused`` (Adam's step count advances on a refused or
+skipped adapter step).  The check must then fail exactly the cases each one touches.
+``--cases NAME ...`` runs only the named cases.
 
 Shapes in comments: b batch, T time, n state, m input, p output, N episodes, M tasks, S steps.
 """
@@ -57,7 +60,7 @@ def to_torch(arrays, dtype, device):
     """Float arrays -> ``dtype``, integer arrays (actions, labels) -> int64, on ``device``."""
     out = {}
     for k, a in arrays.items():
-        t = torch.from_numpy(np.ascontiguousarray(a))
+        t = torch.from_numpy(np.array(a, order="C"))    # not ascontiguousarray: it makes 0-d 1-d
         out[k] = t.to(device, dtype if a.dtype.kind == "f" else torch.int64)
     return out
 
@@ -168,33 +171,33 @@ def discretize(A, B, dt, method):
 # Case kinds: the SSM
 # ---------------------------------------------------------------------------------------------
 
-def case_ssm_scan(x, attrs, old_state):
-    y, h_last = ssm_scan(x["A"], x["B"], x["C"], x["D"], x["u"], x["h0"], old_state)
+def case_ssm_scan(x, attrs, broken):
+    y, h_last = ssm_scan(x["A"], x["B"], x["C"], x["D"], x["u"], x["h0"], "old-state" in broken)
     return {"y": y, "h_last": h_last}
 
 
-def case_ssm_step(x, attrs, old_state):
+def case_ssm_step(x, attrs, broken):
     h, u = x["h"], x["u"]                                  # (b, n), (b, m)
     h_next = h @ x["A"].T + u @ x["B"].T
-    read = h if old_state else h_next
+    read = h if "old-state" in broken else h_next
     return {"h_next": h_next, "y": read @ x["C"].T + u @ x["D"].T}
 
 
-def case_ssm_kernel(x, attrs, old_state):
+def case_ssm_kernel(x, attrs, broken):
     return {"K": ssm_kernel(x["A"], x["B"], x["C"], int(attrs["length"]))}
 
 
-def case_ssm_scan_vjp(x, attrs, old_state):
+def case_ssm_scan_vjp(x, attrs, broken):
     names = ["A", "B", "C", "D", "u", "h0"]
     args = [x[k].clone().requires_grad_(True) for k in names]
-    y, h_last = ssm_scan(*args, old_state=old_state)
+    y, h_last = ssm_scan(*args, old_state="old-state" in broken)
     total = torch.sum(x["gy"] * y) + torch.sum(x["gh"] * h_last)
     grads = torch.autograd.grad(total, args)
     out = {"d" + k: g for k, g in zip(names, grads)}
     return dict(out, y=y, h_last=h_last)
 
 
-def case_discretize(x, attrs, old_state):
+def case_discretize(x, attrs, broken):
     Ad, Bd = discretize(x["A"], x["B"], x["dt"], attrs["method"])
     return {"Ad": Ad, "Bd": Bd}
 
@@ -248,10 +251,11 @@ def policy_forward(params, spec, obs, actions, rewards, old_state=False):
     return out
 
 
-def case_policy(x, attrs, old_state):
+def case_policy(x, attrs, broken):
     spec = attrs["spec"]
     params = {k: v.clone().requires_grad_(True) for k, v in sub(x, "params.").items()}
-    out = policy_forward(params, spec, x["obs"], x["actions"], x["rewards"], old_state)
+    out = policy_forward(params, spec, x["obs"], x["actions"], x["rewards"],
+                         "old-state" in broken)
     names = sorted(params)
     grads = torch.autograd.grad(out["log_prob"].sum(), [params[k] for k in names],
                                 materialize_grads=True)      # the value head's are zeros
@@ -268,45 +272,48 @@ def mse(params, x, y):
     return torch.mean((mlp(params, "", x) - y) ** 2)
 
 
-def inner_adapt(params, lr, x, y, steps, first_order):
-    """``θ_{k+1} = θ_k − α ⊙ ∇L_s(θ_k)``; ``lr``: a dict like ``params`` (Meta-SGD) or 0-d."""
+def inner_adapt(params, lr, x, y, steps, first_order, detach_update=False):
+    """``θ_{k+1} = θ_k − α ⊙ ∇L_s(θ_k)``; ``lr``: a dict like ``params`` (Meta-SGD) or 0-d.
+    ``detach_update`` (the broken port ``fo-detached-lr``): first order detaches ``α ⊙ g``, not
+    only ``g``, so no gradient reaches ``α``."""
     for _ in range(steps):
         g = grad(mse)(params, x, y)
         if first_order:                                  # FOMAML: inner gradients are constants
             g = {k: v.detach() for k, v in g.items()}
-        params = {k: params[k] - (lr[k] if isinstance(lr, dict) else lr) * g[k] for k in params}
+        step = {k: (lr[k] if isinstance(lr, dict) else lr) * g[k] for k in params}
+        if first_order and detach_update:
+            step = {k: v.detach() for k, v in step.items()}
+        params = {k: params[k] - step[k] for k in params}
     return params
 
 
-def meta_loss(params, lr, data, steps, first_order):
+def meta_loss(params, lr, data, steps, first_order, detach_update=False):
     """Mean over the M tasks of the query loss after adapting on the support set."""
     def one_task(sx, sy, qx, qy):
-        return mse(inner_adapt(params, lr, sx, sy, steps, first_order), qx, qy)
+        return mse(inner_adapt(params, lr, sx, sy, steps, first_order, detach_update), qx, qy)
     return vmap(one_task)(*data).mean()                  # vmap over the task axis
 
 
-def case_maml(x, attrs, old_state):
+def case_maml(x, attrs, broken):
+    """Every output group a ``maml`` case may list (``run`` keeps the ones its manifest names):
+    fast weights, meta-loss, second- and first-order gradients w.r.t. ``θ`` and ``α``."""
     steps = int(attrs["steps"])
     params = sub(x, "params.")
+    lr = x["inner_lr"] if "inner_lr" in x else sub(x, "lr.")    # 0-d, or a dict (Meta-SGD)
     data = (x["support_x"], x["support_y"], x["query_x"], x["query_y"])   # (M, K|Q, 1) each
-    out = {}
-    if "inner_lr" in x:                                  # MAML: one scalar rate
-        lr = x["inner_lr"]
-        fast = vmap(inner_adapt, in_dims=(None, None, 0, 0, None, None))(
-            params, lr, data[0], data[1], steps, False)  # leaves (M, ...)
-        out.update({"fast." + k: v for k, v in fast.items()})
-        g2, loss = torch.func.grad_and_value(meta_loss)(params, lr, data, steps, False)
-        g1 = grad(meta_loss)(params, lr, data, steps, True)
-        out["meta_loss"] = loss
-        out.update({"meta_grad." + k: v for k, v in g2.items()})
-        out.update({"meta_grad_fo." + k: v for k, v in g1.items()})
-    else:                                                # Meta-SGD: per-parameter rates
-        lr = sub(x, "lr.")
+    fast = vmap(inner_adapt, in_dims=(None, None, 0, 0, None, None))(
+        params, lr, data[0], data[1], steps, False)      # leaves (M, ...)
+    out = {"fast." + k: v for k, v in fast.items()}
+    for first_order, suffix in ((False, ""), (True, "_fo")):
         (g_theta, g_lr), loss = torch.func.grad_and_value(meta_loss, argnums=(0, 1))(
-            params, lr, data, steps, False)
-        out["meta_loss"] = loss
-        out.update({"meta_grad." + k: v for k, v in g_theta.items()})
-        out.update({"meta_grad_lr." + k: v for k, v in g_lr.items()})
+            params, lr, data, steps, first_order, "fo-detached-lr" in broken)
+        if not first_order:
+            out["meta_loss"] = loss
+        out.update({f"meta_grad{suffix}.{k}": v for k, v in g_theta.items()})
+        if isinstance(lr, dict):                         # shaped like the rates (broadcast summed)
+            out.update({f"meta_grad{suffix}_lr.{k}": v for k, v in g_lr.items()})
+        else:
+            out[f"meta_grad{suffix}_lr"] = g_lr          # a scalar rate: a 0-d gradient
     return out
 
 
@@ -314,12 +321,43 @@ def case_maml(x, attrs, old_state):
 # The test-time adapter (CONTRACT.md "ssmref.adaptation" steps 1-8)
 # ---------------------------------------------------------------------------------------------
 
-def tent_objective(params, x, labels, entropy_weight):
-    """Cross-entropy (mean over the batch) + ``entropy_weight · mean_b H(softmax(logits_b))``."""
-    logits = x @ params["W"] + params["b"]                           # (B, K): x W + b, W (d, K)
+def logits_of(params, x):
+    """The linear classifier: ``x W^T + b: (B, K)``, ``W: (K, d)`` as torch.nn.Linear."""
+    return x @ params["W"].T + params["b"]
+
+
+def row_entropy(logits):
+    """``H_n = −Σ_c q_nc log q_nc``, ``q_n = softmax(logits_n)``: ``(B,)``."""
     logp = torch.log_softmax(logits, dim=-1)
-    H = -(logp.exp() * logp).sum(-1)                                 # (B,)
-    return F.cross_entropy(logits, labels) + entropy_weight * H.mean()
+    return -(logp.exp() * logp).sum(-1)
+
+
+def eata_selection(logits, margin):
+    """EATA's reliable rows and weights, as constants: ``S = {n : H_n < E0}``,
+    ``w_n = exp(E0 − H_n)``, ``E0 = margin · ln C``."""
+    H = row_entropy(logits.detach())
+    E0 = margin * math.log(logits.shape[-1])
+    mask = H < E0
+    return mask, torch.where(mask, torch.exp(E0 - H), torch.zeros_like(H))
+
+
+def adapter_objective(params, x, labels, strategy, cfg, selection=None, attached=False):
+    """Cross-entropy (mean over the batch) plus the strategy's entropy term: tent
+    ``entropy_weight · mean_b H_b``; eata ``entropy_weight · (1/|S|) Σ_{n∈S} w_n H_n``.
+    ``attached`` (the broken port ``eata-grad-weights``): eata's ``w_n`` are differentiated."""
+    logits = logits_of(params, x)
+    loss = F.cross_entropy(logits, labels)
+    if strategy == "tent":
+        loss = loss + cfg["entropy_weight"] * row_entropy(logits).mean()
+    elif strategy == "eata":
+        mask, w = selection
+        H = row_entropy(logits)
+        if attached:
+            w = torch.exp(cfg["eata_margin"] * math.log(logits.shape[-1]) - H)
+        loss = loss + cfg["entropy_weight"] * (w * H)[mask].sum() / mask.sum()
+    elif strategy != "none":
+        raise ValueError(f"adapter strategy {strategy!r} not ported")
+    return loss
 
 
 def trainable(names, allow, deny):
@@ -374,25 +412,40 @@ def adapter_update(theta, g, adam, anchor, cfg):
     return theta, anchor
 
 
-def case_adapter(x, attrs, old_state):
-    cfg = attrs["config"]
-    ew = cfg["entropy_weight"] if attrs.get("strategy", "none") == "tent" else 0.0
-    theta = sub(x, "params.")                                        # W (d, K), b (K,)
+def case_adapter(x, attrs, broken):
+    cfg, strategy = attrs["config"], attrs["strategy"]
+    theta = sub(x, "params.")                                        # W (K, d), b (K,)
     names = trainable(sorted(theta), cfg.get("allow_layers"), cfg.get("deny_layers"))
     adam = {"step": 0, "m": {k: torch.zeros_like(theta[k]) for k in names},
             "v": {k: torch.zeros_like(theta[k]) for k in names}}
     anchor = {k: theta[k].clone() for k in names}                    # θ before the first step
-    traj = [theta]
+    traj, steps = [theta], []
     for xs, labels in zip(x["x"], x["labels"]):                      # one adapt call per batch
-        for _ in range(cfg.get("max_steps_per_call", 1)):
+        done = 0
+        for _ in range(cfg["max_steps_per_call"]):                   # stop at a refused/skipped step
+            selection = None
+            if strategy == "eata":
+                selection = eata_selection(logits_of(theta, xs), cfg["eata_margin"])
+                if not selection[0].any():
+                    if "adam-counts-refused" in broken:
+                        adam["step"] += 1
+                    break                                            # SkipStep: nothing changes
+
             def objective(p):                                        # 1. only p is differentiated
-                return tent_objective({**theta, **p}, xs, labels, ew)
+                return adapter_objective({**theta, **p}, xs, labels, strategy, cfg, selection,
+                                         "eata-grad-weights" in broken)
             g, loss = torch.func.grad_and_value(objective)({k: theta[k] for k in names})
             if not (torch.isfinite(loss) and all(torch.isfinite(v).all() for v in g.values())):
+                if "adam-counts-refused" in broken:
+                    adam["step"] += 1
                 break                                                # 2. the guard: no change
             theta, anchor = adapter_update(theta, g, adam, anchor, cfg)
+            done += 1
         traj.append(theta)
-    return {"traj." + k: torch.stack([p[k] for p in traj]) for k in theta}   # (S+1, ...)
+        steps.append(done)
+    out = {"traj." + k: torch.stack([p[k] for p in traj]) for k in theta}   # (S+1, ...) per call
+    steps = torch.tensor(steps, dtype=x["x"].dtype)
+    return dict(out, steps=steps, updated=(steps > 0).to(steps.dtype))
 
 
 KINDS = {"ssm_scan": case_ssm_scan, "ssm_step": case_ssm_step, "ssm_kernel": case_ssm_kernel,
@@ -404,8 +457,26 @@ KINDS = {"ssm_scan": case_ssm_scan, "ssm_step": case_ssm_step, "ssm_kernel": cas
 # Command line
 # ---------------------------------------------------------------------------------------------
 
-def run(vectors_dir, results_dir, device="cpu", dtype="float64", broken=None, cases=None):
-    """Compute every supported case; returns ``{name: seconds}``."""
+#: ``--broken NAME``: one convention flipped, and the cases whose check must then fail.
+BROKEN = {
+    "old-state": "the SSM output reads the old state, y_t = C h_{t-1} + D u_t "
+                 "(ssm_scan*, ssm_step, ssm_scan_vjp*, policy_*)",
+    "fo-detached-lr": "first-order MAML detaches the whole inner update alpha * g, so no gradient "
+                      "reaches alpha (the cases with meta_grad_fo_lr)",
+    "eata-grad-weights": "eata's weights exp(E0 - H_n) are differentiated, not constants "
+                         "(adapter_eata)",
+    "adam-counts-refused": "a refused or skipped adapter step still advances Adam's step count "
+                           "(adapter_guard, adapter_eata)",
+}
+
+
+def run(vectors_dir, results_dir, device="cpu", dtype="float64", broken=(), cases=None):
+    """Compute every supported case; returns ``{name: seconds}``.  ``broken``: names of
+    :data:`BROKEN` (a string is one name)."""
+    broken = frozenset([broken] if isinstance(broken, str) else broken or ())
+    unknown_broken = sorted(broken - set(BROKEN))
+    if unknown_broken:
+        raise ValueError(f"unknown --broken {unknown_broken}; known: {sorted(BROKEN)}")
     with open(os.path.join(vectors_dir, "manifest.json")) as f:
         manifest = json.load(f)
     known = [c["name"] for c in manifest["cases"]]
@@ -423,13 +494,13 @@ def run(vectors_dir, results_dir, device="cpu", dtype="float64", broken=None, ca
             continue
         x = to_torch(load_case(vectors_dir, case), DTYPES[dtype], torch.device(device))
         t0 = time.perf_counter()
-        out = fn(x, case.get("attrs", {}), broken == "old-state")
+        out = fn(x, case.get("attrs", {}), broken)
         arrays = {k: out[k].detach().cpu().numpy() for k in case["outputs"]}   # waits for cuda
         times[case["name"]] = time.perf_counter() - t0
         save_npz_atomic(os.path.join(results_dir, case["name"] + ".npz"), arrays)
         print(f"{case['name']:24s} {times[case['name']]:8.3f} s")
     print(f"{len(times)} cases in {sum(times.values()):.2f} s ({dtype}, {device}"
-          f"{', broken: ' + broken if broken else ''})")
+          f"{', broken: ' + ' '.join(sorted(broken)) if broken else ''})")
     return times
 
 
@@ -439,8 +510,8 @@ def main(argv=None):
     ap.add_argument("results_dir")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float64", choices=sorted(DTYPES))
-    ap.add_argument("--broken", choices=["old-state"], default=None,
-                    help="flip one convention (the SSM output reads the old state)")
+    ap.add_argument("--broken", nargs="+", choices=sorted(BROKEN), default=(), metavar="NAME",
+                    help="flip conventions: " + "; ".join(f"{k}: {v}" for k, v in BROKEN.items()))
     ap.add_argument("--cases", nargs="+", metavar="NAME", help="only these cases")
     a = ap.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():

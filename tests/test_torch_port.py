@@ -2,8 +2,9 @@
 
 Every case of ``ssmref.crosscheck`` is written to a temporary folder, the port computes it in a
 subprocess (as a user would run it), and the checker decides: float64 and float32 pass their
-tables, and the port with one flipped convention (``--broken old-state``) fails exactly the cases
-that convention touches.  Skipped when torch is not installed.
+tables, and the port with one flipped convention (``--broken old-state``, ``fo-detached-lr``,
+``eata-grad-weights``, ``adam-counts-refused``) fails exactly the cases that convention touches.
+Skipped when torch is not installed.
 """
 
 import argparse
@@ -82,6 +83,9 @@ def test_float32_port_passes_the_float32_table(vectors, tmp_path, capsys):
         assert z["y"].dtype == np.float32          # computed in float32, not cast at the end
     rc, report = run_check(capsys, vectors("float32"), tmp_path, "float32")
     assert rc == 0, report
+    baseline = crosscheck.check(vectors("float32"), str(tmp_path), mode="baseline")
+    assert baseline["passed"]
+    assert max(c["err_over_tol"] for c in baseline["cases"]) < 0.5     # margin 2 or more
 
 
 def test_old_state_port_fails_exactly_the_cases_it_touches(vectors, tmp_path, capsys):
@@ -89,9 +93,26 @@ def test_old_state_port_fails_exactly_the_cases_it_touches(vectors, tmp_path, ca
     rc, text = run_check(capsys, vectors("float64"), tmp_path, "float64")
     assert rc == 1
     assert "FAIL ssm_scan/y" in text
-    report = crosscheck.check(vectors("float64"), str(tmp_path), "float64")
+    for mode in ("table", "baseline"):
+        report = crosscheck.check(vectors("float64"), str(tmp_path), "float64", mode=mode)
+        failed = {c["name"] for c in report["cases"] if not c["passed"]}
+        assert failed == OLD_STATE_CASES   # kernel, discretize, maml, adapter still pass
+
+
+#: The other broken ports and the cases each must fail (run on the MAML and adapter cases).
+BROKEN_CASES = {"fo-detached-lr": {"maml_scalar_lr", "maml_metasgd_steps3"},
+                "eata-grad-weights": {"adapter_eata"},
+                "adam-counts-refused": {"adapter_eata", "adapter_guard"}}
+LEARNING_CASES = [name for name, c in crosscheck.CASES.items() if c.kind in ("maml", "adapter")]
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_CASES))
+def test_each_broken_learning_port_fails_exactly_its_cases(broken, vectors, tmp_path):
+    run_port(vectors("float64"), tmp_path, "--broken", broken, "--cases", *LEARNING_CASES)
+    report = crosscheck.check(vectors("float64"), str(tmp_path), "float64", skip_missing=True)
+    assert len(report["cases"]) == len(LEARNING_CASES)
     failed = {c["name"] for c in report["cases"] if not c["passed"]}
-    assert failed == OLD_STATE_CASES       # kernel, discretize, maml, adapter still pass
+    assert failed == BROKEN_CASES[broken]
 
 
 def test_cases_option_runs_only_the_named_cases(vectors, tmp_path):

@@ -30,7 +30,7 @@ Error measures, per output, for the expected ``y`` (float64) and the candidate `
     max_rel  = max_abs / s          (normwise relative error)
     passes iff every x_i is finite and |x_i - y_i| <= tol_i, where
     tol_i    = rtol |y_i| + atol s g(L)              table mode
-    tol_i    = k E_naive  + atol s                   baseline mode, E_naive = max_i |naive_i - y_i|
+    tol_i    = k E_base   + atol s                   baseline mode, E_base = max(E_naive, E_log_depth)
 
 ``(rtol, atol)`` come from :data:`VALUE_TOLERANCES` (torch.testing's defaults; Mamba's kernel tests
 for the fp16 / bf16 atol), doubled for gradients (:data:`GRAD_FACTOR`).  ``atol`` is relative to
@@ -41,8 +41,11 @@ per step, damped by ``A^k``, accumulates like a random walk over the last ``L`` 
 (float32: the naive recurrence, and a chunked torch scan): normwise errors 1e-7 to 3e-7 at
 ``L = 10``, 7e-7 at ``L = 1000``, 1.8e-6 for gradients: 11 to 130 times below the tolerance,
 while the wrong convention (the output reads the old state) is 1e4 times above.  Baseline mode
-runs the naive computation (:func:`naive_outputs`) in the target dtype, rounding after every
-operation (bfloat16 emulated), for the SSM kinds and discretization; other kinds use the table.
+runs the naive computations (:func:`naive_outputs`) in the target dtype, rounding after every
+operation (bfloat16 emulated), for the SSM kinds and discretization: the step loop and, for the
+scan, its gradients and the kernel, the log-depth form (associative scan, doubling), whose
+errors grow faster with ``L`` (up to 24 times the step loop's at ``rho = 0.999`` in float32);
+``E_base`` is the larger.  Other kinds use the table.
 
 Python API: :func:`write_vectors`, :func:`load_vectors`, :func:`load_case`, :func:`check`,
 :func:`format_report`, :func:`assert_matches`, :func:`assert_case_matches`,
@@ -53,7 +56,8 @@ Python API: :func:`write_vectors`, :func:`load_vectors`, :func:`load_case`, :fun
 Layout, in dependency order: :mod:`.precision` (rounding to a dtype, naive arithmetic in it,
 the tolerance table), :mod:`.files` (deterministic ``.npz`` files, the manifest's structure,
 results), :mod:`.kinds` (what a case and a kind are), :mod:`.families` (the cases and the
-checker's rules of each family of models: :mod:`.families.ssm`, :mod:`.families.learning`),
+checker's rules of each family of models: :mod:`.families.ssm`, :mod:`.families.learning`
+(the policy; with :mod:`.families.maml` and :mod:`.families.adapter`)),
 :mod:`.registry` (every case and kind; writing and loading vectors), :mod:`.report`
 (:func:`format_report`), :mod:`.checker` (comparing, :func:`check`, the assertions), :mod:`.cli`
 (the command line).
@@ -63,7 +67,7 @@ from ssmref.crosscheck.checker import (assert_case_matches, assert_matches, chec
                                        compare)
 from ssmref.crosscheck.cli import (add_check_arguments, add_vectors_arguments, main, run_check,
                                    run_vectors)
-from ssmref.crosscheck.families.learning import run_adapter_case
+from ssmref.crosscheck.families.adapter import run_adapter_case
 from ssmref.crosscheck.files import SPEC_VERSION, VectorsError, read_npz, write_npz
 from ssmref.crosscheck.kinds import Case, Kind
 from ssmref.crosscheck.precision import (DEFAULT_K, DTYPES, GRAD_FACTOR, LENGTH_REF,

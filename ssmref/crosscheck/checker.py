@@ -14,11 +14,11 @@ from ssmref.crosscheck.registry import (KINDS, effective_length, load_results, l
 from ssmref.crosscheck.report import format_report
 
 
-def compare(expected, actual, *, rtol, atol, seq_axis=None, err_naive=None, k=DEFAULT_K):
+def compare(expected, actual, *, rtol, atol, seq_axis=None, err_base=None, k=DEFAULT_K):
     """The error measures of one output (see :mod:`ssmref.crosscheck`) as a dict.
 
-    ``atol`` is relative to the output's scale (it is multiplied by ``s``).  With ``err_naive``
-    (baseline mode) ``tol_i = k err_naive + atol s``; otherwise ``tol_i = rtol |y_i| + atol s``.
+    ``atol`` is relative to the output's scale (it is multiplied by ``s``).  With ``err_base``
+    (baseline mode) ``tol_i = k err_base + atol s``; otherwise ``tol_i = rtol |y_i| + atol s``.
     """
     y, x = onp.asarray(expected), onp.asarray(actual)
     if onp.iscomplexobj(x) and not onp.iscomplexobj(y):
@@ -33,23 +33,24 @@ def compare(expected, actual, *, rtol, atol, seq_axis=None, err_naive=None, k=DE
     s = s if s > 0 else 1.0
     with onp.errstate(all="ignore"):
         err = onp.abs(x - y)
-        if err_naive is None:
+        if err_base is None:
             tol = rtol * onp.abs(y) + atol * s
         else:
-            tol = onp.full(y.shape, k * err_naive + atol * s)
+            tol = onp.full(y.shape, k * err_base + atol * s)
         finite = onp.isfinite(x)
         bad = ~finite | ~(err <= tol)
         finite_err = onp.where(finite, err, 0.0)
         max_abs = float(onp.max(finite_err)) if y.size else 0.0
         ratio = float(onp.max(onp.where(finite, err / tol, 0.0))) if y.size else 0.0
-    floor = (k * err_naive + atol * s) if err_naive is not None else atol * s
+    floor = (k * err_base + atol * s) if err_base is not None else atol * s
     result = {"shape": list(y.shape), "scale": s, "max_abs": max_abs, "max_rel": max_abs / s,
-              "rtol": None if err_naive is not None else rtol, "tol_abs": floor,
+              "rtol": None if err_base is not None else rtol, "tol_abs": floor,
               "err_over_tol": ratio,
               "n_bad": int(onp.sum(bad)), "nan": int(onp.sum(onp.isnan(x))),
               "inf": int(onp.sum(onp.isinf(x))), "first_bad": None, "first_bad_step": None,
               "seq_label": None, "bad_value": None, "bad_expected": None, "bad_tol": None,
-              "err_naive": err_naive, "passed": not bool(onp.any(bad))}
+              "err_naive": None, "err_log_depth": None, "err_base": err_base,
+              "passed": not bool(onp.any(bad))}
     if onp.any(bad):
         if seq_axis is not None:
             axis, label = seq_axis
@@ -86,10 +87,13 @@ def check_case(case, actual, dtype=None, *, mode="table", k=DEFAULT_K, rtol=None
     kind, attrs = case["kind"], case["attrs"]
     L = effective_length(kind, case["inputs"], attrs)
     notes = []
-    naive = None
+    naive = {}
     if mode == "baseline":
-        naive = naive_outputs(kind, case["inputs"], attrs, dtype)
-        if naive is None:
+        for form in ("sequential", "log_depth"):
+            out = naive_outputs(kind, case["inputs"], attrs, dtype, form=form)
+            if out is not None:
+                naive[form] = out
+        if not naive:
             notes.append(f"no naive baseline for kind {kind!r}: table tolerances used")
     outputs = []
     for name, expected in case["outputs"].items():
@@ -98,17 +102,19 @@ def check_case(case, actual, dtype=None, *, mode="table", k=DEFAULT_K, rtol=None
         got = as_result(actual[name], expected,
                          f"results of case {case['name']}: output {name!r}")
         cls = output_class(kind, name)
-        err_naive = None
-        if naive is not None:
-            e = onp.abs(naive[name] - expected)
+        errs = {}                            # baseline: E of each naive form, if finite
+        for form, out in naive.items():
+            e = onp.abs(out[name] - expected)
             if onp.all(onp.isfinite(e)):
-                err_naive = float(onp.max(e)) if e.size else 0.0
+                errs[form] = float(onp.max(e)) if e.size else 0.0
             else:
-                notes.append(f"{name}: the naive {dtype} computation is not finite; table used")
-        if err_naive is not None:            # baseline: no length factor, E_naive has it
+                notes.append(f"{name}: the {form.replace('_', '-')} naive {dtype} computation is "
+                             f"not finite" + ("; table used" if len(naive) == 1 else ""))
+        if errs:                             # no length factor: the naive errors grow with L
             _, a = tolerance(dtype, cls, 1, rtol=rtol, atol=atol)
-            res = compare(expected, got, rtol=None, atol=a, err_naive=err_naive, k=k,
+            res = compare(expected, got, rtol=None, atol=a, err_base=max(errs.values()), k=k,
                           seq_axis=sequence_axis(kind, name))
+            res.update(err_naive=errs.get("sequential"), err_log_depth=errs.get("log_depth"))
         else:
             r, a = tolerance(dtype, cls, L, rtol=rtol, atol=atol)
             res = compare(expected, got, rtol=r, atol=a, seq_axis=sequence_axis(kind, name))
@@ -125,7 +131,8 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
 
     ``dtype``: the candidate's precision, which picks the tolerances (default: the manifest's).
     ``mode``: ``"table"`` (``tol_i = rtol |y_i| + atol s g(L)``) or ``"baseline"``
-    (``tol_i = k E_naive + atol s``).  ``cases``: names to check (default all in the manifest;
+    (``tol_i = k E_base + atol s``, ``E_base = max(E_naive, E_log_depth)``: the errors of the
+    naive step loop and, where the kind has one, of the naive log-depth form, both in ``dtype``).  ``cases``: names to check (default all in the manifest;
     each must have a results file, unless ``skip_missing``: then the cases without a results file
     are skipped and listed in ``"skipped"`` and the notes; at least one must be present).
     ``rtol`` / ``atol`` replace the table's values (before the gradient and length factors).
@@ -137,8 +144,9 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
     "notes", "skipped", "cases": [{"name", "kind", "length", "length_factor", "passed", "notes",
     "err_over_tol", "outputs": [{"name", "cls", "shape", "scale", "max_abs", "max_rel", "rtol",
     "tol_abs", "err_over_tol", "n_bad", "nan", "inf", "first_bad", "first_bad_step", "seq_label",
-    "bad_value", "bad_expected", "bad_tol", "err_naive", "passed"}]}]}``: ``tol_abs`` is the
-    absolute part of the tolerance (``atol s g(L)``, or ``k E_naive + atol s``), ``err_over_tol``
+    "bad_value", "bad_expected", "bad_tol", "err_naive", "err_log_depth", "err_base",
+    "passed"}]}]}``: ``tol_abs`` is the absolute part of the tolerance (``atol s g(L)``, or
+    ``k E_base + atol s``; ``err_*`` are ``None`` in table mode), ``err_over_tol``
     the largest ``|x_i - y_i| / tol_i`` (of the output; of its outputs for a case), ``first_bad``
     the first failing index (earliest along the sequence axis ``seq_label``); ``bad_value`` and
     ``bad_expected`` are ``[re, im]`` for complex outputs.

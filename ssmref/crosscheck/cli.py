@@ -49,7 +49,8 @@ def add_check_arguments(parser):
                              "(default: the dtype the vectors were written for)")
     parser.add_argument("--mode", default="table", choices=("table", "baseline"),
                         help="table: per-dtype tolerances grown with sequence length; baseline: "
-                             "error <= k x the naive computation's error in dtype + atol")
+                             "error <= k x the larger error of the naive step loop and the naive "
+                             "log-depth form in dtype + atol")
     parser.add_argument("--k", type=float, default=DEFAULT_K,
                         help=f"baseline mode's factor (default {DEFAULT_K:g})")
     parser.add_argument("--cases", nargs="+", metavar="NAME", default=None,

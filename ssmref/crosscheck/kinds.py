@@ -4,7 +4,8 @@ A *case* draws its float64 inputs from a generator seeded by its name and comput
 outputs with ssmref's own functions.  A *kind* tells the checker what it needs to judge a result:
 the inputs it reads and how to validate them, the effective length ``L`` of the tolerance's
 ``g(L)`` (how many past steps' rounding errors still reach an output), which outputs are
-gradients, which axis is time, and the naive computation of baseline mode.  Each family of
+gradients, which axis is time, and the naive computations of baseline mode (the step loop, and
+where the kind has one, the log-depth form: baseline mode allows ``k`` times the larger error).  Each family of
 models (:mod:`ssmref.crosscheck.families`) defines its kinds and cases with these two classes.
 """
 
@@ -50,6 +51,7 @@ class Kind:
     output_class: Callable = _values_only               # output name -> "value" | "grad"
     sequence_axis: Callable = _no_axis                  # output name -> (axis, label) | None
     naive: Optional[Callable] = None                    # (inputs, attrs, R, work) -> outputs
+    log_depth: Optional[Callable] = None                # the same, in log depth (baseline mode)
     validate_outputs: Optional[Callable] = None         # (outputs, inputs, attrs) -> None or
                                                         # ValueError: the stored shapes agree
                                                         # with the attrs the checker reads

@@ -31,7 +31,8 @@ VALUE_TOLERANCES = {
 GRAD_FACTOR = 2.0
 #: ``g(L) = max(1, sqrt(L / LENGTH_REF))``: the table applies as it is up to 64 effective steps.
 LENGTH_REF = 64
-#: Baseline mode: a candidate may be this many times less accurate than the naive computation.
+#: Baseline mode: a candidate may be this many times less accurate than the less accurate of the
+#: two naive computations, the step loop and the log-depth form (``tol = k E_base + atol s``).
 DEFAULT_K = 4.0
 
 

@@ -57,14 +57,25 @@ def sequence_axis(kind, name):
     return KIND_RULES[kind].sequence_axis(name)
 
 
-def naive_outputs(kind, inputs, attrs, dtype):
-    """The naive computation carried out in ``dtype`` (the plain recurrence, the powers
-    ``A^k B``, the reverse recurrence of the VJP, the direct discretization formulas), rounding
-    to ``dtype`` after every operation (bfloat16 emulated; matrix products accumulate in float32
-    for float16 / bfloat16, in ``dtype`` otherwise); returned as float64 arrays.  ``None`` for the
-    kinds without a naive baseline (policy, maml, adapter)."""
+#: The forms of :func:`naive_outputs`.
+NAIVE_FORMS = ("sequential", "log_depth")
+
+
+def naive_outputs(kind, inputs, attrs, dtype, form="sequential"):
+    """A naive computation carried out in ``dtype``, rounding to ``dtype`` after every operation
+    (bfloat16 emulated; matrix products accumulate in float32 for float16 / bfloat16, in ``dtype``
+    otherwise); returned as float64 arrays.
+
+    ``form="sequential"``: the step loop (the plain recurrence, the powers ``A^k B`` one by one,
+    the reverse recurrence of the VJP, the direct discretization formulas); ``None`` for the kinds
+    without a naive baseline (policy, maml, adapter).  ``form="log_depth"``: the associative scan
+    of the affine maps (forward, and backward for the VJP) and the kernel's powers by doubling
+    (:mod:`ssmref.crosscheck.families.ssm_log_depth`); ``None`` for the kinds without one.
+    """
+    if form not in NAIVE_FORMS:
+        raise ValueError(f"form must be one of {list(NAIVE_FORMS)}, got {form!r}")
     work, R = rounder(dtype)
-    naive = KIND_RULES[kind].naive
+    naive = getattr(KIND_RULES[kind], "naive" if form == "sequential" else form)
     if naive is None:
         return None
     with onp.errstate(all="ignore"):

@@ -33,7 +33,7 @@ def format_report(report):
              + f", vectors {report['vectors_dir']} ({report['vectors_dtype']})"]
     lines += [f"note: {n}" for n in report.get("notes", [])]
     head = ("output", "shape", "scale", "max_abs", "max_rel",
-            "naive_abs" if mode == "baseline" else "rtol", "tol_abs", "err_over_tol", "first bad", "")
+            "base_abs" if mode == "baseline" else "rtol", "tol_abs", "err_over_tol", "first bad", "")
     failures = []
     for c in report["cases"]:
         lines.append("")
@@ -44,8 +44,8 @@ def format_report(report):
         lines += [f"  note: {n}" for n in c["notes"]]
         rows = [head]
         for o in c["outputs"]:
-            if mode == "baseline":       # E_naive, or the table's rtol where there is none
-                third = (f"{o['err_naive']:.2e}" if o["err_naive"] is not None
+            if mode == "baseline":       # E_base, or the table's rtol where there is none
+                third = (f"{o['err_base']:.2e}" if o.get("err_base") is not None
                          else f"rtol {o['rtol']:.1e}")
             else:
                 third = f"{o['rtol']:.2e}"

@@ -3,7 +3,7 @@
 :class:`~ssmref.crosscheck.kinds.Case`) for one family of models.
 
 - :mod:`.ssm`: the dense linear SSM (scan, step, kernel, gradients, discretization);
-- :mod:`.learning`: the SSM policy, MAML and the test-time adapter;
+- :mod:`.learning`: the SSM policy, MAML (:mod:`.maml`) and the test-time adapter (:mod:`.adapter`);
 - :mod:`.selective`: Mamba's selective scan and decoding step, Mamba-2's SSD, their gradients and a
   decode with a narrow state cache (inputs in :mod:`.selective_inputs`, baselines in
   :mod:`.selective_naive`).

@@ -5,8 +5,10 @@
     λ_t = Cᵀ gy_t + Aᵀ λ_{t+1},  λ_{T-1} = Cᵀ gy_{T-1} + gh      (the VJP of ssm_scan_vjp)
 
 Effective length: ``L = min(T, 1 / (1 − ρ(A)))``, ``ρ`` the spectral radius (errors decay like
-``ρ^k``).  Baseline mode's naive computation is the plain recurrence (and the reverse recurrence,
-the powers ``A^k B``, the direct discretization formulas), rounded after every operation.
+``ρ^k``).  Baseline mode's naive computations, rounded after every operation: the plain
+recurrence (and the reverse recurrence, the powers ``A^k B``, the direct discretization formulas),
+and for the scan, its gradients and the kernel also the log-depth forms
+(:mod:`.ssm_log_depth`: associative scan, doubling).
 """
 
 import autograd
@@ -15,6 +17,8 @@ import numpy as onp
 import scipy.linalg
 
 from ssmref import ssm
+from ssmref.crosscheck.families.ssm_log_depth import (log_depth_kernel, log_depth_scan,
+                                                      log_depth_vjp, vjp_outputs)
 from ssmref.crosscheck.kinds import Case, Kind, memory_length
 
 PARAMS = ssm.PARAM_NAMES
@@ -251,14 +255,7 @@ def _naive_vjp(x, attrs, R, work):
         lam = R(Cg[:, t] + R(lam @ A))                    # lambda_t = C^T gy_t + A^T lambda_{t+1}
         lams.append(lam)
     L = onp.stack(lams[::-1], axis=1)                     # (b, T, n)
-    H_prev = onp.concatenate([h0[:, None], H[:, :-1]], axis=1)
-
-    def flat(a):
-        return a.reshape(-1, a.shape[-1])                 # (b*T, .)
-    return {"y": y, "h_last": H[:, -1],
-            "dA": R(flat(L).T @ flat(H_prev)), "dB": R(flat(L).T @ flat(u)),
-            "dC": R(flat(gy).T @ flat(H)), "dD": R(flat(gy).T @ flat(u)),
-            "du": R(R(L @ B) + R(gy @ D)), "dh0": R(L[:, 0] @ A)}
+    return vjp_outputs(A, B, C, D, u, h0, gy, H, L, R)
 
 
 def _naive_kernel(x, attrs, R, work):
@@ -287,13 +284,13 @@ def _naive_discretize(x, attrs, R, work):
 KINDS = [
     Kind("ssm_scan", ("A", "B", "C", "D", "u", "h0"),
          lambda x, a: _validate_sequence(x, a, False), _sequence_length,
-         sequence_axis=_time_axis_of("y"), naive=_naive_scan),
+         sequence_axis=_time_axis_of("y"), naive=_naive_scan, log_depth=log_depth_scan),
     Kind("ssm_step", ("A", "B", "C", "D", "h", "u"), _validate_step, naive=_naive_step),
     Kind("ssm_kernel", ("A", "B", "C"), _validate_kernel, _kernel_length,
          sequence_axis=lambda name: (0, "k") if name == "K" else None, naive=_naive_kernel,
-         validate_outputs=_validate_kernel_outputs),
+         log_depth=log_depth_kernel, validate_outputs=_validate_kernel_outputs),
     Kind("ssm_scan_vjp", ("A", "B", "C", "D", "u", "h0", "gy", "gh"),
          lambda x, a: _validate_sequence(x, a, True), _sequence_length, _vjp_class,
-         _time_axis_of("y", "du"), _naive_vjp),
+         _time_axis_of("y", "du"), _naive_vjp, log_depth_vjp),
     Kind("discretize", ("A", "B", "dt"), _validate_discretize, naive=_naive_discretize),
 ]
