@@ -4,8 +4,10 @@ A *case* draws its float64 inputs from a generator seeded by its name and comput
 outputs with ssmref's own functions.  A *kind* tells the checker what it needs to judge a result:
 the inputs it reads and how to validate them, the effective length ``L`` of the tolerance's
 ``g(L)`` (how many past steps' rounding errors still reach an output), which outputs are
-gradients, which axis is time, and the naive computation of baseline mode.  Each family of
-models (:mod:`ssmref.crosscheck.families`) defines its kinds and cases with these two classes.
+gradients, which axis is time, the naive computation of baseline mode, which inputs are
+complex, and the 40-digit recomputation that certifies the expected outputs (``ref_error``).  Each
+family of models (:mod:`ssmref.crosscheck.families`) defines its kinds and cases with these two
+classes.
 """
 
 import dataclasses
@@ -50,6 +52,10 @@ class Kind:
     output_class: Callable = _values_only               # output name -> "value" | "grad"
     sequence_axis: Callable = _no_axis                  # output name -> (axis, label) | None
     naive: Optional[Callable] = None                    # (inputs, attrs, R, work) -> outputs
+    complex_inputs: tuple = ()                          # required inputs stored as complex128
+    # (inputs, attrs) -> {output: object array of mpmath numbers}: an independent recomputation
+    # in 40 digits (ssmref.highprec; mpmath imported only when called), for ``ref_error``
+    reference: Optional[Callable] = None
 
 
 def case_seed(name):
