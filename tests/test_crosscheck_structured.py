@@ -127,10 +127,20 @@ def test_baseline_mode_for_the_structured_kinds(tmp_path):
     report = X.check(tmp_path / "v", tmp_path / "r", mode="baseline")
     assert report["passed"] and not report["notes"]
     table = X.check(tmp_path / "v", tmp_path / "r")
-    # the naive float32 forms exceed the table exactly where docs/crosscheck.md says: B̄ as
-    # (exp(ΔΛ) − 1)/Λ at tiny ΔΛ, and a recurrence whose rounded Λ̄ is powered 4000 times
-    assert {c["name"] for c in table["cases"] if not c["passed"]} == \
-        {"diag_discretize_zoh", "diag_scan_slow"}
+    # the naive float32 forms exceed the table where docs/crosscheck.md says: B̄ as
+    # (exp(ΔΛ) − 1)/Λ at tiny ΔΛ (err/tol 1.7), a recurrence whose rounded Λ̄ is powered 4000
+    # times (1.6); diag_scan_bilinear_2re's recurrence sits just inside (0.91)
+    failed = {c["name"] for c in table["cases"] if not c["passed"]}
+    assert {"diag_discretize_zoh", "diag_scan_slow"} <= failed <= \
+        {"diag_discretize_zoh", "diag_scan_slow", "diag_scan_bilinear_2re"}
+
+
+def test_structured_vectors_are_deterministic(tmp_path):
+    names = ["diag_scan_vjp_bilinear", "dplr_truncate", "s4d_kernel"]
+    X.write_vectors(tmp_path / "a", cases=names)
+    X.write_vectors(tmp_path / "b", cases=names)
+    for f in sorted(p.name for p in (tmp_path / "a").iterdir()):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
 def test_complex_outputs_are_never_cut_to_their_real_part(vectors, tmp_path, capsys):
