@@ -19,14 +19,16 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ssmref import crosscheck  # noqa: E402  (after the importorskip)
-from ssmref.crosscheck.families import learning, ssm  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = os.path.join(ROOT, "examples", "torch_port.py")
 
-#: The cases this port covers: the dense SSM and the learning families (the selective family has
-#: its own port, examples/torch_port_selective.py).
-PORTED = [c.name for family in (ssm, learning) for c in family.CASES]
+#: The kinds the torch port implements (the structured kinds have a JAX client,
+#: examples/jax_port.py; the selective ones their own, examples/torch_port_selective.py), and
+#: their cases.
+PORTED_KINDS = ("ssm_scan", "ssm_step", "ssm_kernel", "ssm_scan_vjp", "discretize", "policy",
+                "maml", "adapter")
+PORTED = [name for name, c in crosscheck.CASES.items() if c.kind in PORTED_KINDS]
 
 #: The cases the old-state convention changes: every SSM scan, step and gradient, both policies.
 OLD_STATE_CASES = {name for name, c in crosscheck.CASES.items()
@@ -35,7 +37,7 @@ OLD_STATE_CASES = {name for name, c in crosscheck.CASES.items()
 
 @pytest.fixture(scope="module")
 def vectors(tmp_path_factory):
-    """``dtype -> folder`` of every ported case (about a second to write)."""
+    """``dtype -> folder`` of every case the port implements (about a second to write)."""
     made = {}
 
     def get(dtype):

@@ -16,13 +16,18 @@ from ssmref.storage import atomic_write
 
 
 def add_vectors_arguments(parser):
-    """Arguments of ``python -m ssmref vectors OUT_DIR [--dtype D] [--cases NAME ...]``."""
+    """Arguments of ``python -m ssmref vectors OUT_DIR [--dtype D] [--cases NAME ...]
+    [--certify]``."""
     parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write manifest.json "
                         "and one .npz per case to (created if needed)")
     parser.add_argument("--dtype", default="float64", choices=DTYPES,
                         help="round every float input to this dtype first (default float64)")
     parser.add_argument("--cases", nargs="+", metavar="NAME", default=None,
                         help=f"write only these cases (default all: {', '.join(CASES)})")
+    parser.add_argument("--certify", action="store_true",
+                        help="also record each SSM case's ref_error: the expected outputs' error "
+                             "against a 40-digit recomputation (needs mpmath; about two minutes "
+                             "for every case)")
     return parser
 
 
@@ -30,8 +35,9 @@ def run_vectors(args):
     """Write the vectors; exit status 0, or 2 with a one-line message on stderr."""
     t0 = time.perf_counter()
     try:
-        manifest = write_vectors(args.out_dir, args.dtype, args.cases)
-    except (ValueError, OSError) as e:
+        manifest = write_vectors(args.out_dir, args.dtype, args.cases,
+                                 certify=getattr(args, "certify", False))
+    except (ValueError, OSError, ImportError) as e:
         print(f"ssmref vectors: error: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"wrote {len(manifest['cases'])} cases ({args.dtype}) to {args.out_dir} in "

@@ -4,9 +4,11 @@ A *case* draws its float64 inputs from a generator seeded by its name and comput
 outputs with ssmref's own functions.  A *kind* tells the checker what it needs to judge a result:
 the inputs it reads and how to validate them, the effective length ``L`` of the tolerance's
 ``g(L)`` (how many past steps' rounding errors still reach an output), which outputs are
-gradients, which axis is time, and the naive computations of baseline mode (the step loop, and
-where the kind has one, the log-depth form: baseline mode allows ``k`` times the larger error).  Each family of
-models (:mod:`ssmref.crosscheck.families`) defines its kinds and cases with these two classes.
+gradients, which axis is time, the naive computations of baseline mode (the step loop, and
+where the kind has one, the log-depth form: baseline mode allows ``k`` times the larger error),
+which inputs are complex, and the 40-digit recomputation that certifies the expected outputs
+(``ref_error``).  Each family of models (:mod:`ssmref.crosscheck.families`) defines its kinds and
+cases with these two classes.
 """
 
 import dataclasses
@@ -55,6 +57,10 @@ class Kind:
     validate_outputs: Optional[Callable] = None         # (outputs, inputs, attrs) -> None or
                                                         # ValueError: the stored shapes agree
                                                         # with the attrs the checker reads
+    complex_inputs: tuple = ()                          # required inputs stored as complex128
+    # (inputs, attrs) -> {output: object array of mpmath numbers}: an independent recomputation
+    # in 40 digits (ssmref.highprec; mpmath imported only when called), for ``ref_error``
+    reference: Optional[Callable] = None
 
 
 def case_seed(name):

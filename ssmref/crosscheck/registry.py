@@ -5,6 +5,13 @@ kind; this module gathers them, writes ``OUT_DIR/manifest.json`` and one ``.npz`
 loads and validates vectors and results.  With ``dtype`` other than float64 every float *input* is
 first rounded to that dtype (and stored back as float64), and the expected outputs are computed
 in float64 from the rounded inputs: a candidate's error is its own, not input quantization.
+
+With ``certify=True`` each case whose kind has a 40-digit ``reference`` (the SSM kinds, dense and
+structured) also gets ``ref_error``: per output, the normwise relative error
+``||y − y_40||_F / ||y_40||_F`` of the expected output as stored, measured against an independent
+40-digit recomputation from the same stored inputs (mpmath, an optional dependency).  It is a
+separate, slower step (about two minutes for every case); without it nothing imports mpmath and
+the files are the same bytes (the ``.npz`` files are the same bytes either way).
 """
 
 import json
@@ -13,14 +20,15 @@ import os
 import numpy as onp
 
 from ssmref import __version__
-from ssmref.crosscheck.families import learning, selective, ssm
+from ssmref.crosscheck.families import learning, selective, ssm, structured
 from ssmref.crosscheck.files import (SPEC_VERSION, VectorsError, as_result, one_line, read_manifest,
                                      read_npz, select_names, write_npz)
 from ssmref.crosscheck.kinds import case_seed
 from ssmref.crosscheck.precision import check_dtype, round_to_dtype, rounder
+from ssmref.checks import check_flag
 from ssmref.storage import atomic_write, inside
 
-_FAMILIES = (ssm, learning, selective)
+_FAMILIES = (ssm, structured, learning, selective)
 
 #: The checker's rules, by kind name.
 KIND_RULES = {k.name: k for family in _FAMILIES for k in family.KINDS}
@@ -92,8 +100,10 @@ def validate_inputs(kind, inputs, attrs, outputs=None):
     if missing:
         raise ValueError(f"kind {kind!r} needs inputs {missing}")
     for k in rules.required_inputs:
-        if inputs[k].dtype.kind not in "fc":
-            raise ValueError(f"input {k!r} has dtype {inputs[k].dtype}, expected float")
+        want = "c" if k in rules.complex_inputs else "f"
+        if inputs[k].dtype.kind != want:
+            raise ValueError(f"input {k!r} has dtype {inputs[k].dtype}, expected "
+                             f"{'complex' if want == 'c' else 'float'}")
         if not onp.all(onp.isfinite(inputs[k])):
             raise ValueError(f"input {k!r} has non-finite entries")
     if rules.validate is not None:
@@ -153,14 +163,49 @@ def _check_out_dir(out_dir, names):
                          f"(or which is not a regular file); it is not overwritten")
 
 
-def write_vectors(out_dir, dtype="float64", cases=None):
+def certified(kind):
+    """Whether ``kind`` has a 40-digit reference (then its cases get ``ref_error``)."""
+    return KIND_RULES[kind].reference is not None
+
+
+def ref_errors(kind, inputs, attrs, outputs):
+    """``{output: ||y − y_40||_F / ||y_40||_F}`` of the expected ``outputs`` against the kind's
+    40-digit recomputation from ``inputs`` (:func:`ssmref.highprec.ref_error`; needs mpmath)."""
+    rules = KIND_RULES[kind]
+    if rules.reference is None:
+        raise ValueError(f"kind {kind!r} has no 40-digit reference")
+    from ssmref import highprec                          # mpmath only on this path
+    ref = rules.reference(inputs, attrs)
+    if set(ref) != set(outputs):
+        raise RuntimeError(f"kind {kind}: the reference has outputs {sorted(ref)}, the case "
+                           f"{sorted(outputs)}")
+    for k in outputs:
+        if onp.shape(ref[k]) != onp.shape(outputs[k]):
+            raise RuntimeError(f"kind {kind}: reference {k!r} has shape {onp.shape(ref[k])}, "
+                               f"the case {onp.shape(outputs[k])}")
+    # flattened: the Frobenius norm does not see the shape, and 0-d arrays become (1,)
+    return {k: highprec.ref_error(onp.reshape(outputs[k], -1),
+                                  onp.reshape(onp.asarray(ref[k], dtype=object), -1))
+            for k in sorted(outputs)}
+
+
+#: What ``ref_error`` means, recorded in a certified manifest.
+CERTIFICATE = {"digits": 40, "error": "||y - y_40||_F / ||y_40||_F per expected output y, "
+                                      "y_40 recomputed in 40-digit arithmetic (mpmath) from the "
+                                      "stored inputs by an independent algorithm"}
+
+
+def write_vectors(out_dir, dtype="float64", cases=None, certify=False):
     """Write ``manifest.json`` and one ``.npz`` per case to ``out_dir`` (created if needed);
     returns the manifest.  ``cases``: names to write (default all of :data:`CASES`).
+    ``certify``: also measure each certified case's ``ref_error`` (:func:`ref_errors`; slow,
+    needs mpmath) and record it in its manifest entry.
 
     Deterministic: the same ssmref version writes the same bytes.  Each file is written
     atomically, the manifest last.
     """
     check_dtype(dtype)
+    check_flag("certify", certify)
     names = select_names(cases, CASES, "cases")
     _check_out_dir(out_dir, names)
     os.makedirs(out_dir, exist_ok=True)
@@ -170,8 +215,12 @@ def write_vectors(out_dir, dtype="float64", cases=None):
         write_npz(os.path.join(out_dir, f"{name}.npz"), {**inputs, **outputs})
         entries.append({"name": name, "file": f"{name}.npz", "kind": CASES[name].kind,
                         "inputs": sorted(inputs), "outputs": sorted(outputs), "attrs": attrs})
+        if certify and certified(CASES[name].kind):
+            entries[-1]["ref_error"] = ref_errors(CASES[name].kind, inputs, attrs, outputs)
     manifest = {"spec_version": SPEC_VERSION, "ssmref_version": __version__, "dtype": dtype,
                 "cases": entries}
+    if certify:
+        manifest["certificate"] = CERTIFICATE
     text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
     atomic_write(os.path.join(out_dir, "manifest.json"), lambda f: f.write(text.encode("utf-8")))
     return manifest

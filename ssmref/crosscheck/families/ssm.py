@@ -8,7 +8,8 @@ Effective length: ``L = min(T, 1 / (1 − ρ(A)))``, ``ρ`` the spectral radius 
 ``ρ^k``).  Baseline mode's naive computations, rounded after every operation: the plain
 recurrence (and the reverse recurrence, the powers ``A^k B``, the direct discretization formulas),
 and for the scan, its gradients and the kernel also the log-depth forms
-(:mod:`.ssm_log_depth`: associative scan, doubling).
+(:mod:`.ssm_log_depth`: associative scan, doubling).  Certification (``ref_error``): the 40-digit
+recomputations of :mod:`.ssm_ref`.
 """
 
 import autograd
@@ -17,6 +18,7 @@ import numpy as onp
 import scipy.linalg
 
 from ssmref import ssm
+from ssmref.crosscheck.families import ssm_ref
 from ssmref.crosscheck.families.ssm_log_depth import (log_depth_kernel, log_depth_scan,
                                                       log_depth_vjp, vjp_outputs)
 from ssmref.crosscheck.kinds import Case, Kind, memory_length
@@ -284,13 +286,17 @@ def _naive_discretize(x, attrs, R, work):
 KINDS = [
     Kind("ssm_scan", ("A", "B", "C", "D", "u", "h0"),
          lambda x, a: _validate_sequence(x, a, False), _sequence_length,
-         sequence_axis=_time_axis_of("y"), naive=_naive_scan, log_depth=log_depth_scan),
-    Kind("ssm_step", ("A", "B", "C", "D", "h", "u"), _validate_step, naive=_naive_step),
+         sequence_axis=_time_axis_of("y"), naive=_naive_scan, log_depth=log_depth_scan,
+         reference=ssm_ref.scan),
+    Kind("ssm_step", ("A", "B", "C", "D", "h", "u"), _validate_step, naive=_naive_step,
+         reference=ssm_ref.step),
     Kind("ssm_kernel", ("A", "B", "C"), _validate_kernel, _kernel_length,
          sequence_axis=lambda name: (0, "k") if name == "K" else None, naive=_naive_kernel,
-         log_depth=log_depth_kernel, validate_outputs=_validate_kernel_outputs),
+         log_depth=log_depth_kernel, validate_outputs=_validate_kernel_outputs,
+         reference=ssm_ref.kernel),
     Kind("ssm_scan_vjp", ("A", "B", "C", "D", "u", "h0", "gy", "gh"),
          lambda x, a: _validate_sequence(x, a, True), _sequence_length, _vjp_class,
-         _time_axis_of("y", "du"), _naive_vjp, log_depth_vjp),
-    Kind("discretize", ("A", "B", "dt"), _validate_discretize, naive=_naive_discretize),
+         _time_axis_of("y", "du"), _naive_vjp, log_depth_vjp, reference=ssm_ref.scan_vjp),
+    Kind("discretize", ("A", "B", "dt"), _validate_discretize, naive=_naive_discretize,
+         reference=ssm_ref.discretize),
 ]
