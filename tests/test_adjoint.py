@@ -1,6 +1,6 @@
-"""The adjoint primitives: the dense recurrence (loop and log-depth scan) equals its definition,
-records one autograd node per call, and its derivatives of first, second (and third) order match
-central differences and the taped loop."""
+"""The adjoint primitives: the dense recurrence (loop and log-depth scan) and the FFT convolution
+equal their definitions, record one autograd node per call, and their derivatives of first,
+second (and, for the primitives, third) order match central differences and the taped loops."""
 
 import autograd
 import autograd.numpy as np
@@ -12,6 +12,7 @@ from autograd.tracer import toposort, trace
 
 from ssmref import ssm as S
 from ssmref.recurrence import dense_recurrence
+from ssmref.ssm.convolution import fft_conv
 
 
 def taped_loop(A, V, h0, reverse=False):
@@ -33,6 +34,11 @@ def taped_ssm(params, u, h0=None):
         h = np.dot(h, params["A"].T) + np.dot(u[..., t, :], params["B"].T)
         ys.append(np.dot(h, params["C"].T) + np.dot(u[..., t, :], params["D"].T))
     return np.stack(ys, axis=-2), h
+
+
+def direct_conv(K, u):
+    T = np.shape(u)[-2]
+    return onp.stack([sum(u[..., t - k, :] @ K[k].T for k in range(t + 1)) for t in range(T)], -2)
 
 
 def tape_size(f, x):
@@ -100,11 +106,27 @@ def test_dense_recurrence_bad_shapes(rng):
                          rng.standard_normal((3, 3)))
 
 
+# ----------------------------------------------------------------------------- FFT convolution
+
+@pytest.mark.parametrize("u_shape", [(7, 3), (2, 7, 3), (2, 1, 7, 3)])
+def test_fft_conv_equals_sum_and_gradients(rng, u_shape):
+    K, u = rng.standard_normal((7, 2, 3)), rng.standard_normal(u_shape)
+    onp.testing.assert_allclose(fft_conv(K, u), direct_conv(K, u), rtol=1e-12, atol=1e-13)
+    W = rng.standard_normal(u_shape[:-1] + (2,))
+
+    def f(K, u):
+        z = fft_conv(K, u)
+        return np.sum(W * z) + np.sum(z ** 2) * np.sum(K ** 2)
+    check_grads(lambda K: f(K, u), modes=["rev"], order=3)(K)
+    check_grads(lambda u: f(K, u), modes=["rev"], order=2)(u)
+
+
 # ----------------------------------------------------------------------------- the SSM modes
 
 def test_tapes_do_not_grow_with_length(rng):
     """One node per primitive call: the tapes of the scan and the parallel scan have the same size
-    for any T, while the taped step loop records a few nodes per step."""
+    for any T, the convolution's grows by a constant per doubling of T (the powers of A), while
+    the taped step loop records a few nodes per step."""
     params = S.init_ssm(2, 3, 2, rng=rng, scale=0.9)
     runs = dict(S.MODES, taped=taped_ssm)
     sizes = {name: [tape_size(lambda p: np.sum(run(p, rng.standard_normal((2, T, 2)),
@@ -112,6 +134,8 @@ def test_tapes_do_not_grow_with_length(rng):
                     for T in (8, 64, 512)] for name, run in runs.items()}
     assert sizes["scan"][0] == sizes["scan"][2] < 30, sizes
     assert sizes["parallel"][0] == sizes["parallel"][2] < 30, sizes
+    c = sizes["convolve"]
+    assert c[2] - c[1] == c[1] - c[0] and c[2] < 100, sizes          # O(log T)
     assert sizes["taped"][2] > 512 * 4, sizes
 
 
