@@ -39,7 +39,7 @@ maps ``h -> M h + v`` it is the log-depth form of every linear recurrence (the p
 
 import autograd.numpy as np
 import numpy as onp
-from autograd.extend import defvjp, defvjp_argnums, primitive
+from autograd.extend import defvjp_argnums, primitive
 
 
 @primitive
@@ -78,23 +78,27 @@ def _adjoint(a, g):
     return linear_recurrence(a_next[::-1] if np.shape(a_next)[0] == T else a_next, g[::-1])[::-1]
 
 
-def _vjp_a(h, a, b, h0):
+def _recurrence_vjp(argnums, h, args, kwargs):
+    """The VJPs w.r.t. ``argnums`` of ``(a, b, h0)``, from one adjoint recurrence ``λ``."""
+    a, b, h0 = args
+
     def vjp(g):
-        h_init = h0 + np.zeros(np.shape(b)[1:], dtype=h.dtype)             # h_{-1}, (...)
-        h_prev = np.concatenate([h_init[None], h[:-1]], axis=0)          # h_{t-1}, (T, ...)
-        return _unbroadcast(_adjoint(a, g) * h_prev, np.shape(a), a)
+        lam = _adjoint(a, g)
+        grads = []
+        for argnum in argnums:
+            if argnum == 0:
+                h_init = h0 + np.zeros(np.shape(b)[1:], dtype=h.dtype)         # h_{-1}, (...)
+                h_prev = np.concatenate([h_init[None], h[:-1]], axis=0)      # h_{t-1}, (T, ...)
+                grads.append(_unbroadcast(lam * h_prev, np.shape(a), a))
+            elif argnum == 1:
+                grads.append(_unbroadcast(lam, np.shape(b), b))
+            else:
+                grads.append(_unbroadcast(a[0] * lam[0], np.shape(h0), h0))
+        return tuple(grads)
     return vjp
 
 
-def _vjp_b(h, a, b, h0):
-    return lambda g: _unbroadcast(_adjoint(a, g), np.shape(b), b)
-
-
-def _vjp_h0(h, a, b, h0):
-    return lambda g: _unbroadcast(a[0] * _adjoint(a, g)[0], np.shape(h0), h0)
-
-
-defvjp(_recurrence, _vjp_a, _vjp_b, _vjp_h0)
+defvjp_argnums(_recurrence, _recurrence_vjp)
 
 
 def linear_recurrence(a, b, h0=None):
