@@ -23,9 +23,9 @@ torch and JAX peers.
    ``value_and_grad`` of a ``vmap`` over tasks.  Every implementation's value and gradient must
    agree with ``ssmref.maml.meta_gradient``'s to 1e-10 (relative, global norm) before it is
    timed; that first call is also the warm-up (and JAX's compilation).  Then ``--repeats``
-   rounds run every implementation once each (round robin, so that a change of load on a shared
-   machine reaches all of them alike); medians and minima are reported, the verdict uses the
-   minima.  ssmref is in effect single-threaded at these sizes (autograd's Python overhead
+   rounds run every implementation once each (a change of load on a shared machine reaches all
+   of them alike), in a new random order each round, after a short pause; medians and minima
+   are reported, the verdict uses the minima.  ssmref is in effect single-threaded at these sizes (autograd's Python overhead
    dominates), so torch and XLA get one thread too by default (``--torch-threads``); on a
    shared 2-core machine two torch threads were slower and much noisier (torch.func: 4 ms to
    0.4 s per call).
@@ -79,6 +79,7 @@ from ssmref.nn import ACTIVATIONS, mlp_apply, mlp_init  # noqa: E402
 from ssmref.policy import policy_init  # noqa: E402
 
 NAV_TARGET_S = 3.0          # seconds per navigation meta-iteration, on 2 cores
+PAUSE = 0.02                # seconds before each timed sinusoid call
 TORCH_TARGET_RATIO = 1.0    # ssmref / torch.func, sinusoid second-order meta-gradient (issue 13)
 
 
@@ -290,8 +291,10 @@ def jax_peer(params, tasks, first_order, threads):
 
 def bench_sinusoid(repeats, torch_threads):
     """Every implementation's meta-gradient is checked against ssmref's loop form first (that call
-    is the warm-up, and JAX's compilation); then ``repeats`` rounds run each once, round robin, so
-    that a change of load on a shared machine reaches all of them alike."""
+    is the warm-up, and JAX's compilation); then ``repeats`` rounds run each once, so that a change
+    of load on a shared machine reaches all of them alike, in a new random order each round and
+    after a short pause, so that none always runs just after the same peer (whose worker threads
+    may still be spinning)."""
     rng = onp.random.default_rng(0)
     params = mlp_init(SIZES, rng=rng)
     tasks = sinusoid_tasks(rng)
@@ -304,7 +307,7 @@ def bench_sinusoid(repeats, torch_threads):
     except ImportError:
         have_torch = False
     print(f"\nsinusoid: MLP {SIZES} (ReLU), MSE, {TASKS} tasks x {SHOTS}-shot support/query, "
-          f"one inner step, alpha {ALPHA}; median and min of {repeats}, round robin"
+          f"one inner step, alpha {ALPHA}; median and min of {repeats} rounds"
           + (f", torch threads {torch_threads}" if have_torch else
              " (torch not installed: no torch peer)"))
     print(f"  {'meta-gradient':<14}{'implementation':<20}{'median s':>10}{'min s':>9}"
@@ -332,10 +335,12 @@ def bench_sinusoid(repeats, torch_threads):
             assert diffs[name] <= 1e-10, f"{kind}, {name}: the meta-gradients differ by " \
                                          f"{diffs[name]:.1e}"
         times = {name: [] for name in runs}
+        order = onp.random.default_rng(int(first_order))
         for _ in range(repeats):
-            for name, run in runs.items():
+            for name in order.permutation(list(runs)):     # a new order each round, after a
+                time.sleep(PAUSE)                            # pause (see bench_sinusoid)
                 t0 = time.perf_counter()
-                run()
+                runs[name]()
                 times[name].append(time.perf_counter() - t0)
         med_ours, min_ours = statistics.median(times["ssmref batched"]), min(times["ssmref batched"])
         for name in runs:
@@ -349,7 +354,7 @@ def bench_sinusoid(repeats, torch_threads):
 def tape_overhead(repeats):
     """What bounds ssmref: ``(full, overhead)`` minima of the second-order batched meta-gradient,
     and of the same computation on width-1 arrays (MLP [1, 1, 1, 1], one task, one shot: the same
-    tape, negligible arithmetic), round robin.  The second is autograd's tracing and replay, the
+    tape, negligible arithmetic), alternating.  The second is autograd's tracing and replay, the
     difference NumPy's kernels."""
     runs = {}
     for name, sizes, tasks, shots in (("full", SIZES, TASKS, SHOTS), ("overhead", [1, 1, 1, 1], 1, 1)):

@@ -165,3 +165,16 @@ def test_modes_match_taped_definition_to_second_order(rng, mode):
         for k in theta:
             scale = onp.max(onp.abs(want[k]))
             assert onp.max(onp.abs(got[k] - want[k])) <= 1e-11 * scale, (derivative.__name__, k)
+
+
+def test_ssm_modes_benchmark_runs(capsys):
+    """benchmarks/ssm_modes.py (issue 13's table) runs: the three modes, checked against each other."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "ssm_modes.py"
+    spec = importlib.util.spec_from_file_location("ssm_modes_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--lengths", "8", "16", "--repeats", "1", "--no-torch", "--no-jax"])
+    out = capsys.readouterr().out
+    assert "| 16 |" in out and "ssmref convolve" in out
