@@ -38,6 +38,7 @@ def states_and_outputs(params, u, h0, parallel):
     """Unchecked: ``(y, h_last)`` with the states by :func:`dense_recurrence` (``parallel`` picks
     the loop or the log-depth scan).  ``u: (..., T, m)``; ``h0: None | (n,) | (..., n)``."""
     A, B, C, D = (params[k] for k in PARAM_NAMES)
+    # rows, time first:  H_t = H_{t-1} Aᵀ + u_t Bᵀ,   y_t = H_t Cᵀ + u_t Dᵀ
     u_tf = np.moveaxis(u, -2, 0)                                      # (T, ..., m)
     H = dense_recurrence(A, matmul_last(u_tf, B.T), h0, parallel=parallel)   # (T, ..., n)
     y_tf = matmul_last(H, C.T) + matmul_last(u_tf, D.T)               # (T, ..., p)
