@@ -31,18 +31,23 @@ Networks", ICML; Nichol, Achiam & Schulman (2018), "On First-Order Meta-Learning
 arXiv:1803.02999 (FOMAML); Li, Zhou, Chen & Li (2017), "Meta-SGD: Learning to Learn Quickly for
 Few-Shot Learning", arXiv:1707.09835.
 
-Layout: input validation (once, in each public function); the inner loop (:func:`adapt`); the
-outer objective (:func:`meta_loss`, :func:`meta_gradient`) and its batched form.  The MAML-RL
-trainer ``MetaMAML`` builds on this module in :mod:`ssmref.metarl`.
+Layout: input validation (once, in each public function); reverse mode per leaf
+(:func:`_tree_vjp`); the inner loop (:func:`adapt`); the outer objective (:func:`meta_loss`,
+:func:`meta_gradient`) and its batched form.  The MAML-RL trainer ``MetaMAML`` builds on this
+module in :mod:`ssmref.metarl`.  For speed the tape is kept short: parameters are traced leaf by
+leaf (no autograd ``DictBox``), and the inner step and the tiling over tasks are one node per leaf
+(``docs/maml.md``, "Speed"); the derivatives are autograd's, tested against the plain forms.
 """
 
 import autograd.numpy as np
 import numpy as onp
-from autograd import make_vjp, value_and_grad
-from autograd.tracer import getval
+from autograd.core import VJPNode, add_outgrads
+from autograd.extend import defvjp, primitive, vspace
+from autograd.tracer import getval, isbox, new_box, toposort, trace_stack
 
 from ssmref.checks import check_flag, check_int
-from ssmref.params import flatten_dict, is_node, stop_gradient, tree_leaves, tree_map
+from ssmref.params import (flatten_dict, is_node, stop_gradient, tree_leaves, tree_map,
+                           unflatten_dict)
 
 __all__ = ["adapt", "meta_loss", "meta_gradient", "tile_params", "batched_meta_loss",
            "batched_meta_gradient", "stop_gradient"]
@@ -128,28 +133,93 @@ def _check_tasks(tasks):
 
 
 # ---------------------------------------------------------------------------------------------
+# Reverse mode w.r.t. the leaves of a tree
+# ---------------------------------------------------------------------------------------------
+
+# autograd boxes a dict argument as one DictBox: every ``params[k]`` is then a node whose VJP
+# builds a zero-filled copy of the whole tree (``container_untake``), and these trees are summed.
+# In the sinusoid meta-gradient that was 38 of 156 nodes and most of the adds.  Tracing every leaf
+# as a root of its own gives the same derivatives (the same backward pass as autograd's
+# ``backward_pass``, read at several roots) and hands ``fun`` a plain dict of array boxes.
+def _tree_vjp(fun, tree):
+    """``(fun(tree), vjp)``: ``vjp(g)`` is the tree of ``g ∂fun/∂leaf`` (zeros for unused leaves).
+
+    Like ``autograd.make_vjp``, on possibly boxed leaves, so an enclosing ``grad`` differentiates
+    through ``vjp`` (this is where the second-order terms of MAML come from).
+    """
+    flat = flatten_dict(tree)
+    with trace_stack.new_trace() as trace:
+        roots = {name: VJPNode.new_root() for name in flat}
+        out = fun(unflatten_dict({name: new_box(x, trace, roots[name]) for name, x in flat.items()}))
+    if not (isbox(out) and out._trace == trace):                 # independent of the tree
+        return out, lambda g: unflatten_dict({name: vspace(x).zeros() for name, x in flat.items()})
+    root_names = {node: name for name, node in roots.items()}
+
+    def vjp(g):
+        outgrads, grads = {out._node: (g, False)}, {}
+        for node in toposort(out._node):
+            g_node = outgrads.pop(node)[0]
+            if node in root_names:
+                grads[root_names[node]] = g_node
+            for parent, ingrad in zip(node.parents, node.vjp(g_node)):
+                outgrads[parent] = add_outgrads(outgrads.get(parent), ingrad)
+        return unflatten_dict({name: grads[name] if name in grads else vspace(x).zeros()
+                               for name, x in flat.items()})
+    return out._value, vjp
+
+
+def _value_and_grad(fun, tree):
+    """``(fun(tree), ∇ fun(tree))`` for a real scalar ``fun``, w.r.t. the leaves of ``tree``."""
+    value, vjp = _tree_vjp(fun, tree)
+    return value, vjp(np.ones_like(value))
+
+
+# ---------------------------------------------------------------------------------------------
 # Inner loop
 # ---------------------------------------------------------------------------------------------
 
 def _loss_grad(params, loss_fn, data):
     """``∇_θ loss_fn(θ, data)`` at ``θ = params``; ``ValueError`` unless the loss is a real scalar.
 
-    Built with ``make_vjp`` on the possibly boxed ``params``, so that an enclosing ``grad``
+    Built with :func:`_tree_vjp` on the possibly boxed ``params``, so that an enclosing gradient
     differentiates through it (this is where the second-order terms of MAML come from).
     """
-    vjp, loss = make_vjp(lambda p: loss_fn(p, data))(params)
+    loss, vjp_fn = _tree_vjp(lambda p: loss_fn(p, data), params)
     value = onp.asarray(getval(loss))
     if value.ndim != 0 or value.dtype.kind not in "iuf":
         raise ValueError(f"loss_fn: must return a real scalar, got {value.dtype} with shape "
                          f"{value.shape}")
-    return vjp(np.ones_like(loss))
+    return vjp_fn(np.ones_like(loss))
+
+
+# θ' = θ − α ⊙ g as one node per leaf, with the VJP of the two it replaces (``∂θ = ḡ``,
+# ``∂g = −α ḡ``, ``∂α = −Σ ḡ ⊙ g`` over the axes ``α`` was broadcast along), in differentiable ops.
+@primitive
+def _sgd(p, g, alpha):
+    return p - alpha * g
+
+
+defvjp(_sgd,
+       lambda ans, p, g, alpha: lambda G: G,
+       lambda ans, p, g, alpha: lambda G: -alpha * G,
+       lambda ans, p, g, alpha: lambda G: _sum_to(-(G * g), np.shape(alpha)))
+
+
+def _sum_to(x, shape):
+    """``x`` summed over the axes that NumPy broadcasting added or stretched to reach its shape."""
+    while np.ndim(x) > len(shape):
+        x = np.sum(x, axis=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and np.shape(x)[axis] != 1:
+            x = np.sum(x, axis=axis, keepdims=True)
+    return x
 
 
 def _sgd_step(params, grads, inner_lr):
     """``θ − α ⊙ g``: one inner update, leaf by leaf (a new tree; nothing written in place)."""
     if is_node(inner_lr):
-        return tree_map(lambda p, g, a: p - a * g, params, grads, inner_lr)
-    return tree_map(lambda p, g: p - inner_lr * g, params, grads)
+        return tree_map(_sgd, params, grads, inner_lr)
+    return tree_map(lambda p, g: _sgd(p, g, inner_lr), params, grads)
 
 
 def adapt(params, loss_fn, support, *, inner_lr, steps=1, first_order=False):
@@ -243,21 +313,36 @@ def meta_gradient(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=Fals
 
     def objective(theta, alpha):
         return _meta_loss(theta, loss_fn, tasks, alpha, steps, first_order)
+    return _outer_value_and_grad(objective, params, inner_lr, wrt_inner_lr)
 
+
+def _outer_value_and_grad(objective, params, inner_lr, wrt_inner_lr):
+    """``(F, ∇_θ F)`` or ``(F, (∇_θ F, ∇_α F))`` of ``objective(θ, α)``."""
     if wrt_inner_lr:
-        return value_and_grad(objective, argnum=(0, 1))(params, _as_float_lr(inner_lr))
-    return value_and_grad(objective, argnum=0)(params, inner_lr)
+        value, g = _value_and_grad(lambda t: objective(t["theta"], t["alpha"]),
+                                   {"theta": params, "alpha": _as_float_lr(inner_lr)})
+        return value, (g["theta"], g["alpha"])
+    return _value_and_grad(lambda theta: objective(theta, inner_lr), params)
 
 
 # ---------------------------------------------------------------------------------------------
 # The same objective with the tasks on a leading array axis (one traced computation, not N)
 # ---------------------------------------------------------------------------------------------
 
+# Θ_p[i] = θ_p: one node per leaf; the VJP sums over the tasks, ∂θ_p = Σ_i ḡ_i.
+@primitive
+def _repeat(p, num_tasks):
+    return onp.repeat(onp.asarray(p)[None], num_tasks, axis=0)
+
+
+defvjp(_repeat, lambda ans, p, num_tasks: lambda G: np.sum(G, axis=0))
+
+
 def tile_params(params, num_tasks):
     """``Θ``: every leaf ``θ_p`` repeated along a new leading axis, ``Θ_p[i] = θ_p`` for
-    ``i < num_tasks``; written as a broadcast sum, so gradients w.r.t. ``θ`` sum over tasks."""
+    ``i < num_tasks``; differentiable, gradients w.r.t. ``θ`` sum over tasks."""
     num_tasks = check_int("num_tasks", num_tasks, minimum=1)
-    return tree_map(lambda p: p[None] + np.zeros((int(num_tasks),) + np.shape(p)), params)
+    return tree_map(lambda p: _repeat(p, int(num_tasks)), params)
 
 
 def batched_meta_loss(params, batched_loss_fn, support, query, *, num_tasks, inner_lr, steps=1,
@@ -306,7 +391,4 @@ def batched_meta_gradient(params, batched_loss_fn, support, query, *, num_tasks,
     def objective(theta, alpha):
         return _batched_meta_loss(theta, batched_loss_fn, support, query, num_tasks, alpha, steps,
                                   first_order)
-
-    if wrt_inner_lr:
-        return value_and_grad(objective, argnum=(0, 1))(params, _as_float_lr(inner_lr))
-    return value_and_grad(objective, argnum=0)(params, inner_lr)
+    return _outer_value_and_grad(objective, params, inner_lr, wrt_inner_lr)

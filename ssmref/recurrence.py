@@ -22,6 +22,16 @@ Complex values follow autograd's convention: for holomorphic maps the VJP multip
 derivative without conjugation, so ``autograd.grad`` of a real loss ``L`` w.r.t. ``z = x + iy`` is
 ``∂L/∂x − i ∂L/∂y`` (as in JAX; PyTorch's ``.grad`` is its conjugate).  See ``docs/ssm.md``.
 
+The dense counterpart, for a full matrix ``A`` constant in time (the dense SSM of
+:mod:`ssmref.ssm`), with states as rows ``H_t: (..., n)``::
+
+    H_t = H_{t-1} Aᵀ + V_t                         (h_t = A h_{t-1} + v_t for every row)
+    λ_t = G_t + λ_{t+1} A,   ∂L/∂V_t = λ_t,   ∂L/∂A = Σ_t λ_tᵀ H_{t-1},   ∂L/∂h0 = λ_0 A
+
+is :func:`dense_recurrence`, again one primitive whose VJP is the adjoint recurrence computed by the
+primitive itself; its forward pass is a NumPy loop, or (``parallel=True``) the log-depth scan below
+specialised to a constant ``A``, whose VJP then stays log-depth too.
+
 The associative scan computes every prefix ``s_t = e_0 ∘ e_1 ∘ ... ∘ e_t`` of an associative
 operation ``∘`` in O(log T) vectorized rounds (Blelloch 1990); with ``∘`` the composition of affine
 maps ``h -> M h + v`` it is the log-depth form of every linear recurrence (the parallel modes).
@@ -29,7 +39,7 @@ maps ``h -> M h + v`` it is the log-depth form of every linear recurrence (the p
 
 import autograd.numpy as np
 import numpy as onp
-from autograd.extend import defvjp, primitive
+from autograd.extend import defvjp_argnums, primitive
 
 
 @primitive
@@ -68,23 +78,27 @@ def _adjoint(a, g):
     return linear_recurrence(a_next[::-1] if np.shape(a_next)[0] == T else a_next, g[::-1])[::-1]
 
 
-def _vjp_a(h, a, b, h0):
+def _recurrence_vjp(argnums, h, args, kwargs):
+    """The VJPs w.r.t. ``argnums`` of ``(a, b, h0)``, from one adjoint recurrence ``λ``."""
+    a, b, h0 = args
+
     def vjp(g):
-        h_init = h0 + np.zeros(np.shape(b)[1:], dtype=h.dtype)             # h_{-1}, (...)
-        h_prev = np.concatenate([h_init[None], h[:-1]], axis=0)          # h_{t-1}, (T, ...)
-        return _unbroadcast(_adjoint(a, g) * h_prev, np.shape(a), a)
+        lam = _adjoint(a, g)
+        grads = []
+        for argnum in argnums:
+            if argnum == 0:
+                h_init = h0 + np.zeros(np.shape(b)[1:], dtype=h.dtype)         # h_{-1}, (...)
+                h_prev = np.concatenate([h_init[None], h[:-1]], axis=0)      # h_{t-1}, (T, ...)
+                grads.append(_unbroadcast(lam * h_prev, np.shape(a), a))
+            elif argnum == 1:
+                grads.append(_unbroadcast(lam, np.shape(b), b))
+            else:
+                grads.append(_unbroadcast(a[0] * lam[0], np.shape(h0), h0))
+        return tuple(grads)
     return vjp
 
 
-def _vjp_b(h, a, b, h0):
-    return lambda g: _unbroadcast(_adjoint(a, g), np.shape(b), b)
-
-
-def _vjp_h0(h, a, b, h0):
-    return lambda g: _unbroadcast(a[0] * _adjoint(a, g)[0], np.shape(h0), h0)
-
-
-defvjp(_recurrence, _vjp_a, _vjp_b, _vjp_h0)
+defvjp_argnums(_recurrence, _recurrence_vjp)
 
 
 def linear_recurrence(a, b, h0=None):
@@ -100,6 +114,133 @@ def linear_recurrence(a, b, h0=None):
     if np.shape(a)[0] not in (1, np.shape(b)[0]):
         raise ValueError(f"a must have {np.shape(b)[0]} or 1 time steps on axis 0, got shape {np.shape(a)}")
     return _recurrence(a, b, h0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The dense (matrix) recurrence, h_t = A h_{t-1} + v_t, as one primitive with an adjoint VJP
+# ---------------------------------------------------------------------------------------------
+
+def matmul_last(X, M):
+    """``X M`` on the last axis as one BLAS product: ``X: (..., k)``, ``M: (k, j)`` -> ``(..., j)``."""
+    shape = np.shape(X)
+    return np.reshape(np.dot(np.reshape(X, (-1, shape[-1])), M), shape[:-1] + (np.shape(M)[1],))
+
+
+def _rows(A, V, h0):
+    """Plain NumPy set-up of both forms: ``H`` (uninitialised, ``(T, rows, n)``), ``V`` and ``h0``
+    as ``(T, rows, n)`` and ``(rows, n)`` (``h0`` broadcast; ``None`` stays ``None``)."""
+    n = V.shape[-1]
+    dtype = onp.result_type(A, V, *(() if h0 is None else (h0,)))
+    V3 = onp.reshape(V, (V.shape[0], -1, n))
+    h0 = None if h0 is None else onp.reshape(onp.broadcast_to(h0, V.shape[1:]), (-1, n))
+    return onp.empty(V3.shape, dtype=dtype), V3, h0
+
+
+# H_t = H_{t-1} Aᵀ + V_t, t = 0..T-1 (reverse: H_t = H_{t+1} Aᵀ + V_t, t = T-1..0), from h0.
+@primitive
+def _dense_loop(A, V, h0, reverse):
+    """Plain NumPy, sequential: one ``(rows, n) @ (n, n)`` product per time step."""
+    H, V3, h0 = _rows(A, V, h0)
+    T, AT = V.shape[0], A.T
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    first, step = steps[0], (1 if reverse else -1)                # H_t reads H_{t+step}
+    H[first] = V3[first] if h0 is None else onp.dot(h0, AT) + V3[first]
+    for t in steps[1:]:
+        onp.dot(H[t + step], AT, out=H[t])
+        H[t] += V3[t]
+    return onp.reshape(H, V.shape)
+
+
+def _scan_in_place(A, H):
+    """The log-depth scan on ``H: (T, rows, n)`` holding ``V`` (overwritten by the states): the
+    odd/even recursion of :func:`associative_scan` for the maps ``h -> A h + v_t``.  With ``A``
+    constant, all elements of recursion level ``k`` carry the matrix ``A^(2^k)``, so only the
+    vectors are combined: O(T rows n²) work, O(n³ log T) for the squarings."""
+    T = H.shape[0]
+    if T < 2:
+        return
+    AT = A.T
+    # pairs: (A, v_{2i}) then (A, v_{2i+1}) is (A², v_{2i} Aᵀ + v_{2i+1})
+    H[1::2] += onp.matmul(H[0:T - 1:2], AT)
+    _scan_in_place(onp.dot(A, A), H[1::2])        # H_1, H_3, ... (a strided view, in place)
+    H[2::2] += onp.matmul(H[1:T - 1:2], AT)        # H_{2i} = H_{2i-1} Aᵀ + v_{2i}
+
+
+@primitive
+def _dense_doubling(A, V, h0, reverse):
+    """Plain NumPy, log depth: :func:`_scan_in_place` (on the time-reversed view for ``reverse``)."""
+    H, V3, h0 = _rows(A, V, h0)
+    H[...] = V3
+    first = -1 if reverse else 0
+    if h0 is not None:
+        H[first] += onp.dot(h0, A.T)                # the state enters through the first map
+    _scan_in_place(A, H[::-1] if reverse else H)
+    return onp.reshape(H, V.shape)
+
+
+# The adjoint of  H_t = H_{t-1} Aᵀ + V_t  (rows; G = ∂L/∂H) runs backwards in time,
+#     λ_t = G_t + λ_{t+1} A,   λ_{T-1} = G_{T-1}     (the same recurrence with Aᵀ, reversed)
+#     ∂L/∂V_t = λ_t,    ∂L/∂A = Σ_t λ_tᵀ H_{t-1},    ∂L/∂h0 = λ_0 A
+# (mirrored for ``reverse``), computed with the primitive itself: differentiable again, any order.
+def _dense_vjp(recurrence):
+    def vjp_argnums(argnums, H, args, kwargs):
+        A, V, h0, reverse = args
+        n = np.shape(A)[0]
+        first = -1 if reverse else 0
+
+        def vjp(G):
+            lam = recurrence(np.transpose(A), G, None, not reverse)            # (T, ..., n)
+            grads = []
+            for argnum in argnums:
+                if argnum == 0:
+                    # pairs (λ_t, H_{t-1}), t >= 1 (reverse: (λ_t, H_{t+1}), t <= T-2), plus h0's
+                    L, H_prev = (lam[:-1], H[1:]) if reverse else (lam[1:], H[:-1])
+                    dA = np.dot(np.transpose(np.reshape(L, (-1, n))), np.reshape(H_prev, (-1, n)))
+                    if h0 is not None:
+                        h_init = h0 + np.zeros(np.shape(H)[1:], dtype=H.dtype)
+                        dA = dA + np.dot(np.transpose(np.reshape(lam[first], (-1, n))),
+                                         np.reshape(h_init, (-1, n)))
+                    grads.append(_unbroadcast(dA, np.shape(A), A))
+                elif argnum == 1:
+                    grads.append(_unbroadcast(lam, np.shape(V), V))
+                else:
+                    grads.append(_unbroadcast(np.dot(lam[first], A), np.shape(h0), h0))
+            return tuple(grads)
+        return vjp
+    return vjp_argnums
+
+
+defvjp_argnums(_dense_loop, _dense_vjp(_dense_loop))
+defvjp_argnums(_dense_doubling, _dense_vjp(_dense_doubling))
+
+
+def dense_recurrence(A, V, h0=None, *, parallel=False, reverse=False):
+    """All states ``H: (T, ..., n)`` of ``h_t = A h_{t-1} + v_t`` (rows: ``H_t = H_{t-1} Aᵀ + V_t``),
+    ``t = 0..T-1`` from ``h_{-1} = h0``; ``reverse=True``: ``H_t = H_{t+1} Aᵀ + V_t``, ``t = T-1..0``
+    from ``h_T = h0``.
+
+    ``A: (n, n)`` (constant in time), ``V: (T, ..., n)`` (time on axis 0, any batch dims after),
+    ``h0``: broadcastable to ``V.shape[1:]`` (zeros if ``None``).  ``parallel=False``: a NumPy loop
+    over time; ``parallel=True``: the log-depth associative scan of the maps ``h -> A h + v_t``
+    (same values up to rounding).  Either way autograd records one node, whose VJP is the adjoint
+    recurrence above, computed by the same form (the parallel one stays log-depth).  Real or
+    complex; differentiable to any order w.r.t. ``A``, ``V`` and ``h0``.  The shapes are checked
+    here; the values are not (the callers' public functions check them).
+    """
+    A_shape, V_shape = np.shape(A), np.shape(V)
+    n = A_shape[0] if len(A_shape) == 2 else None
+    if A_shape != (n, n) or len(V_shape) < 2 or V_shape[-1] != n:
+        raise ValueError(f"A must be (n, n) and V (T, ..., n), got shapes {A_shape} and {V_shape}")
+    if V_shape[0] < 1:
+        raise ValueError(f"V must have at least one time step, got shape {V_shape}")
+    if h0 is not None:
+        try:
+            ok = onp.broadcast_shapes(np.shape(h0), V_shape[1:]) == V_shape[1:]
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"h0 must broadcast to {V_shape[1:]}, got shape {np.shape(h0)}")
+    return (_dense_doubling if parallel else _dense_loop)(A, V, h0, bool(reverse))
 
 
 # ---------------------------------------------------------------------------------------------

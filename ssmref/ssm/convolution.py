@@ -5,15 +5,24 @@
 
 computed with an FFT of length ``N = next_pow2(2T)`` (so the circular convolution equals the linear
 one on ``[0, T)``).  Cost O(T log T p m) for the convolution plus O(T n² (m + p)) for the powers,
-formed by doubling in ``ceil(log2 T)`` batched products.
+formed by doubling in ``ceil(log2 T)`` matrix products.
 
-autograd 1.9's gradient of ``np.fft.rfft(x, n=N)`` is wrong when ``n`` pads the input, so inputs
-are padded explicitly with ``np.concatenate`` and ``rfft`` is called without ``n``.
+The convolution is one autograd primitive, :func:`fft_conv`, whose VJP is two correlations, each
+computed by :func:`fft_conv` itself on time-reversed arrays (so every order is exact)::
+
+    ∂u_s = Σ_{t≥s} K_{t-s}ᵀ g_t           = flip(Kᵀ * flip(g))_s
+    ∂K_k = Σ_batch Σ_{t≥k} g_t u_{t-k}ᵀ    = the same with the batch as the summed channel
+
+Inside the primitive NumPy's ``rfft(x, n=N)`` pads; autograd's gradient of ``rfft(x, n=N)`` is
+wrong when ``n`` pads, but no autograd FFT is differentiated here: the VJP above replaces it.
 """
 
 import autograd.numpy as np
+import numpy as onp
+from autograd.extend import defvjp_argnums, primitive
 
 from ssmref.checks import check_int, shape_of
+from ssmref.recurrence import matmul_last
 from ssmref.ssm.dims import PARAM_NAMES, check_sequence_inputs, ssm_dims
 
 
@@ -29,41 +38,71 @@ def matrix_power(A, k):
     return result
 
 
-# Doubling: given the first L terms S and P = A^L, the next L terms are P S.
+# Doubling: given the first L blocks S = [X, A X, ..., A^{L-1} X] and P = A^L, the next L are P S.
 def powers_times(A, X, length):
-    """``[A^0 X, A^1 X, ..., A^{length-1} X]`` stacked: ``(length, n, k)`` for ``X: (n, k)``."""
-    S = X[None]                                           # (1, n, k)
-    power = A
-    while np.shape(S)[0] < length:
-        S = np.concatenate([S, np.einsum("ij,ljk->lik", power, S)], axis=0)
+    """``[A^0 X, A^1 X, ..., A^{length-1} X]`` side by side: ``(n, length, k)`` for ``X: (n, k)``
+    (one ``(n, n) @ (n, L k)`` product per doubling)."""
+    n, k = np.shape(X)
+    S, power = X, A                                       # (n, L k) with L = 1
+    while np.shape(S)[1] < length * k:
+        S = np.concatenate([S, np.dot(power, S)], axis=1)
         power = np.dot(power, power)
-    return S[:length]
+    return np.reshape(S[:, :length * k], (n, length, k))
+
+
+def _kernel(C, AkB):
+    """``K: (L, p, m)``, ``K[k] = C A^k B``, from ``AkB: (n, L, m)``."""
+    n, L, m = np.shape(AkB)
+    CAkB = np.dot(C, np.reshape(AkB, (n, L * m)))                    # (p, L m)
+    return np.transpose(np.reshape(CAkB, (-1, L, m)), (1, 0, 2))
 
 
 def ssm_kernel(params, length):
     """The convolution kernel ``K: (length, p, m)``, ``K[k] = C A^k B``."""
     ssm_dims(params)
     length = check_int("length", length, minimum=1)
-    AkB = powers_times(params["A"], params["B"], length)           # (L, n, m)
-    return np.einsum("pn,lnm->lpm", params["C"], AkB)
+    return _kernel(params["C"], powers_times(params["A"], params["B"], length))
 
 
 def _next_pow2(x):
     return 1 << (int(x) - 1).bit_length()
 
 
+# z_t = Σ_{k=0}^{t} K_k u_{t-k}: zero-padded to N >= 2T, the circular convolution is the linear one.
+@primitive
 def fft_conv(K, u):
-    """Causal convolution, unchecked: ``z_t = Σ_{k=0}^{t} K[k] u_{t-k}`` for ``K: (T, p, m)``,
-    ``u: (..., T, m)`` -> ``(..., T, p)`` (explicitly padded FFT, see the module docstring)."""
-    T = np.shape(u)[-2]
+    """Causal convolution, unchecked: ``z_t = Σ_{k=0}^{t} K[k] u_{t-k}`` for real ``K: (T, p, m)``,
+    ``u: (..., T, m)`` -> ``(..., T, p)``; one autograd node (VJP in the module docstring)."""
+    T, p, m = K.shape
     N = _next_pow2(2 * T)
-    Kp = np.concatenate([K, np.zeros((N - T,) + np.shape(K)[1:])], axis=0)            # (N, p, m)
-    up = np.concatenate([u, np.zeros(np.shape(u)[:-2] + (N - T, np.shape(u)[-1]))], axis=-2)
-    Kf = np.fft.rfft(Kp, axis=0)                                                    # (N/2+1, p, m)
-    uf = np.fft.rfft(up, axis=-2)                                                   # (..., N/2+1, m)
-    zf = np.einsum("fpm,...fm->...fp", Kf, uf)                                      # (..., N/2+1, p)
-    z = np.fft.irfft(zf, axis=-2)                                                   # (..., N, p)
-    return z[..., :T, :]
+    Kf = onp.fft.rfft(K, n=N, axis=0)                                   # (F, p, m)
+    uf = onp.fft.rfft(onp.reshape(u, (-1, T, m)), n=N, axis=1)          # (batch, F, m)
+    zf = onp.matmul(uf.transpose(1, 0, 2), Kf.transpose(0, 2, 1))       # (F, batch, p)
+    z = onp.fft.irfft(zf.transpose(1, 0, 2), n=N, axis=1)[:, :T]        # (batch, T, p)
+    return onp.reshape(z, u.shape[:-1] + (p,))
+
+
+def _fft_conv_vjp(argnums, z, args, kwargs):
+    K, u = args
+    T, p, m = np.shape(K)
+
+    def vjp(g):
+        grads = []
+        for argnum in argnums:
+            if argnum == 0:
+                # ∂K_k = Σ_b Σ_s g_{s+k} u_sᵀ: kernel flip(g) (T, p, b), input u (m, T, b)
+                g_rev = np.reshape(g, (-1, T, p))[:, ::-1]                     # (b, T, p)
+                u_b = np.reshape(u, (-1, T, m))                                # (b, T, m)
+                corr = fft_conv(np.transpose(g_rev, (1, 2, 0)), np.transpose(u_b, (2, 1, 0)))
+                grads.append(np.transpose(corr[:, ::-1], (1, 2, 0)))          # (T, p, m)
+            else:
+                # ∂u = flip(Kᵀ * flip(g))
+                grads.append(fft_conv(np.transpose(K, (0, 2, 1)), g[..., ::-1, :])[..., ::-1, :])
+        return tuple(grads)
+    return vjp
+
+
+defvjp_argnums(fft_conv, _fft_conv_vjp)
 
 
 def causal_fft_conv(K, u):
@@ -87,12 +126,13 @@ def ssm_convolve(params, u, h0=None):
     m, n, p, batch = check_sequence_inputs(params, u, h0)
     A, B, C, D = (params[k] for k in PARAM_NAMES)
     T = np.shape(u)[-2]
-    AkB = powers_times(A, B, T)                                    # (T, n, m)
-    K = np.einsum("pn,lnm->lpm", C, AkB)                           # (T, p, m)
-    y = fft_conv(K, u) + np.dot(u, D.T)                            # (..., T, p)
-    h_last = np.einsum("knm,...km->...n", AkB, u[..., ::-1, :])    # (..., n)
+    AkB = powers_times(A, B, T)                                          # (n, T, m)
+    y = fft_conv(_kernel(C, AkB), u) + matmul_last(u, D.T)               # (..., T, p)
+    u_rev = np.reshape(u[..., ::-1, :], batch + (T * m,))                # u_{T-1-k}, (..., T m)
+    h_last = np.dot(u_rev, np.transpose(np.reshape(AkB, (n, T * m))))     # (..., n)
     if h0 is not None:
-        CAt = np.transpose(powers_times(A.T, np.dot(A.T, C.T), T), (0, 2, 1))  # (T, p, n): C A^{t+1}
-        y = y + np.einsum("tpn,...n->...tp", CAt, h0)
+        CAt = powers_times(A.T, np.dot(A.T, C.T), T)                     # (n, T, p): (C A^{t+1})ᵀ
+        free = np.dot(h0, np.reshape(CAt, (n, T * p)))                   # (..., T p)
+        y = y + np.reshape(free, np.shape(h0)[:-1] + (T, p))
         h_last = h_last + np.dot(h0, matrix_power(A, T).T)
     return y, h_last

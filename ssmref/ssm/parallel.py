@@ -5,14 +5,19 @@ Composing an earlier map ``(M1, v1)`` with a later one ``(M2, v2)``::
     x -> M2 (M1 x + v1) + v2 = (M2 M1) x + (M2 v1 + v2)
 
 is associative, so all states ``h_t`` are prefixes of the composition, computed in O(log T)
-vectorized rounds (:func:`ssmref.recurrence.associative_scan`).  The scan is the general one for a
-time-varying ``A_t`` (as in S5 or Mamba); here ``A_t = A``.  Cost O(T n² (n + batch)) work.
+vectorized rounds.  :func:`affine_combine` with :func:`ssmref.recurrence.associative_scan` is the
+general scan, for a time-varying ``A_t`` (as in S5 or Mamba).  Here ``A_t = A``, so the elements
+of recursion level ``k`` all carry the matrix ``A^(2^k)`` and only the vectors need scanning:
+``ssm_parallel_scan`` runs :func:`ssmref.recurrence.dense_recurrence` with ``parallel=True``, one
+autograd primitive whose VJP is the same log-depth scan of the adjoint system
+``λ_t = Aᵀ λ_{t+1} + Cᵀ ḡ_t`` (time reversed).  Cost O(T n (n + m + p)) work per row plus
+O(n³ log T), depth O(log T).
 """
 
 import autograd.numpy as np
 
-from ssmref.recurrence import associative_scan
-from ssmref.ssm.dims import PARAM_NAMES, check_sequence_inputs
+from ssmref.ssm.dims import check_sequence_inputs
+from ssmref.ssm.recurrent import states_and_outputs
 
 
 def affine_combine(a, b):
@@ -28,21 +33,8 @@ def affine_combine(a, b):
 
 
 def ssm_parallel_scan(params, u, h0=None):
-    """Same values as :func:`ssm_scan`, by an associative scan over the affine maps
-    ``h -> A h + B u_t`` (:func:`associative_scan` with :func:`affine_combine`).
-
-    The state ``h0`` enters through the first element: ``v_0 = A h0 + B u_0``.
+    """Same values as :func:`ssm_scan`, by the log-depth associative scan of the affine maps
+    ``h -> A h + B u_t`` (the state ``h0`` enters through the first map: ``v_0 = A h0 + B u_0``).
     """
-    m, n, p, batch = check_sequence_inputs(params, u, h0)
-    A, B, C, D = (params[k] for k in PARAM_NAMES)
-    T = np.shape(u)[-2]
-    ut = np.reshape(np.moveaxis(u, -2, 0), (T, -1, m))          # (T, batch or 1, m)
-    v = np.dot(ut, B.T)                                          # (T, batch or 1, n)
-    if h0 is not None:
-        first = v[:1] + np.reshape(np.dot(h0, A.T), (1, -1, n))
-        v = np.concatenate([first, v[1:]], axis=0)
-    M = np.broadcast_to(A[None], (T, n, n))                      # A_t = A for every t
-    _, h = associative_scan(affine_combine, (M, v))             # (T, batch or 1, n)
-    h = np.reshape(np.moveaxis(h, 0, -2), batch + (T, n))        # (..., T, n)
-    y = np.dot(h, C.T) + np.dot(u, D.T)
-    return y, h[..., -1, :]
+    check_sequence_inputs(params, u, h0)
+    return states_and_outputs(params, u, h0, parallel=True)

@@ -3,11 +3,19 @@
     h_t = A h_{t-1} + B u_t,        y_t = C h_t + D u_t,        h_{-1} = h0 (zeros by default)
 
 Cost O(T n (n + m + p)), sequential depth T.
+
+The state recurrence is :func:`ssmref.recurrence.dense_recurrence`, one autograd primitive whose
+forward pass is a NumPy loop over time and whose VJP is the adjoint recurrence run backwards,
+``λ_t = Aᵀ λ_{t+1} + Cᵀ ḡ_t`` (``ḡ = ∂L/∂y``, plus ``∂L/∂h_last`` at ``t = T-1``), computed by
+the same primitive; the input and output maps ``B u_t``, ``C h_t + D u_t`` are one matrix product
+each for the whole sequence.  So autograd records a handful of nodes per call, not a few per step,
+and every derivative of every order is exact.
 """
 
 import autograd.numpy as np
 
-from ssmref.ssm.dims import check_sequence_inputs, check_step_inputs
+from ssmref.recurrence import dense_recurrence, matmul_last
+from ssmref.ssm.dims import PARAM_NAMES, check_sequence_inputs, check_step_inputs
 
 
 def step(params, h, u):
@@ -26,16 +34,22 @@ def ssm_step(params, h, u):
     return step(params, h, u)
 
 
+def states_and_outputs(params, u, h0, parallel):
+    """Unchecked: ``(y, h_last)`` with the states by :func:`dense_recurrence` (``parallel`` picks
+    the loop or the log-depth scan).  ``u: (..., T, m)``; ``h0: None | (n,) | (..., n)``."""
+    A, B, C, D = (params[k] for k in PARAM_NAMES)
+    # rows, time first:  H_t = H_{t-1} Aᵀ + u_t Bᵀ,   y_t = H_t Cᵀ + u_t Dᵀ
+    u_tf = np.moveaxis(u, -2, 0)                                      # (T, ..., m)
+    H = dense_recurrence(A, matmul_last(u_tf, B.T), h0, parallel=parallel)   # (T, ..., n)
+    y_tf = matmul_last(H, C.T) + matmul_last(u_tf, D.T)               # (T, ..., p)
+    return np.moveaxis(y_tf, 0, -2), H[-1]                           # (..., T, p), (..., n)
+
+
 def ssm_scan(params, u, h0=None):
     """The recurrence over a sequence: ``(y, h_last)``.
 
     ``u: (T, m)`` or ``(batch, T, m)``; ``h0: (n,)`` or ``(batch, n)``; ``y: (..., T, p)``;
     ``h_last: (..., n)`` is ``h_{T-1}``.
     """
-    m, n, p, batch = check_sequence_inputs(params, u, h0)
-    h = np.zeros(batch + (n,)) if h0 is None else h0                   # (..., n)
-    ys = []
-    for t in range(np.shape(u)[-2]):
-        y, h = step(params, h, u[..., t, :])
-        ys.append(y)
-    return np.stack(ys, axis=-2), h
+    check_sequence_inputs(params, u, h0)
+    return states_and_outputs(params, u, h0, parallel=False)
