@@ -995,3 +995,12 @@ def test_tta_shift_example_smoke(capsys):
     spec.loader.exec_module(mod)
     assert mod.main(["--smoke"]) == 0
     assert "variant" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("logits", [[[onp.inf, 1.0], [2.0, -onp.inf]], [[onp.nan, 1.0]],
+                                    [[-onp.inf, -onp.inf]], [[onp.inf, onp.inf]]])
+def test_monitor_statistics_of_non_finite_logits_are_nan_without_warnings(logits):
+    """Found by the hypothesis test above (seed 26798974, poison inf): the statistics of
+    non-finite outputs are nan, and computing them raises no floating-point warning."""
+    entropy, confidence, variance, n, _ = MON.prediction_stats(onp.array(logits))
+    assert math.isnan(entropy) and math.isnan(confidence) and math.isnan(variance)

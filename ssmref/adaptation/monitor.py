@@ -113,7 +113,7 @@ def prediction_stats(outputs):
     if kind == "logits":
         L = as_rows(arr, "logits")                           # (N, C)
         N, C = L.shape
-        with onp.errstate(invalid="ignore", over="ignore"):
+        with onp.errstate(invalid="ignore", over="ignore", divide="ignore"):
             P = softmax(L)                                   # (N, C)
             H = categorical_entropy(L)                       # (N,)
             entropy = float(onp.mean(H))
@@ -122,7 +122,7 @@ def prediction_stats(outputs):
         return entropy, confidence, variance, N, {"kind": "logits", "num_classes": C}
     M = as_rows(arr, "mean", scalar_rows=True)               # (N, d)
     N, d = M.shape
-    with onp.errstate(invalid="ignore", over="ignore"):
+    with onp.errstate(invalid="ignore", over="ignore", divide="ignore"):
         variance = float(onp.mean(onp.var(M, axis=0)))
         entropy = None
         if log_std is not None:
