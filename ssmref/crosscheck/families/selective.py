@@ -23,7 +23,8 @@ token, which selectivity produces on purpose); the decay over a window is the pr
 steps' decays, i.e. set by the mean of ``Δ`` over the window, which ``M_t`` follows exactly.
 
 Baseline mode: :mod:`.selective_naive` (the plain recurrences in the target dtype, the reverse pass
-rounded too, the state cache emulated).  Inputs: :mod:`.selective_inputs`.
+rounded too, the state cache emulated).  Inputs: :mod:`.selective_inputs`.  The 40-digit
+references that certify the expected outputs (``ref_error``): :mod:`.selective_ref`.
 """
 
 import autograd
@@ -31,7 +32,7 @@ import autograd.numpy as np
 import numpy as onp
 
 from ssmref.checks import check_flag, check_int
-from ssmref.crosscheck.families import selective_naive
+from ssmref.crosscheck.families import selective_naive, selective_ref
 from ssmref.crosscheck.families.selective_inputs import (decode_inputs, scan_inputs, ssd_inputs,
                                                          state_update_inputs)
 from ssmref.crosscheck.kinds import Case, Kind
@@ -285,15 +286,20 @@ def _axis(axis, label, *names):
 
 KINDS = [
     Kind("selective_scan", ("u", "delta"), _validate_scan, _scan_length,
-         sequence_axis=_axis(2, "t", "out"), naive=selective_naive.naive_scan),
+         sequence_axis=_axis(2, "t", "out"), naive=selective_naive.naive_scan,
+         reference=selective_ref.scan),
     Kind("selective_scan_vjp", ("u", "delta", "gout"), lambda x, a: _validate_scan(x, a, True),
-         _scan_length, _grads, _axis(2, "t", "out", "du", "ddelta", "dz"), selective_naive.naive_scan_vjp),
-    Kind("selective_state_update", ("x", "dt"), _validate_step, naive=selective_naive.naive_state_update),
+         _scan_length, _grads, _axis(2, "t", "out", "du", "ddelta", "dz"), selective_naive.naive_scan_vjp,
+         reference=selective_ref.scan_vjp),
+    Kind("selective_state_update", ("x", "dt"), _validate_step, naive=selective_naive.naive_state_update,
+         reference=selective_ref.state_update),
     Kind("selective_decode", ("x", "dt"), _validate_decode, _decode_length,
-         sequence_axis=_axis(0, "step", "out", "states"), naive=selective_naive.naive_decode),
+         sequence_axis=_axis(0, "step", "out", "states"), naive=selective_naive.naive_decode,
+         reference=selective_ref.decode),
     Kind("ssd", ("x", "dt", "A"), _validate_ssd, _ssd_length,
-         sequence_axis=_axis(1, "t", "out"), naive=selective_naive.naive_ssd),
+         sequence_axis=_axis(1, "t", "out"), naive=selective_naive.naive_ssd,
+         reference=selective_ref.ssd),
     Kind("ssd_vjp", ("x", "dt", "A", "gout", "gfinal"), lambda x, a: _validate_ssd(x, a, True),
          _ssd_length, _grads, _axis(1, "t", "out", "dx", "ddt", "dz", "dB", "dC"),
-         selective_naive.naive_ssd_vjp),
+         selective_naive.naive_ssd_vjp, reference=selective_ref.ssd_vjp),
 ]
