@@ -22,7 +22,8 @@ from ssmref import highprec                                              # noqa:
 from ssmref.crosscheck import registry                                   # noqa: E402
 from ssmref.crosscheck.families import selective_ref                     # noqa: E402
 from ssmref.selective import selective_scan                              # noqa: E402
-from ssmref.structured.bounds import dplr_kernel_error_bound             # noqa: E402
+from ssmref.structured.bounds import (diag_scan_vjp_dt_bound,              # noqa: E402
+                                      dplr_kernel_error_bound)
 
 #: Cheap cases (a few seconds together), certified as they are.
 CHEAP = ["ssm_scan", "ssm_step", "ssm_scan_vjp", "discretize_zoh", "discretize_bilinear",
@@ -31,8 +32,10 @@ CHEAP = ["ssm_scan", "ssm_step", "ssm_scan_vjp", "discretize_zoh", "discretize_b
 #: Outputs whose error 1e-14 does not bound: (case, output) -> bound(inputs, attrs).  The DPLR
 #: kernel: measured 1.7e-14; the Woodbury correction cancels most of the diagonal Cauchy sum
 #: (docs/structured.md), so its first-order bound is ε times sums of moduli, about 1e-12 here.
-BOUNDS = {("dplr_kernel", "K"): lambda x, a: dplr_kernel_error_bound(x, a["length"])}
 TARGET = 1e-14
+BOUNDS = {("dplr_kernel", "K"): lambda x, a: dplr_kernel_error_bound(x, a["length"]),
+          ("diag_scan_vjp_bilinear", "ddt"): lambda x, a: diag_scan_vjp_dt_bound(x, a, TARGET),
+          ("diag_scan_vjp_zoh", "ddt"): lambda x, a: diag_scan_vjp_dt_bound(x, a, TARGET)}
 
 
 def certified_cases():
