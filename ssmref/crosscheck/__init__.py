@@ -42,10 +42,13 @@ per step, damped by ``A^k``, accumulates like a random walk over the last ``L`` 
 ``L = 10``, 7e-7 at ``L = 1000``, 1.8e-6 for gradients: 11 to 130 times below the tolerance,
 while the wrong convention (the output reads the old state) is 1e4 times above.  Baseline mode
 runs the naive computations (:func:`naive_outputs`) in the target dtype, rounding after every
-operation (bfloat16 emulated), for the SSM kinds and discretization: the step loop and, for the
-scan, its gradients and the kernel, the log-depth form (associative scan, doubling), whose
+operation (bfloat16 emulated), for the SSM kinds (dense, structured, selective) and
+discretization: the step loop and, for the dense scan, its gradients and the kernel, the log-depth
+form (associative scan, doubling), whose
 errors grow faster with ``L`` (up to 24 times the step loop's at ``rho = 0.999`` in float32);
-``E_base`` is the larger.  Other kinds use the table.
+``E_base`` is the larger.  The policy, MAML and adapter kinds use the table.  Complex outputs
+(structured, complex selective) are compared as complex numbers; the effective length of the
+structured and selective kinds comes from their own decays (``|exp(ΔΛ)|``, ``exp(Δ_t A)``).
 
 Python API: :func:`write_vectors`, :func:`load_vectors`, :func:`load_case`, :func:`check`,
 :func:`format_report`, :func:`assert_matches`, :func:`assert_case_matches`,

@@ -6,11 +6,11 @@ loads and validates vectors and results.  With ``dtype`` other than float64 ever
 first rounded to that dtype (and stored back as float64), and the expected outputs are computed
 in float64 from the rounded inputs: a candidate's error is its own, not input quantization.
 
-With ``certify=True`` each case whose kind has a 40-digit ``reference`` (the SSM kinds, dense and
-structured) also gets ``ref_error``: per output, the normwise relative error
+With ``certify=True`` each case whose kind has a 40-digit ``reference`` (the SSM kinds: dense,
+structured and selective) also gets ``ref_error``: per output, the normwise relative error
 ``||y − y_40||_F / ||y_40||_F`` of the expected output as stored, measured against an independent
 40-digit recomputation from the same stored inputs (mpmath, an optional dependency).  It is a
-separate, slower step (about two minutes for every case); without it nothing imports mpmath and
+separate, slower step (about 90 s for every case on two cores); without it nothing imports mpmath and
 the files are the same bytes (the ``.npz`` files are the same bytes either way).
 """
 
