@@ -42,6 +42,7 @@ References: Gu, Goel, Ré, "Efficiently Modeling Long Sequences with Structured 
 import autograd.numpy as np
 import numpy as onp
 
+from ssmref.ssm.convolution import matrix_power
 from ssmref.structured import validate
 
 
@@ -79,18 +80,6 @@ def dplr_discretize(params):
     return dplr_discrete_system(Lam, P, Q, B, dt)
 
 
-def _matrix_power(M, k):
-    # M^k by repeated squaring (differentiable)
-    out, base = np.eye(np.shape(M)[0]) + 0j, M
-    while k:
-        if k & 1:
-            out = np.dot(out, base)
-        k >>= 1
-        if k:
-            base = np.dot(base, base)
-    return out
-
-
 def dplr_truncate(params, length):
     """``C̃ = C (I − Ā^L)`` (p, N) for ``L = length`` (the kernel's input; S4 trains ``C̃``).
 
@@ -100,7 +89,7 @@ def dplr_truncate(params, length):
     C = validate.output_matrix(params, "C", np.shape(Lam)[0])
     L = validate.length(length)
     Abar, _ = dplr_discrete_system(Lam, P, Q, B, dt)
-    return C - np.dot(C, _matrix_power(Abar, L))
+    return C - np.dot(C, matrix_power(Abar, L))
 
 
 def dplr_untruncate(params, length):
@@ -109,7 +98,7 @@ def dplr_untruncate(params, length):
     Ct = validate.output_matrix(params, "Ct", np.shape(Lam)[0])
     L = validate.length(length)
     Abar, _ = dplr_discrete_system(Lam, P, Q, B, dt)
-    M = np.eye(np.shape(Lam)[0]) - _matrix_power(Abar, L)
+    M = np.eye(np.shape(Lam)[0]) - matrix_power(Abar, L)
     validate.invertible("I - Abar^L", M)
     return np.linalg.solve(M.T, Ct.T).T
 
