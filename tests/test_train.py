@@ -295,3 +295,14 @@ def test_runs_written_before_issue_14_evaluate_and_resume(tmp_path):
     assert records(run)[-1]["iteration"] == 3
     assert main(["train", "--resume", "--out", str(run), "--iterations", "4", "--no-eval",
                  "--outer", "trpo"]) == 2
+
+
+@pytest.mark.slow
+def test_the_finn2017_preset_adapts_in_two_steps(tmp_path):
+    """Finn et al.'s configuration end to end (about 1.5 h on 2 cores, docs/train.md): one step
+    adapts, and the second step (alpha / 2, Finn's protocol) improves on it."""
+    assert main(["train", "--preset", "finn2017", "--out", str(tmp_path / "finn")]) == 0
+    ev = json.loads((tmp_path / "finn" / "evaluation_finn.json").read_text())
+    for result in (ev, ev["finn_goals"]):
+        r = result["returns_by_step"]
+        assert r[1] >= -15.0 and r[1] > r[0] + 20 and r[2] > r[1]
