@@ -15,7 +15,8 @@ from ssmref.metarl.policy import policy_init
 from ssmref.metarl.policy.mlp import mlp_policy_init
 from ssmref.metarl.policy.tasks import tasks_distribution, tile_values
 from ssmref.metarl.trpo import (conjugate_gradient, direct_pieces, maml_pieces,
-                                maml_trpo_objective, maml_trpo_step, trpo_step)
+                                maml_trpo_objective, maml_trpo_step, one_step_adaptation,
+                                trpo_step)
 from ssmref.params import flatten_dict, ravel, tree_map
 
 ALPHA = 0.3
@@ -102,8 +103,8 @@ def test_fisher_vector_products_equal_the_explicit_fisher_matrix(kind, first_ord
     m, support, query = meta_batch(kind)
     M = query["mask"].shape[0]
     F = explicit_fisher(m, support, query, first_order)
-    objective = maml_trpo_objective(m.params, m.spec, m.tasks_loss_fn, support, query, M,
-                                    inner_lr=ALPHA, first_order=first_order)
+    objective = maml_trpo_objective(m.params, m.spec, query, one_step_adaptation(
+        m.tasks_loss_fn, support, M, inner_lr=ALPHA, first_order=first_order))
     direct = direct_pieces(m.params, objective, cg_damping=0.0)
     structured = maml_pieces(m.params, m.spec, m.tasks_loss_fn, support, query, M,
                              inner_lr=ALPHA, first_order=first_order, cg_damping=0.0)
@@ -128,8 +129,8 @@ def test_fisher_vector_products_equal_the_explicit_fisher_matrix(kind, first_ord
 
 def test_the_accepted_step_satisfies_the_kl_bound_and_improves_the_surrogate():
     m, support, query = meta_batch("mlp")
-    objective = maml_trpo_objective(m.params, m.spec, m.tasks_loss_fn, support, query, 2,
-                                    inner_lr=ALPHA)
+    objective = maml_trpo_objective(m.params, m.spec, query, one_step_adaptation(
+        m.tasks_loss_fn, support, 2, inner_lr=ALPHA))
     loss0, kl0 = objective(m.params)
     assert abs(kl0) < 1e-12
     for max_kl in (1e-3, 1e-2, 1e-1):
@@ -251,5 +252,5 @@ def test_one_trpo_meta_step_equals_pytorch_float64():
     trainer, _, _ = meta_batch("mlp", M=3, E=4, T=6, seed=1)
     trainer.config = MetaMAMLConfig(meta_batch_size=3, episodes_per_task=4, inner_lr=ALPHA,
                                     outer="trpo")
-    new, _ = trainer._trpo_step(support, query)
+    new, _ = trainer._trpo_step([support], query)
     assert onp.allclose(ravel(new)[0], ravel(ours)[0], rtol=0, atol=1e-14)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as onp
 
 import autograd.numpy as np
+from autograd import value_and_grad
 
 from ssmref import maml
 from ssmref.checks import check_choice, check_int, check_scalar
@@ -72,13 +73,16 @@ class MetaMAMLConfig:
     cg_damping: float = 1e-5         # TRPO: F + damping * I (maml_rl reg_coeff)
     ls_backtrack_ratio: float = 0.8  # TRPO: line-search step ratio
     ls_max_steps: int = 15           # TRPO: line-search steps before the step is rejected
+    adapt_rounds: int = 1            # sampled inner steps in meta-training: round r samples E
+                                     # episodes with the r-times adapted policy and adapts on them
+    later_lr_scale: float = 1.0      # rounds 2, 3, ... step with alpha * later_lr_scale
 
     def __post_init__(self):
         for name in ("meta_batch_size", "episodes_per_task", "inner_steps", "cg_iters",
-                     "ls_max_steps"):
+                     "ls_max_steps", "adapt_rounds"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("lr_decay_iterations", self.lr_decay_iterations, minimum=0)
-        for name in ("inner_lr", "outer_lr", "max_grad_norm", "cg_damping"):
+        for name in ("inner_lr", "outer_lr", "max_grad_norm", "cg_damping", "later_lr_scale"):
             check_scalar(name, getattr(self, name), low=0.0)
         check_scalar("max_kl", self.max_kl, low=0.0, low_open=True)
         check_scalar("ls_backtrack_ratio", self.ls_backtrack_ratio, low=0.0, high=1.0,
@@ -221,26 +225,38 @@ class MetaMAML(MetaTrainer):
         with blas_threads(self.blas_threads):
             return self._meta_step(as_rng(rng))
 
+    def round_lrs(self):
+        """The inner step size of each adaptation round: ``α``, then ``α · later_lr_scale``."""
+        c = self.config
+        return [c.inner_lr * (1.0 if r == 0 else c.later_lr_scale) for r in range(c.adapt_rounds)]
+
     def _meta_step(self, rng):
         c, M = self.config, self.config.meta_batch_size
         tasks = self.family.sample_tasks(M, rng)
         theta = tile_values(self.params, M)
-        pre = self._sample(theta, tasks, rng)
-        support = tasks_trajectory_data(pre, M, c.gamma, c.estimator)
-        post = self._sample(self._adapt(theta, support), tasks, rng)
-        query = tasks_trajectory_data(post, M, c.gamma, "reinforce")
+        pre = traj = self._sample(theta, tasks, rng)
+        supports = []
+        for lr in self.round_lrs():                   # one round unless adapt_rounds > 1
+            supports.append(tasks_trajectory_data(traj, M, c.gamma, c.estimator))
+            theta = self._adapt(theta, supports[-1], inner_lr=lr)
+            traj = self._sample(theta, tasks, rng)
+        query = tasks_trajectory_data(traj, M, c.gamma, "reinforce")
         metrics = {"pre_return": float(_returns(pre, M).mean()),
-                   "post_return": float(_returns(post, M).mean())}
+                   "post_return": float(_returns(traj, M).mean())}
         if c.outer == "trpo":
-            self.params, info = self._trpo_step(support, query)
+            self.params, info = self._trpo_step(supports, query)
             self.iteration += 1
             metrics.update(meta_loss=info["loss_before"], grad_norm=info["grad_norm"],
                            kl=info["kl_after"], backtracks=info["backtracks"],
                            accepted=info["accepted"], step_norm=info["step_norm"])
         else:
-            loss, grads = maml.batched_meta_gradient(
-                self.params, self.tasks_loss_fn, support, query, num_tasks=M,
-                inner_lr=c.inner_lr, steps=c.inner_steps, first_order=c.first_order)
+            if c.adapt_rounds == 1:
+                loss, grads = maml.batched_meta_gradient(
+                    self.params, self.tasks_loss_fn, supports[0], query, num_tasks=M,
+                    inner_lr=c.inner_lr, steps=c.inner_steps, first_order=c.first_order)
+            else:
+                loss, grads = value_and_grad(lambda t: np.mean(self.tasks_loss_fn(
+                    self.adapted(t, supports), query)))(self.params)
             grad_norm = global_norm(grads)
             if c.max_grad_norm > 0:
                 grads, _ = clip_by_global_norm(grads, c.max_grad_norm)
@@ -248,18 +264,28 @@ class MetaMAML(MetaTrainer):
             metrics.update(meta_loss=float(loss), grad_norm=float(grad_norm))
         return {"iteration": self.iteration, **metrics}
 
-    def _trpo_step(self, support, query):
+    # Θ_0 = tile(θ),  Θ_{r+1} = adapt(Θ_r; D_r, α_r)   (differentiable: second order)
+    def adapted(self, theta, supports):
+        """Every task's parameters after the adaptation rounds on ``supports`` (one
+        task-batched data dict per round), as a differentiable function of ``theta``."""
+        c = self.config
+        fast = maml.tile_params(theta, c.meta_batch_size)
+        for lr, data in zip(self.round_lrs(), supports):
+            fast = maml.adapt(fast, lambda t, d: np.sum(self.tasks_loss_fn(t, d)), data,
+                              inner_lr=lr, steps=c.inner_steps, first_order=c.first_order)
+        return fast
+
+    def _trpo_step(self, supports, query):
         """The TRPO outer step (:mod:`ssmref.metarl.trpo`): from second-order pieces for one
-        inner step, by the direct Hessian-vector products of the KL otherwise."""
+        round of one inner step, by the direct Hessian-vector products of the KL otherwise."""
         c, M = self.config, self.config.meta_batch_size
         settings = dict(max_kl=c.max_kl, cg_iters=c.cg_iters, cg_damping=c.cg_damping,
                         backtrack_ratio=c.ls_backtrack_ratio, max_backtracks=c.ls_max_steps)
-        if c.inner_steps == 1:
-            return maml_trpo_step(self.params, self.spec, self.tasks_loss_fn, support, query, M,
-                                  inner_lr=c.inner_lr, first_order=c.first_order, **settings)
-        objective = maml_trpo_objective(self.params, self.spec, self.tasks_loss_fn, support,
-                                        query, M, inner_lr=c.inner_lr, steps=c.inner_steps,
-                                        first_order=c.first_order)
+        if c.inner_steps == 1 and len(supports) == 1:
+            return maml_trpo_step(self.params, self.spec, self.tasks_loss_fn, supports[0], query,
+                                  M, inner_lr=c.inner_lr, first_order=c.first_order, **settings)
+        objective = maml_trpo_objective(self.params, self.spec, query,
+                                        lambda theta: self.adapted(theta, supports))
         return trpo_step(self.params, objective, **settings)
 
     def lr_factor(self, iteration):

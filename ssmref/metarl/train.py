@@ -172,6 +172,12 @@ def add_train_arguments(p):
     p.add_argument("--outer", choices=OUTERS, default=None,
                    help="RL outer optimiser: 'adam' (default) or 'trpo' (Finn et al.)")
     p.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (0.01)")
+    p.add_argument("--adapt-rounds", type=int, default=None,
+                   help="RL: sampled inner steps in meta-training, each on fresh episodes of "
+                        "the policy adapted so far (default 1)")
+    p.add_argument("--later-lr-scale", type=float, default=None,
+                   help="RL: rounds after the first step with alpha times this (default 1; "
+                        "Finn et al.'s evaluation: 0.5)")
     p.add_argument("--meta-batch-size", type=int, default=None, help="tasks per meta-iteration")
     p.add_argument("--episodes-per-task", type=int, default=None, help="RL: episodes per task")
     p.add_argument("--inner-lr", type=float, default=None)
@@ -200,7 +206,7 @@ def given_settings(args):
     ``--resume`` checks against the stored run)."""
     maml, family, policy, top = {}, {}, {}, {}
     for name in ("meta_batch_size", "episodes_per_task", "inner_lr", "outer_lr", "estimator",
-                 "max_grad_norm", "outer", "max_kl"):
+                 "max_grad_norm", "outer", "max_kl", "adapt_rounds", "later_lr_scale"):
         if getattr(args, name) is not None:
             maml[name] = getattr(args, name)
     if args.first_order:

@@ -143,20 +143,18 @@ def _per_task_mean(x, m):
     return np.mean(np.sum(np.where(m > 0, x, 0.0), axis=(1, 2)) / onp.sum(m, axis=(1, 2)))
 
 
-def maml_trpo_objective(params, spec, loss_fn, support, query, num_tasks, *, inner_lr, steps=1,
-                        first_order=False):
+def maml_trpo_objective(params, spec, query, adapted):
     """``objective(θ) -> (L(θ), KL(θ))`` of the module docstring for one meta-batch sampled with
     ``θ_0 = params``.
 
-    ``loss_fn(Θ, data) -> (M,)``: the task-batched inner loss; ``support``, ``query``: the
-    task-batched data of the pre- and post-update episodes (``query`` with ``adv``).  ``π_old``
-    is the post-update policy at ``θ_0``, evaluated here once, by the sequence form (the rollout
-    drew its actions from the step form, which gives the same values to rounding)."""
+    ``adapted(θ)``: the task-batched adapted parameters ``Θ'(θ)`` (e.g. one inner step,
+    ``maml.adapt(maml.tile_params(θ, M), Σ_i L_i, support)``), differentiable; ``query``: the
+    task-batched data of the post-update episodes (with ``adv``).  ``π_old`` is the post-update
+    policy at ``θ_0``, evaluated here once, by the sequence form (the rollout drew its actions
+    from the step form, which gives the same values to rounding)."""
     def adapted_distribution(theta):
-        fast = maml.adapt(maml.tile_params(theta, num_tasks),
-                          lambda t, d: np.sum(loss_fn(t, d)), support, inner_lr=inner_lr,
-                          steps=steps, first_order=first_order)
-        return tasks_distribution(fast, spec, query["obs"], query["actions"], query["rewards"])
+        return tasks_distribution(adapted(theta), spec, query["obs"], query["actions"],
+                                  query["rewards"])
 
     old = stop_gradient(adapted_distribution(stop_gradient(params)))
     m, a = query["mask"], query["actions"]
@@ -168,6 +166,16 @@ def maml_trpo_objective(params, spec, loss_fn, support, query, num_tasks, *, inn
         return (-_per_task_mean(ratio * query["adv"], m),
                 _per_task_mean(kl_divergence(spec, old, new), m))
     return objective
+
+
+def one_step_adaptation(loss_fn, support, num_tasks, *, inner_lr, steps=1, first_order=False):
+    """``adapted(θ)`` for :func:`maml_trpo_objective`: ``steps`` inner steps of every task on
+    ``support`` from ``tile(θ)`` (``loss_fn(Θ, data) -> (M,)``, the task-batched inner loss)."""
+    def adapted(theta):
+        return maml.adapt(maml.tile_params(theta, num_tasks),
+                          lambda t, d: np.sum(loss_fn(t, d)), support, inner_lr=inner_lr,
+                          steps=steps, first_order=first_order)
+    return adapted
 
 
 # ---------------------------------------------------------------------------------------------
