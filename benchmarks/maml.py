@@ -7,10 +7,14 @@ torch and JAX peers.
 1. Navigation (Finn et al. 2017, sec. 5.3): seconds per ``MetaMAML.meta_step`` of the default
    configuration, ``MetaMAML(Navigation2D(), *policy_init(2, 2, discrete=False, state_dim=8,
    ssm_output_dim=8, hidden_sizes=(64, 64), rng=0), MetaMAMLConfig())``: 20 tasks x 20 episodes
-   x 100 steps, second-order meta-gradient.  One warm-up iteration, then ``--iterations``
-   timed ones.  The breakdown comes from wrapping, in this process only, the pieces that
-   ``meta_step`` calls (``MetaMAML._sample``, ``MetaMAML._adapt``, ``maml_rl._trajectory_data``,
-   ``maml.meta_gradient``); the rest (task sampling, the Adam step, bookkeeping) is "other".
+   x 100 steps, second-order meta-gradient, task-batched.  The breakdown comes from wrapping, in
+   this process only, the pieces that ``meta_step`` calls (``MetaMAML._sample``,
+   ``MetaMAML._adapt``, ``maml_rl.tasks_trajectory_data``, ``maml.batched_meta_gradient``); the
+   rest (task sampling, the Adam step, bookkeeping) is "other".  Against the PyTorch MAML-RL
+   peer of ``benchmarks/torch_maml_rl.py`` (MLP 64-64 tanh, TRPO, float32, ``--torch-threads``,
+   the same 20 x 20 x 100 sampled steps twice per iteration), per sampled environment step, and
+   ssmref running the peer's algorithm (the MLP policy, 64-64 tanh, ``outer="trpo"``): one warm-up iteration each, then ``--iterations`` rounds that run each once, in a
+   new random order per round; the ratio is the median over rounds of the ratio in the round.
 2. Sinusoid (Finn et al. 2017, sec. 5.1): the meta-gradient of an MLP regressor [1, 40, 40, 1]
    with ReLU, MSE loss, 25 tasks x 10-shot support / 10-shot query, one inner step with
    alpha = 0.01: ssmref's ``maml.batched_meta_gradient`` (tasks on a leading axis, what
@@ -34,7 +38,9 @@ torch and JAX peers.
 BLAS threads.  NumPy's OpenBLAS uses one thread per core unless told otherwise, and on a shared
 machine its threads spin waiting for each other on the small products of the policy: on a 2-core
 machine running other jobs, a navigation meta-iteration took 10-17 s with the default and 2.6-3 s
-with ``--blas-threads 1`` (``OPENBLAS_NUM_THREADS=1``).  Compare both on your machine.
+with ``--blas-threads 1`` (``OPENBLAS_NUM_THREADS=1``).  The trainers now limit the BLAS threads
+of their hot loops to one at run time (``ssmref.metarl.threads``), so the default environment
+and ``--blas-threads 1`` should measure the same; compare both on your machine.
 
 The summary compares with the issues' targets: <= 3 s per navigation meta-iteration on 2 cores,
 and the sinusoid second-order meta-gradient no slower than ``torch.func`` (issue 13; it was
@@ -44,6 +50,7 @@ within 2x before).  Times depend on the machine and its load; nothing here asser
 import argparse
 import contextlib
 import os
+import random
 import statistics
 import sys
 import time
@@ -79,10 +86,25 @@ from ssmref.metarl.envs import Navigation2D, Sinusoid  # noqa: E402
 from ssmref.metarl.fewshot import batched_mse_loss  # noqa: E402
 from ssmref.nn import ACTIVATIONS, mlp_apply, mlp_init  # noqa: E402
 from ssmref.metarl.policy import policy_init  # noqa: E402
+from ssmref.metarl.policy.mlp import mlp_policy_init  # noqa: E402
 
 NAV_TARGET_S = 3.0          # seconds per navigation meta-iteration, on 2 cores
 PAUSE = 0.02                # seconds before each timed sinusoid call
+NAV_TORCH_RATIO = 0.5       # ssmref default / torch MAML-TRPO peer, per sampled step (issue 14)
 TORCH_TARGET_RATIO = 1.0    # ssmref / torch.func, sinusoid second-order meta-gradient (issue 13)
+
+
+def timed_runs(fn, repeats):
+    """``(median, min, result)``: wall-clock seconds of ``fn()`` over ``repeats`` calls after one
+    untimed warm-up call, and the last result.  On a loaded machine the minimum is the better
+    guess of the unloaded time."""
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times), out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,47 +137,90 @@ def instrumented(meta, timer):
         first = timer.samples_this_iteration == 1
         return "sampling, pre-update" if first else "sampling, post-update"
 
-    saved_traj, saved_grad = maml_rl._trajectory_data, maml.meta_gradient
+    saved_traj, saved_grad = maml_rl.tasks_trajectory_data, maml.batched_meta_gradient
     meta._sample = timer.wrap(meta._sample, sample_label)          # instance attributes
-    meta._adapt = timer.wrap(meta._adapt, "inner adaptation")
-    maml_rl._trajectory_data = timer.wrap(saved_traj, "returns, baseline, advantages")
-    maml.meta_gradient = timer.wrap(saved_grad, "meta-gradient")
+    meta._adapt = timer.wrap(meta._adapt, "inner adaptation (all tasks)")
+    maml_rl.tasks_trajectory_data = timer.wrap(saved_traj, "returns, baseline, advantages")
+    maml.batched_meta_gradient = timer.wrap(saved_grad, "meta-gradient")
     try:
         yield
     finally:
         del meta._sample, meta._adapt
-        maml_rl._trajectory_data, maml.meta_gradient = saved_traj, saved_grad
+        maml_rl.tasks_trajectory_data, maml.batched_meta_gradient = saved_traj, saved_grad
 
 
-def bench_navigation(iterations):
-    params, spec = policy_init(2, 2, discrete=False, state_dim=8, ssm_output_dim=8,
-                               hidden_sizes=(64, 64), rng=0)
-    meta = metarl.MetaMAML(Navigation2D(), params, spec, metarl.MetaMAMLConfig())
+def navigation_trainers():
+    """``{name: (meta_step, sampled steps per iteration)}``: ssmref's default, ssmref with the
+    torch peer's algorithm, and the torch peer when torch is installed."""
+    def ssmref(policy, config):
+        params, spec = policy
+        meta = metarl.MetaMAML(Navigation2D(), params, spec, config)
+        rng = onp.random.default_rng(0)
+        steps = 2 * config.meta_batch_size * config.episodes_per_task * Navigation2D().horizon
+        return meta, (lambda: meta.meta_step(rng)), steps
+    default = ssmref(policy_init(2, 2, discrete=False, state_dim=8, ssm_output_dim=8,
+                                 hidden_sizes=(64, 64), rng=0), metarl.MetaMAMLConfig())
+    out = {"ssmref default": default[1:],
+           "ssmref MLP+TRPO": ssmref(mlp_policy_init(2, 2, hidden_sizes=(64, 64),
+                                                     activation="tanh", rng=0),
+                                     metarl.MetaMAMLConfig(outer="trpo"))[1:]}
+    try:
+        from torch_maml_rl import TorchMAMLTRPO
+    except ImportError:
+        return default[0], out
+    peer = TorchMAMLTRPO()
+    out["torch MAML-TRPO"] = (peer.meta_iteration, peer.steps_per_iteration())
+    return default[0], out
+
+
+def bench_navigation(iterations, torch_threads=1):
+    try:
+        import torch
+        torch.set_num_threads(torch_threads)
+    except ImportError:
+        pass
+    meta, trainers = navigation_trainers()
     c = meta.config
     print(f"navigation: {c.meta_batch_size} tasks x {c.episodes_per_task} episodes x "
           f"{Navigation2D().horizon} steps, first_order={c.first_order}, "
-          f"{sum(a.size for a in P.tree_leaves(meta.params))} parameters")
-    rng = onp.random.default_rng(0)
-    t0 = time.perf_counter()
-    meta.meta_step(rng)
-    print(f"  warm-up iteration: {time.perf_counter() - t0:.2f} s")
-    timer = PhaseTimer()
-    per_iteration = []
-    with instrumented(meta, timer):
-        for _ in range(iterations):
-            timer.samples_this_iteration = 0
+          f"{sum(a.size for a in P.tree_leaves(meta.params))} parameters; peers: "
+          + ", ".join(trainers))
+    for name, (step, _) in trainers.items():
+        t0 = time.perf_counter()
+        step()
+        print(f"  warm-up iteration, {name}: {time.perf_counter() - t0:.2f} s")
+    timer, order_rng = PhaseTimer(), random.Random(0)
+    times = {name: [] for name in trainers}
+    for _ in range(iterations):
+        names = list(trainers)
+        order_rng.shuffle(names)
+        for name in names:
+            step = trainers[name][0]
             t0 = time.perf_counter()
-            metrics = meta.meta_step(rng)
-            per_iteration.append(time.perf_counter() - t0)
-    total = sum(per_iteration)
-    print(f"  {'phase':<34}{'s / iteration':>14}{'share':>8}")
+            if name == "ssmref default":
+                timer.samples_this_iteration = 0
+                with instrumented(meta, timer):
+                    metrics = step()
+            else:
+                step()
+            times[name].append(time.perf_counter() - t0)
+    total = sum(times["ssmref default"])
+    print(f"  ssmref default, {'phase':<34}{'s / iteration':>14}{'share':>8}")
     for name, t in list(timer.totals.items()) + [("other", total - sum(timer.totals.values()))]:
-        print(f"  {name:<34}{t / iterations:>14.3f}{t / total:>8.0%}")
-    print(f"  {'total':<34}{total / iterations:>14.3f}   (iterations: "
-          + ", ".join(f"{t:.2f}" for t in per_iteration) + " s)")
+        print(f"  {'':<16}{name:<34}{t / iterations:>14.3f}{t / total:>8.0%}")
     print(f"  last iteration: pre-update return {metrics['pre_return']:.2f}, "
           f"post-update {metrics['post_return']:.2f}")
-    return statistics.median(per_iteration)
+    print(f"  {'implementation':<20}{'median s':>10}{'min s':>9}{'us / step':>11}"
+          f"{'ssmref default / it, per step':>31}")
+    ratios = {}
+    for name, ts in times.items():
+        per_step = [t / trainers[name][1] * 1e6 for t in ts]
+        paired = [a / trainers["ssmref default"][1] / (b / trainers[name][1])
+                  for a, b in zip(times["ssmref default"], ts)]
+        ratios[name] = statistics.median(paired)
+        print(f"  {name:<20}{statistics.median(ts):>10.2f}{min(ts):>9.2f}"
+              f"{statistics.median(per_step):>11.1f}{ratios[name]:>30.2f}x")
+    return statistics.median(times["ssmref default"]), ratios
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,7 +473,7 @@ def main(argv=None):
     blas = {name: os.environ[name] for name in BLAS_ENV if name in os.environ}
     print("BLAS threads: " + (", ".join(f"{k}={v}" for k, v in blas.items()) if blas else
                               "not set (OpenBLAS then uses one thread per core)"))
-    nav = None if args.skip_navigation else bench_navigation(iterations)
+    nav = None if args.skip_navigation else bench_navigation(iterations, args.torch_threads)
     ratios = bench_sinusoid(repeats, args.torch_threads)
     full, overhead = tape_overhead(repeats)
     print(f"  ssmref batched second order: {1e3 * full:.2f} ms, of which autograd's tape about "
@@ -417,9 +482,15 @@ def main(argv=None):
 
     print("\nsummary (targets from the issue; times depend on the machine and its load)")
     if nav is not None:
-        verdict = "meets" if nav <= NAV_TARGET_S else "misses"
-        print(f"  navigation meta-iteration: {nav:.2f} s (median of {iterations}); "
+        seconds, nav_ratios = nav
+        verdict = "meets" if seconds <= NAV_TARGET_S else "misses"
+        print(f"  navigation meta-iteration: {seconds:.2f} s (median of {iterations}); "
               f"target <= {NAV_TARGET_S:.0f} s on 2 cores: {verdict}")
+        if "torch MAML-TRPO" in nav_ratios:
+            r = nav_ratios["torch MAML-TRPO"]
+            verdict = "meets" if r <= NAV_TORCH_RATIO else "misses"
+            print(f"  per sampled step, ssmref default / torch MAML-TRPO: {r:.2f}x (median of "
+                  f"paired rounds); target <= {NAV_TORCH_RATIO}x: {verdict}")
     if ratios:
         for kind in ("second order", "FOMAML"):
             peers = {name: r for (k, name), r in ratios.items() if k == kind}

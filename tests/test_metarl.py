@@ -1,4 +1,8 @@
-"""MetaMAML on a tiny navigation problem: the loop's pieces agree with ssmref.maml and persist."""
+"""MetaMAML on a tiny navigation problem: the loop's pieces agree with ssmref.maml and persist.
+
+MetaMAML runs the meta-batch task-batched; the replays below run it task by task with the
+one-policy forms (``surrogate_loss``, ``maml.adapt``, ``maml.meta_gradient``) on the same draws.
+"""
 
 import numpy as onp
 import pytest
@@ -8,6 +12,7 @@ from ssmref import params as P
 from ssmref.metarl.envs import Navigation2D
 from ssmref.metarl import MetaMAML, MetaMAMLConfig, surrogate_loss, trajectory_data
 from ssmref.metarl.policy import policy_init
+from ssmref.metarl.policy.tasks import tile_values
 
 CFG = MetaMAMLConfig(meta_batch_size=2, episodes_per_task=3, inner_lr=0.1, outer_lr=1e-2)
 
@@ -18,18 +23,27 @@ def tiny(seed=0):
     return MetaMAML(Navigation2D(horizon=6), params, spec, CFG)
 
 
+def rows(traj, i, E=3):
+    return {k: v[E * i:E * (i + 1)] for k, v in traj.items()}
+
+
+def replay(trainer, params, rng, M=2, E=3):
+    """The (support, query) pairs of one meta-iteration, drawn as ``meta_step`` draws them,
+    with every task adapted on its own by ``maml.adapt`` and the one-policy loss."""
+    tasks = trainer.family.sample_tasks(M, rng)
+    pre = trainer._sample(tile_values(params, M), tasks, rng)
+    supports = [trajectory_data(rows(pre, i, E), 0.99) for i in range(M)]
+    fast = [maml.adapt(params, trainer.loss_fn, s, inner_lr=0.1) for s in supports]
+    stacked = P.tree_map(lambda *leaves: onp.stack(leaves), *fast)
+    post = trainer._sample(stacked, tasks, rng)
+    return pre, [(supports[i], trajectory_data(rows(post, i, E), 0.99)) for i in range(M)]
+
+
 def test_meta_step_applies_the_maml_meta_gradient():
     a, b = tiny(), tiny()
     metrics = a.meta_step(rng=1)
-    # replay the same draws by hand with the functional core
-    rng = onp.random.default_rng(1)
-    tasks = b.family.sample_tasks(2, rng)
-    pre = b._sample(b.params, tasks, rng)
-    pairs = []
-    for i, task in enumerate(tasks):
-        support = trajectory_data({k: v[3 * i:3 * i + 3] for k, v in pre.items()}, 0.99)
-        fast = maml.adapt(b.params, b.loss_fn, support, inner_lr=0.1)
-        pairs.append((support, trajectory_data(b._sample(fast, [task], rng), 0.99)))
+    # replay the same draws task by task with the functional core
+    pre, pairs = replay(b, b.params, onp.random.default_rng(1))
     loss, grads = maml.meta_gradient(b.params, surrogate_loss(b.spec), pairs, inner_lr=0.1)
     assert onp.isclose(metrics["meta_loss"], loss, rtol=1e-12)
     want, _ = b._update(grads, b.opt_state, b.params)
@@ -81,14 +95,7 @@ def test_clipping_and_the_linear_lr_schedule_are_adam_with_clipped_grads_and_lr_
     # replay iteration 1 (factor 3/4) by hand
     ref = MetaMAML(Navigation2D(horizon=6), before, spec, cfg)
     ref.opt_state, ref.iteration = state, 1
-    rng = onp.random.default_rng(1)
-    tasks = ref.family.sample_tasks(2, rng)
-    pre = ref._sample(before, tasks, rng)
-    pairs = []
-    for i, task in enumerate(tasks):
-        support = trajectory_data({k: v[3 * i:3 * i + 3] for k, v in pre.items()}, 0.99)
-        fast = maml.adapt(before, ref.loss_fn, support, inner_lr=0.1)
-        pairs.append((support, trajectory_data(ref._sample(fast, [task], rng), 0.99)))
+    _, pairs = replay(ref, before, onp.random.default_rng(1))
     _, grads = maml.meta_gradient(before, ref.loss_fn, pairs, inner_lr=0.1)
     clipped, norm = optim.clip_by_global_norm(grads, 0.05)
     assert norm > 0.05                                  # the clipping is engaged

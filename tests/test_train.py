@@ -1,8 +1,10 @@
 """`python -m ssmref train` / `evaluate`: run directories, resume, evaluation, errors."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as onp
 import pytest
@@ -199,3 +201,108 @@ def test_default_navigation_run_reaches_the_target(tmp_path):
     assert ev["returns_by_step"][1] >= -15.0
     assert ev["returns_by_step"][1] > ev["returns_by_step"][0] + 10
     assert onp.all(onp.isfinite(ev["returns_by_step"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Finn et al.'s protocol, the MLP policy and TRPO, --resume conflicts, runs of earlier versions
+# ---------------------------------------------------------------------------------------------
+
+OLD_RUN = Path(__file__).parent / "data" / "run_before_issue14"
+
+
+def test_finn_protocol(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval",
+                 "--inner-lr", "0.3"]) == 0
+    ours = TR.evaluate(run, tasks=3, steps=2, log=lambda *a: None)
+    finn = TR.evaluate(run, tasks=3, steps=2, protocol="finn", log=lambda *a: None)
+    assert finn["inner_lr_by_step"] == [0.3, 0.15] and finn["episodes_per_step"] == 40
+    assert ours["inner_lr_by_step"] == [0.3, 0.3] and ours["episodes_per_step"] == 3
+    assert json.loads((run / "evaluation_finn.json").read_text()) == finn
+    assert json.loads((run / "evaluation.json").read_text()) == ours
+    goals = onp.random.RandomState(1).uniform(-0.5, 0.5, size=(40, 2))  # test_maml_point.py
+    assert onp.array_equal(onp.array([t["goal"] for t in TR.finn_goals()]), goals)
+    f = finn["finn_goals"]
+    assert onp.array(f["returns_per_task"]).shape == (3, 40)
+    assert onp.allclose(onp.mean(f["returns_per_task"], axis=1), f["returns_by_step"], atol=1e-5)
+    assert len(f["policy_std_by_step"]) == 3 and len(f["step_norm_by_step"]) == 2
+    table = TR.format_table(finn)
+    assert "Finn's 40 goals" in table and "0.3, 0.15" in table
+    with pytest.raises(ValueError, match="later_inner_lr"):
+        TR.evaluate(run, tasks=3, steps=2, protocol="finn", later_inner_lr=0.1)
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--protocol", "finn"]) == 0
+
+
+def test_mlp_policy_with_trpo_resumes_exactly(tmp_path):
+    flags = ["--policy", "mlp", "--outer", "trpo", "--hidden", "8,8", "--meta-batch-size", "2",
+             "--episodes-per-task", "3", "--horizon", "8", "--checkpoint-every", "2", "--no-eval"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", *flags, "--out", str(a), "--iterations", "4"]) == 0
+    assert main(["train", *flags, "--out", str(b), "--iterations", "2"]) == 0
+    assert main(["train", "--resume", "--out", str(b), "--iterations", "4", "--no-eval"]) == 0
+    assert without_time(records(a)) == without_time(records(b))
+    rec = records(a)[-1]
+    assert {"kl", "backtracks", "accepted", "step_norm"} <= set(rec) and rec["kl"] <= 0.01
+    config = json.loads((a / "config.json").read_text())
+    assert config["policy"] == {"kind": "mlp", "hidden_sizes": [8, 8], "activation": "relu"}
+    assert config["maml"]["outer"] == "trpo"
+    assert not (a / "policy.npz").exists()          # policy.npz holds the SSM policy only
+    ev = TR.evaluate(a, tasks=2, steps=1, log=lambda *a: None)
+    assert len(ev["returns_by_step"]) == 2
+
+
+def test_the_finn2017_preset():
+    config = TR.make_config(preset="finn2017")
+    assert config["env"] == "navigation2d" and config["iterations"] == 100
+    assert config["policy"] == {"kind": "mlp", "hidden_sizes": [100, 100], "activation": "relu"}
+    mc = TR.maml_config(config)
+    assert (mc.meta_batch_size, mc.episodes_per_task, mc.inner_lr, mc.outer, mc.max_kl,
+            mc.cg_iters, mc.cg_damping, mc.ls_backtrack_ratio, mc.ls_max_steps) == \
+        (40, 20, 0.5, "trpo", 0.01, 10, 1e-5, 0.8, 15)
+    assert not config["lr_decay"]
+    with pytest.raises(ValueError, match="preset"):
+        TR.make_config("bandit", preset="finn2017")
+
+
+def test_resume_refuses_settings_that_differ_from_the_stored_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval"]) == 0
+    capsys.readouterr()
+    for flags in (["--inner-lr", "0.5"], ["--policy", "mlp"], ["--outer", "trpo"],
+                  ["--seed", "3"], ["--hidden", "16"], ["--preset", "finn2017"],
+                  ["--constant-lr"], ["--horizon", "9"]):
+        assert main(["train", "--resume", "--out", str(run), "--iterations", "2", "--no-eval",
+                     *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert "--resume keeps" in err and "\n" not in err.strip(), (flags, err)
+    assert records(run)[-1]["iteration"] == 1                  # nothing was run
+    # settings equal to the stored ones are accepted
+    assert main(["train", "--resume", "--out", str(run), "--iterations", "2", "--no-eval",
+                 "--inner-lr", "0.1", "--seed", "0", "--policy", "ssm", "--hidden", "8",
+                 "--outer", "adam"]) == 0
+    assert records(run)[-1]["iteration"] == 2
+
+
+def test_runs_written_before_issue_14_evaluate_and_resume(tmp_path):
+    run = tmp_path / "old"
+    shutil.copytree(OLD_RUN, run)
+    config = json.loads((run / "config.json").read_text())
+    assert "kind" not in config["policy"] and "preset" not in config
+    ours = TR.evaluate(run, tasks=2, steps=1, log=lambda *a: None)
+    finn = TR.evaluate(run, tasks=2, steps=1, protocol="finn", log=lambda *a: None)
+    assert ours["iteration"] == 2 and finn["inner_lr_by_step"] == [0.1]
+    assert main(["train", "--resume", "--out", str(run), "--iterations", "3", "--no-eval"]) == 0
+    assert records(run)[-1]["iteration"] == 3
+    assert main(["train", "--resume", "--out", str(run), "--iterations", "4", "--no-eval",
+                 "--outer", "trpo"]) == 2
+
+
+@pytest.mark.slow
+def test_the_finn2017_preset_adapts_in_two_steps(tmp_path):
+    """Finn et al.'s configuration end to end (about 1.5 h on 2 cores, docs/train.md): one step
+    adapts, and the second step (alpha / 2, Finn's protocol) improves on it."""
+    assert main(["train", "--preset", "finn2017", "--out", str(tmp_path / "finn")]) == 0
+    ev = json.loads((tmp_path / "finn" / "evaluation_finn.json").read_text())
+    for result in (ev, ev["finn_goals"]):
+        r = result["returns_by_step"]
+        assert r[1] >= -15.0 and r[1] > r[0] + 20 and r[2] > r[1]

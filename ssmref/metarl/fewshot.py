@@ -22,6 +22,7 @@ import numpy as onp
 
 from ssmref import maml
 from ssmref.checks import check_int, check_scalar
+from ssmref.metarl.threads import blas_threads
 from ssmref.metarl.trainer import MetaTrainer
 from ssmref.nn import mlp_apply, mlp_init
 from ssmref.params import flatten_dict, global_norm
@@ -110,7 +111,11 @@ class MetaRegression(MetaTrainer):
         The meta-gradient is :func:`ssmref.maml.batched_meta_gradient` with the tasks stacked on
         a leading axis: the same value as :func:`ssmref.maml.meta_gradient` over the list of
         tasks (tested), computed as one traced computation instead of ``M``."""
-        rng, c = as_rng(rng), self.config
+        with blas_threads(self.blas_threads):
+            return self._meta_step(as_rng(rng))
+
+    def _meta_step(self, rng):
+        c = self.config
         pairs = self._pairs(self.family.sample_tasks(c.meta_batch_size, rng), rng)
         stack = lambda j: tuple(onp.stack([p[j][i] for p in pairs]) for i in (0, 1))  # noqa: E731
         support, query = stack(0), stack(1)                                # (M, K, 1) each
@@ -128,14 +133,16 @@ class MetaRegression(MetaTrainer):
         ``(steps + 1, len(tasks))`` array of per-task values instead."""
         rng = as_rng(rng)
         out = onp.zeros((steps + 1, len(tasks)))
-        for j, task in enumerate(tasks):
-            support = self.family.sample(task, self.config.k_shot, rng)
-            grid = self.family.grid(task)
-            params = self.params
-            for k in range(steps + 1):
-                out[k, j] = mse_loss(params, grid)
-                if k < steps:
-                    params = maml.adapt(params, mse_loss, support, inner_lr=self.config.inner_lr)
+        with blas_threads(self.blas_threads):
+            for j, task in enumerate(tasks):
+                support = self.family.sample(task, self.config.k_shot, rng)
+                grid = self.family.grid(task)
+                params = self.params
+                for k in range(steps + 1):
+                    out[k, j] = mse_loss(params, grid)
+                    if k < steps:
+                        params = maml.adapt(params, mse_loss, support,
+                                            inner_lr=self.config.inner_lr)
         return out if per_task else [float(v) for v in out.mean(axis=1)]
 
     # ----------------------------------------------------------------------------- checkpoint

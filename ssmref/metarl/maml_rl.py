@@ -1,20 +1,27 @@
-"""MAML for reinforcement learning (Finn et al. 2017, sec. 5.3) with the SSM policy.
+"""MAML for reinforcement learning (Finn et al. 2017, sec. 5.3) with the SSM or the MLP policy.
 
 One meta-iteration, for ``M`` tasks ``i`` drawn from the task family::
 
     D_i  ~ pi_theta            E episodes of task i with the meta-parameters (pre-update)
     theta_i' = theta - alpha * grad L(theta; D_i)           (ssmref.maml.adapt)
     D_i' ~ pi_theta_i'         E fresh episodes with the adapted parameters (post-update)
-    g = grad_theta (1/M) sum_i L(theta_i'(theta); D_i')    (ssmref.maml.meta_gradient, second order)
-    theta <- Adam(theta, clip(g))                           (ssmref.metarl.trainer)
+    outer="adam":  g = grad_theta (1/M) sum_i L(theta_i'(theta); D_i')   (second order)
+                   theta <- Adam(theta, clip(g))                         (ssmref.metarl.trainer)
+    outer="trpo":  theta <- the TRPO step on D_i' through theta_i'(theta)  (ssmref.metarl.trpo)
 
 ``L`` is the REINFORCE surrogate ``-mean(log pi(a|o) * A)`` over valid steps, with advantages
 ``A`` = discounted return minus the rllab linear feature baseline fitted on the same batch,
 normalised per batch (:func:`trajectory_data`); advantages are constants.
 
+All ``M`` tasks run at once: the policy is task-batched (:mod:`ssmref.metarl.policy.tasks`: one
+parameter copy per task on a leading axis), so sampling, the inner steps and the meta-gradient
+(:func:`ssmref.maml.batched_meta_gradient`) are each one computation over the meta-batch, not
+``M``; the tests check them against the per-task forms.  The hot loops run with at most
+``blas_threads`` BLAS threads (1: the products are small, :mod:`ssmref.metarl.threads`).
+
 The estimator is Finn et al.'s: the meta-gradient differentiates through the inner update but
 not through the dependence of the pre-update sampling distribution on ``theta`` (see
-``docs/maml.md``).  The outer optimiser is Adam (Finn et al. used TRPO).
+``docs/maml.md``).  Finn et al.'s outer optimiser is TRPO (``outer="trpo"``); Adam is the default.
 """
 
 import json
@@ -22,45 +29,67 @@ from dataclasses import dataclass
 
 import numpy as onp
 
+import autograd.numpy as np
+from autograd import value_and_grad
+
 from ssmref import maml
 from ssmref.checks import check_choice, check_int, check_scalar
-from ssmref.metarl.policy.core import check_env, log_prob, policy_rollout_core, policy_sequence_core
-from ssmref.metarl.policy.spec import PolicySpec, check_params, policy_param_shapes
+from ssmref.metarl.policy.core import check_env, log_prob, policy_sequence_core
+from ssmref.metarl.policy.kinds import check_policy_params, param_shapes, spec_from_json
+from ssmref.metarl.policy.tasks import split_tasks, tasks_distribution, tasks_rollout, tile_values
 from ssmref.metarl.rl.baseline import fit_linear_baseline_core, predict_linear_baseline_core
 from ssmref.metarl.rl.batch import check_discount, check_like_mask, check_mask
 from ssmref.metarl.rl.returns import discounted_returns_core
 from ssmref.metarl.rl.surrogates import (dice_surrogate_core, normalize_advantages_core,
                                          reinforce_surrogate_core)
+from ssmref.metarl.threads import blas_threads
 from ssmref.metarl.trainer import MetaTrainer
+from ssmref.metarl.trpo import maml_trpo_objective, maml_trpo_step, trpo_step
 from ssmref.optim import clip_by_global_norm
-from ssmref.params import global_norm
+from ssmref.params import global_norm, ravel, stop_gradient, tree_map
 from ssmref.rng import as_rng
 
 ESTIMATORS = ("reinforce", "dice")
+OUTERS = ("adam", "trpo")
 
 
 @dataclass(frozen=True)
 class MetaMAMLConfig:
-    """Hyperparameters (defaults: Finn et al.'s 2-D navigation, Adam outer loop)."""
+    """Hyperparameters (defaults: Finn et al.'s 2-D navigation, Adam outer loop).  Fields added
+    later have defaults, so configs stored before them still load."""
     meta_batch_size: int = 20        # tasks per meta-iteration
     episodes_per_task: int = 20      # episodes per task, pre- and post-update
     inner_lr: float = 0.1            # alpha
     inner_steps: int = 1             # inner gradient steps on the pre-update batch
-    outer_lr: float = 3e-3           # Adam learning rate for theta
+    outer_lr: float = 3e-3           # Adam learning rate for theta (outer="adam")
     gamma: float = 0.99              # discount
     first_order: bool = False        # FOMAML instead of the second-order meta-gradient
     estimator: str = "reinforce"     # inner loss: "reinforce" (Finn et al.) or "dice" (Foerster)
-    max_grad_norm: float = 0.0       # clip the meta-gradient's global norm (0: no clipping)
+    max_grad_norm: float = 0.0       # clip the meta-gradient's global norm (0: no clipping; Adam)
     lr_decay_iterations: int = 0     # outer lr decays linearly to 0 at this iteration (0: constant)
+    outer: str = "adam"              # outer optimiser: "adam" or "trpo" (Finn et al.)
+    max_kl: float = 0.01             # TRPO: the trust region delta (maml_rl meta_step_size)
+    cg_iters: int = 10               # TRPO: conjugate-gradient iterations
+    cg_damping: float = 1e-5         # TRPO: F + damping * I (maml_rl reg_coeff)
+    ls_backtrack_ratio: float = 0.8  # TRPO: line-search step ratio
+    ls_max_steps: int = 15           # TRPO: line-search steps before the step is rejected
+    adapt_rounds: int = 1            # sampled inner steps in meta-training: round r samples E
+                                     # episodes with the r-times adapted policy and adapts on them
+    later_lr_scale: float = 1.0      # rounds 2, 3, ... step with alpha * later_lr_scale
 
     def __post_init__(self):
-        for name in ("meta_batch_size", "episodes_per_task", "inner_steps"):
+        for name in ("meta_batch_size", "episodes_per_task", "inner_steps", "cg_iters",
+                     "ls_max_steps", "adapt_rounds"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("lr_decay_iterations", self.lr_decay_iterations, minimum=0)
-        for name in ("inner_lr", "outer_lr", "max_grad_norm"):
+        for name in ("inner_lr", "outer_lr", "max_grad_norm", "cg_damping", "later_lr_scale"):
             check_scalar(name, getattr(self, name), low=0.0)
+        check_scalar("max_kl", self.max_kl, low=0.0, low_open=True)
+        check_scalar("ls_backtrack_ratio", self.ls_backtrack_ratio, low=0.0, high=1.0,
+                     low_open=True, high_open=True)
         check_scalar("gamma", self.gamma, low=0.0, high=1.0)
         check_choice("estimator", self.estimator, ESTIMATORS)
+        check_choice("outer", self.outer, OUTERS)
 
 
 # R = discounted returns,  b = linear baseline fitted on this batch,  A = normalize(R - b)
@@ -105,7 +134,8 @@ def trajectory_data(traj, gamma, estimator="reinforce"):
 
 
 def surrogate_loss(spec):
-    """``loss_fn(params, data)``: the policy's loss on a batch of :func:`trajectory_data`.
+    """``loss_fn(params, data)``: the SSM policy's loss on one batch of :func:`trajectory_data`
+    (the one-policy form; MetaMAML uses :func:`tasks_surrogate_loss`).
 
     ``"reinforce"`` data: ``-mean(log pi(a|o) * A)``
     (:func:`ssmref.metarl.rl.reinforce_surrogate`); ``"dice"`` data: ``-DiCE(log pi, r; b) / scale``
@@ -124,53 +154,139 @@ def surrogate_loss(spec):
     return loss_fn
 
 
-def _rows(traj, i, E):
-    return {k: v[i * E:(i + 1) * E] for k, v in traj.items()}
+# The data of M tasks stacked: (M * E, T, ...) rows -> (M, E, T, ...), one baseline per task
+def tasks_trajectory_data(traj, num_tasks, gamma, estimator):
+    """:func:`trajectory_data` of each task of a task-major rollout (``M * E`` rows), fitted per
+    task and stacked on a leading task axis: ``obs (M, E, T, obs_dim)``, ``actions``, ``rewards``,
+    ``mask (M, E, T)``, ``count (M,)`` (valid steps per task) and ``adv (M, E, T)`` (REINFORCE)
+    or ``baseline`` and ``scale (M,)`` (DiCE).  Unchecked (the trainer's own rollouts)."""
+    keys = ("obs", "actions", "rewards", "mask")
+    by_task = {k: split_tasks(traj[k], num_tasks) for k in keys}
+    per_task = [_trajectory_data({k: by_task[k][i] for k in keys}, gamma, estimator)
+                for i in range(num_tasks)]
+    data = {k: onp.stack([d[k] for d in per_task]) for k in per_task[0]
+            if k not in ("estimator", "gamma")}
+    data.update(estimator=estimator, gamma=gamma, count=onp.sum(data["mask"], axis=(1, 2)))
+    return data
+
+
+def tasks_surrogate_loss(spec):
+    """``loss_fn(Θ, data) -> (M,)``: task ``i``'s :func:`surrogate_loss` with parameters ``Θ[i]``
+    on ``data`` of :func:`tasks_trajectory_data`, for the policy ``spec`` (either kind)."""
+    def loss_fn(params, data):
+        dist = tasks_distribution(params, spec, data["obs"], data["actions"], data["rewards"])
+        lp = log_prob(spec, dist, data["actions"])                            # (M, E, T)
+        m = data["mask"]
+        if data["estimator"] == "dice":
+            return np.stack([-dice_surrogate_core(lp[i], data["rewards"][i], m[i], data["gamma"],
+                                                  baseline=data["baseline"][i],
+                                                  baseline_term="mao") / data["scale"][i]
+                             for i in range(np.shape(lp)[0])])
+        return -np.sum(np.where(m > 0, lp, 0.0) * data["adv"], axis=(1, 2)) / data["count"]
+    return loss_fn
+
+
+def _returns(traj, num_tasks):
+    """``(M,)``: each task's mean return over its episodes."""
+    return onp.asarray(split_tasks(traj["rewards"].sum(axis=1), num_tasks)).mean(axis=1)
 
 
 class MetaMAML(MetaTrainer):
     """The MAML-RL trainer: ``family`` (an RL task family of :mod:`ssmref.metarl.envs`), the
-    policy ``(params, spec)`` (:func:`ssmref.metarl.policy.policy_init`) and a
-    :class:`MetaMAMLConfig`.  The loop, the Adam step and the checkpoint are
-    :class:`ssmref.metarl.trainer.MetaTrainer`'s; the checkpoint also holds the spec."""
+    policy ``(params, spec)`` (:func:`ssmref.metarl.policy.policy_init` or
+    :func:`ssmref.metarl.policy.mlp.mlp_policy_init`) and a :class:`MetaMAMLConfig`.  The loop,
+    the Adam step and the checkpoint are :class:`ssmref.metarl.trainer.MetaTrainer`'s; the
+    checkpoint also holds the spec.  The hot loops run inside
+    ``blas_threads(self.blas_threads)`` (:class:`~ssmref.metarl.trainer.MetaTrainer`)."""
 
     def __init__(self, family, params, spec, config=None):
-        check_params(params, spec)
+        check_policy_params(params, spec)
         check_env(spec, family)
         super().__init__(family, params, config or MetaMAMLConfig())
         self.spec = spec
-        self.loss_fn = surrogate_loss(spec)
+        self.loss_fn = surrogate_loss(spec) if spec.kind == "ssm" else None   # one-policy form
+        self.tasks_loss_fn = tasks_surrogate_loss(spec)
 
-    def _sample(self, params, tasks, rng):
-        env = self.family.make_env(tasks, self.config.episodes_per_task)
-        return policy_rollout_core(params, self.spec, env, rng)
+    def _sample(self, params, tasks, rng, episodes=None):
+        """Task ``i``'s ``episodes`` (default ``E``) episodes with ``params[i]`` (task-batched
+        parameters), all tasks at once."""
+        env = self.family.make_env(tasks, episodes or self.config.episodes_per_task)
+        return tasks_rollout(params, self.spec, env, rng, len(tasks))
 
-    def _adapt(self, params, data):
+    def _adapt(self, params, data, inner_lr=None):
+        """Every task's inner steps at once: ``Θ' = Θ − α ∇_Θ Σ_i L_i(Θ_i)`` (values)."""
         c = self.config
-        return maml.adapt(params, self.loss_fn, data, inner_lr=c.inner_lr, steps=c.inner_steps)
+        return stop_gradient(maml.adapt(params, lambda t, d: np.sum(self.tasks_loss_fn(t, d)),
+                                        data, inner_lr=c.inner_lr if inner_lr is None else inner_lr,
+                                        steps=c.inner_steps))
 
     def meta_step(self, rng=None):
         """One meta-iteration (module docstring); returns its metrics."""
-        rng, c = as_rng(rng), self.config
-        E = c.episodes_per_task
-        tasks = self.family.sample_tasks(c.meta_batch_size, rng)
-        pre = self._sample(self.params, tasks, rng)
-        pairs, post_returns = [], []
-        for i, task in enumerate(tasks):
-            support = _trajectory_data(_rows(pre, i, E), c.gamma, c.estimator)
-            post = self._sample(self._adapt(self.params, support), [task], rng)
-            post_returns.append(post["rewards"].sum(axis=1).mean())
-            pairs.append((support, _trajectory_data(post, c.gamma, "reinforce")))
-        loss, grads = maml.meta_gradient(self.params, self.loss_fn, pairs, inner_lr=c.inner_lr,
-                                         steps=c.inner_steps, first_order=c.first_order)
-        grad_norm = global_norm(grads)
-        if c.max_grad_norm > 0:
-            grads, _ = clip_by_global_norm(grads, c.max_grad_norm)
-        self.apply_meta_gradient(grads, self.lr_factor(self.iteration))
-        return {"iteration": self.iteration, "meta_loss": float(loss),
-                "pre_return": float(pre["rewards"].sum(axis=1).mean()),
-                "post_return": float(onp.mean(post_returns)),
-                "grad_norm": float(grad_norm)}
+        with blas_threads(self.blas_threads):
+            return self._meta_step(as_rng(rng))
+
+    def round_lrs(self):
+        """The inner step size of each adaptation round: ``α``, then ``α · later_lr_scale``."""
+        c = self.config
+        return [c.inner_lr * (1.0 if r == 0 else c.later_lr_scale) for r in range(c.adapt_rounds)]
+
+    def _meta_step(self, rng):
+        c, M = self.config, self.config.meta_batch_size
+        tasks = self.family.sample_tasks(M, rng)
+        theta = tile_values(self.params, M)
+        pre = traj = self._sample(theta, tasks, rng)
+        supports = []
+        for lr in self.round_lrs():                   # one round unless adapt_rounds > 1
+            supports.append(tasks_trajectory_data(traj, M, c.gamma, c.estimator))
+            theta = self._adapt(theta, supports[-1], inner_lr=lr)
+            traj = self._sample(theta, tasks, rng)
+        query = tasks_trajectory_data(traj, M, c.gamma, "reinforce")
+        metrics = {"pre_return": float(_returns(pre, M).mean()),
+                   "post_return": float(_returns(traj, M).mean())}
+        if c.outer == "trpo":
+            self.params, info = self._trpo_step(supports, query)
+            self.iteration += 1
+            metrics.update(meta_loss=info["loss_before"], grad_norm=info["grad_norm"],
+                           kl=info["kl_after"], backtracks=info["backtracks"],
+                           accepted=info["accepted"], step_norm=info["step_norm"])
+        else:
+            if c.adapt_rounds == 1:
+                loss, grads = maml.batched_meta_gradient(
+                    self.params, self.tasks_loss_fn, supports[0], query, num_tasks=M,
+                    inner_lr=c.inner_lr, steps=c.inner_steps, first_order=c.first_order)
+            else:
+                loss, grads = value_and_grad(lambda t: np.mean(self.tasks_loss_fn(
+                    self.adapted(t, supports), query)))(self.params)
+            grad_norm = global_norm(grads)
+            if c.max_grad_norm > 0:
+                grads, _ = clip_by_global_norm(grads, c.max_grad_norm)
+            self.apply_meta_gradient(grads, self.lr_factor(self.iteration))
+            metrics.update(meta_loss=float(loss), grad_norm=float(grad_norm))
+        return {"iteration": self.iteration, **metrics}
+
+    # Θ_0 = tile(θ),  Θ_{r+1} = adapt(Θ_r; D_r, α_r)   (differentiable: second order)
+    def adapted(self, theta, supports):
+        """Every task's parameters after the adaptation rounds on ``supports`` (one
+        task-batched data dict per round), as a differentiable function of ``theta``."""
+        c = self.config
+        fast = maml.tile_params(theta, c.meta_batch_size)
+        for lr, data in zip(self.round_lrs(), supports):
+            fast = maml.adapt(fast, lambda t, d: np.sum(self.tasks_loss_fn(t, d)), data,
+                              inner_lr=lr, steps=c.inner_steps, first_order=c.first_order)
+        return fast
+
+    def _trpo_step(self, supports, query):
+        """The TRPO outer step (:mod:`ssmref.metarl.trpo`): from second-order pieces for one
+        round of one inner step, by the direct Hessian-vector products of the KL otherwise."""
+        c, M = self.config, self.config.meta_batch_size
+        settings = dict(max_kl=c.max_kl, cg_iters=c.cg_iters, cg_damping=c.cg_damping,
+                        backtrack_ratio=c.ls_backtrack_ratio, max_backtracks=c.ls_max_steps)
+        if c.inner_steps == 1 and len(supports) == 1:
+            return maml_trpo_step(self.params, self.spec, self.tasks_loss_fn, supports[0], query,
+                                  M, inner_lr=c.inner_lr, first_order=c.first_order, **settings)
+        objective = maml_trpo_objective(self.params, self.spec, query,
+                                        lambda theta: self.adapted(theta, supports))
+        return trpo_step(self.params, objective, **settings)
 
     def lr_factor(self, iteration):
         """``lr_t / lr`` at 0-based ``iteration``: ``max(0, 1 - t / lr_decay_iterations)``, or 1."""
@@ -181,35 +297,48 @@ class MetaMAML(MetaTrainer):
         """The *adapted* parameters for ``task``: ``steps`` rounds of sampling ``E`` episodes with
         the current parameters and one inner update on them."""
         rng = as_rng(rng)
-        params = self.params
-        for _ in range(steps):
-            data = _trajectory_data(self._sample(params, [task], rng), self.config.gamma,
-                                    self.config.estimator)
-            params = maml.adapt(params, self.loss_fn, data, inner_lr=self.config.inner_lr)
-        return params
+        with blas_threads(self.blas_threads):
+            theta = tile_values(self.params, 1)
+            for _ in range(steps):
+                data = tasks_trajectory_data(self._sample(theta, [task], rng), 1,
+                                             self.config.gamma, self.config.estimator)
+                theta = self._adapt(theta, data)
+        return tree_map(lambda p: p[0], theta)
 
-    def evaluate(self, tasks, rng=None, steps=3, per_task=False, later_inner_lr=None):
+    def evaluate(self, tasks, rng=None, steps=3, per_task=False, later_inner_lr=None,
+                 episodes=None, diagnostics=False):
         """``returns_by_step[k]``: mean return over ``tasks`` (and their episodes) after ``k``
-        inner steps, each step on fresh episodes of the previous parameters, ``k = 0..steps``.
-        ``per_task=True`` returns the ``(steps + 1, len(tasks))`` array of per-task means instead.
-        Every step uses the config's ``inner_lr``, or, from the second step on, ``later_inner_lr``
-        when it is given."""
+        inner steps, each step on fresh episodes of the previous parameters, ``k = 0..steps``;
+        all tasks at once.  ``per_task=True`` returns the ``(steps + 1, len(tasks))`` array of
+        per-task means instead.  Every step uses the config's ``inner_lr``, or, from the second
+        step on, ``later_inner_lr`` when it is given; ``episodes`` per step (default the config's
+        ``episodes_per_task``).  ``diagnostics=True`` also returns a dict of per-task arrays:
+        ``step_norm (steps, M)`` (``|θ_{k+1} − θ_k|``), ``std (steps + 1, M)`` (the policy's
+        mean standard deviation, Gaussian policies) and ``returns (steps + 1, M)``."""
         rng = as_rng(rng)
         if later_inner_lr is not None:
             check_scalar("later_inner_lr", later_inner_lr, low=0.0)
-        current = [self.params] * len(tasks)
-        out = onp.zeros((steps + 1, len(tasks)))
-        for k in range(steps + 1):
-            nxt = []
-            for j, (task, params) in enumerate(zip(tasks, current)):
-                traj = self._sample(params, [task], rng)
-                out[k, j] = traj["rewards"].sum(axis=1).mean()
+        M, c = len(tasks), self.config
+        out, norms, stds = onp.zeros((steps + 1, M)), onp.zeros((steps, M)), []
+        with blas_threads(self.blas_threads):
+            theta = tile_values(self.params, M)
+            for k in range(steps + 1):
+                traj = self._sample(theta, tasks, rng, episodes)
+                out[k] = _returns(traj, M)
+                if not self.spec.discrete:
+                    stds.append(onp.exp(theta["log_std"]).mean(axis=1))
                 if k < steps:
-                    data = _trajectory_data(traj, self.config.gamma, self.config.estimator)
-                    lr = self.config.inner_lr if k == 0 or later_inner_lr is None else later_inner_lr
-                    nxt.append(maml.adapt(params, self.loss_fn, data, inner_lr=lr))
-            current = nxt
-        return out if per_task else [float(v) for v in out.mean(axis=1)]
+                    data = tasks_trajectory_data(traj, M, c.gamma, c.estimator)
+                    lr = c.inner_lr if k == 0 or later_inner_lr is None else later_inner_lr
+                    new = self._adapt(theta, data, inner_lr=lr)
+                    norms[k] = [onp.linalg.norm(ravel(tree_map(lambda a, b: a[i] - b[i], new,
+                                                               theta))[0]) for i in range(M)]
+                    theta = new
+        result = out if per_task else [float(v) for v in out.mean(axis=1)]
+        if not diagnostics:
+            return result
+        return result, {"returns": out, "step_norm": norms,
+                        "std": onp.array(stds) if stds else None}
 
     # ----------------------------------------------------------------------------- checkpoint
     def checkpoint_header(self):
@@ -217,9 +346,9 @@ class MetaMAML(MetaTrainer):
 
     @classmethod
     def checkpoint_shapes(cls, meta):
-        return policy_param_shapes(PolicySpec.from_json(json.dumps(meta["spec"])))
+        return param_shapes(spec_from_json(json.dumps(meta["spec"])))
 
     @classmethod
     def restore_arguments(cls, meta):
-        return {"spec": PolicySpec.from_json(json.dumps(meta["spec"])),
+        return {"spec": spec_from_json(json.dumps(meta["spec"])),
                 "config": MetaMAMLConfig(**meta["config"])}

@@ -23,21 +23,31 @@ def progress_line(rec, total, rate):
 
 
 def format_table(result):
-    """The before/after-adaptation table of an evaluation result."""
+    """The before/after-adaptation table of an evaluation result (with a column for Finn et
+    al.'s goals when the result has them, ``--protocol finn``)."""
     key = "mse_by_step" if "mse_by_step" in result else "returns_by_step"
-    err = result[key.replace("_by_step", "_stderr_by_step")]
+    err_key = key.replace("_by_step", "_stderr_by_step")
     what = "grid MSE" if key == "mse_by_step" else "return"
-    ref = result.get("reference_finn2017")
+    ref, finn = result.get("reference_finn2017"), result.get("finn_goals")
     head = f"{'steps':>5}  {what + ' (mean ± s.e.)':>24}"
+    if finn:
+        head += "  " + "on Finn's 40 goals".rjust(24)
     if ref:
         head += f"  {'Finn et al. 2017':>16}"
+    protocol = result.get("protocol", "ssmref")
     lines = [f"{result['env']}: {result['num_tasks']} held-out tasks, iteration "
-             f"{result['iteration']}", head]
-    for k, (v, e) in enumerate(zip(result[key], err)):
+             f"{result['iteration']}" + (f", protocol {protocol}" if protocol != "ssmref" else ""),
+             head]
+    for k, (v, e) in enumerate(zip(result[key], result[err_key])):
         line = f"{k:>5}  {v:>14.3f} ± {e:<7.3f}"
+        if finn:
+            line += f"  {finn[key][k]:>14.3f} ± {finn[err_key][k]:<7.3f}"
         if ref:
             line += f"  {ref[str(k)] if str(k) in ref else '':>16}"
         lines.append(line)
+    if "inner_lr_by_step" in result:
+        lines.append("inner step sizes: " + ", ".join(f"{a:g}" for a in result["inner_lr_by_step"])
+                     + f"; {result['episodes_per_step']} episodes per step")
     if "oracle_return" in result:
         lines.append(f"best-arm oracle: {result['oracle_return']:.3f}")
     return "\n".join(lines)

@@ -3,13 +3,17 @@
 A run configuration is a JSON-serialisable dict (written to ``RUN_DIR/config.json``)::
 
     {"env": name, "seed": int, "iterations": int, "checkpoint_every": int, "lr_decay": bool,
-     "family": {...}, "policy": {...}, "maml": {...}, "ssmref_version": str}
+     "family": {...}, "policy": {...}, "maml": {...}, "preset": str | None,
+     "ssmref_version": str}
 
 ``family`` holds the keyword arguments of the task family (:func:`ssmref.metarl.envs.make`),
-``policy`` those of :func:`ssmref.metarl.policy.policy_init` (RL envs), ``maml`` the fields of the
-trainer's config (:class:`~ssmref.metarl.MetaMAMLConfig` for the RL envs,
-:class:`~ssmref.metarl.MetaRegressionConfig` for ``sinusoid``).  :data:`DEFAULTS` says which
-envs can be trained and with what; a config is checked once, by :func:`make_config`.
+``policy`` (RL envs) the policy's ``kind`` (``"ssm"``, the default, or ``"mlp"``; absent in runs
+written before the MLP policy: ``"ssm"``) and the keyword arguments of its init function
+(:func:`ssmref.metarl.policy.policy_init`, :func:`ssmref.metarl.policy.mlp.mlp_policy_init`),
+``maml`` the fields of the trainer's config (:class:`~ssmref.metarl.MetaMAMLConfig` for the RL
+envs, :class:`~ssmref.metarl.MetaRegressionConfig` for ``sinusoid``).  :data:`DEFAULTS` says
+which envs can be trained and with what, :data:`PRESETS` names published configurations; a
+config is checked once, by :func:`make_config`.
 """
 
 from dataclasses import fields
@@ -21,7 +25,7 @@ from ssmref.checks import check_choice, check_int
 from ssmref.metarl.envs import ENVS, make
 from ssmref.metarl.fewshot import MetaRegression, MetaRegressionConfig, regression_init
 from ssmref.metarl.maml_rl import MetaMAML, MetaMAMLConfig
-from ssmref.metarl.policy import policy_init
+from ssmref.metarl.policy.kinds import POLICY_KINDS, init_policy
 
 # Per-env defaults.  navigation2d: Finn et al.'s setting (20 tasks x 20 episodes x 100 steps,
 # alpha = 0.1, one inner step) with an Adam outer loop sized to finish in 10 minutes on 2 cores.
@@ -50,6 +54,28 @@ DEFAULTS = {
 
 TRAINABLE_ENVS = tuple(DEFAULTS)        # the task families of ssmref.metarl.envs that train runs
 
+# The defaults of a policy kind other than the env's default one (navigation2d: the SSM policy).
+POLICY_DEFAULTS = {"ssm": {"state_dim": 8, "ssm_output_dim": 8, "hidden_sizes": [64, 64]},
+                   "mlp": {"hidden_sizes": [100, 100], "activation": "relu"}}
+
+# Published configurations, confirmed in cbfinn/maml_rl (maml_examples/maml_trpo_point.py):
+# MAMLGaussianMLPPolicy (100, 100) ReLU, fast_learning_rate 0.5, fast_batch_size 20 trajectories,
+# meta_batch_size 40, MAMLTRPO with step_size 0.01 (ConjugateGradientOptimizer defaults: 10 CG
+# iterations, reg_coeff 1e-5, backtrack ratio 0.8, 15 backtracks), linear feature baseline,
+# discount 0.99, max_path_length 100, n_itr 100.
+PRESETS = {
+    "finn2017": {
+        "env": "navigation2d",
+        "iterations": 100,
+        "lr_decay": False,
+        "family": {"horizon": 100},
+        "policy": {"kind": "mlp", "hidden_sizes": [100, 100], "activation": "relu"},
+        "maml": {"meta_batch_size": 40, "episodes_per_task": 20, "inner_lr": 0.5,
+                 "outer": "trpo", "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5,
+                 "ls_backtrack_ratio": 0.8, "ls_max_steps": 15, "gamma": 0.99},
+    },
+}
+
 
 def is_rl(env):
     """True for an RL task family (it builds environments; trained with :class:`MetaMAML`), False
@@ -57,21 +83,38 @@ def is_rl(env):
     return hasattr(ENVS[env], "make_env")
 
 
-def make_config(env, *, seed=0, iterations=None, checkpoint_every=25, family=None, policy=None,
-                maml=None, lr_decay=None):
-    """The run configuration: per-env :data:`DEFAULTS` updated with the given dicts.
+def make_config(env=None, *, seed=0, iterations=None, checkpoint_every=25, family=None,
+                policy=None, maml=None, lr_decay=None, preset=None):
+    """The run configuration: the per-env :data:`DEFAULTS` (or the :data:`PRESETS` entry
+    ``preset``, which names its env) updated with the given dicts.
 
+    ``policy["kind"]`` other than the env's default kind starts from :data:`POLICY_DEFAULTS`.
     ``lr_decay`` (RL envs): the outer learning rate decays linearly to 0 at the run's last
     iteration (``MetaMAMLConfig.lr_decay_iterations = iterations``)."""
+    if preset is not None:
+        check_choice("preset", preset, tuple(PRESETS))
+        if env is not None and env != PRESETS[preset]["env"]:
+            raise ValueError(f"preset {preset!r} is for env {PRESETS[preset]['env']!r}, "
+                             f"not {env!r}")
+        env = PRESETS[preset]["env"]
+    env = "navigation2d" if env is None else env
     check_choice("env", env, TRAINABLE_ENVS)
-    d = DEFAULTS[env]
-    config = {"env": env, "seed": int(seed), "ssmref_version": __version__,
+    d = {**DEFAULTS[env], **(PRESETS[preset] if preset else {})}
+    policy = dict(policy or {})
+    if is_rl(env):
+        default_kind = d["policy"].get("kind", "ssm")
+        kind = check_choice("policy kind", policy.get("kind", default_kind), POLICY_KINDS)
+        base = d["policy"] if kind == default_kind else POLICY_DEFAULTS[kind]
+        policy = {**base, **policy, "kind": kind}
+    elif policy:
+        raise ValueError(f"policy settings apply to the RL envs only, not {env!r}")
+    config = {"env": env, "seed": int(seed), "ssmref_version": __version__, "preset": preset,
               "iterations": check_int("iterations", d["iterations"] if iterations is None
                                       else iterations, minimum=0),
               "checkpoint_every": check_int("checkpoint_every", checkpoint_every, minimum=1),
               "lr_decay": bool(d.get("lr_decay", False) if lr_decay is None else lr_decay),
               "family": {**d["family"], **(family or {})},
-              "policy": {**d["policy"], **(policy or {})},
+              "policy": policy,
               "maml": {**d["maml"], **(maml or {})}}
     if config["lr_decay"] and not is_rl(env):
         raise ValueError("lr_decay applies to the RL envs only (navigation2d, bandit)")
@@ -80,6 +123,8 @@ def make_config(env, *, seed=0, iterations=None, checkpoint_every=25, family=Non
                          "not maml['lr_decay_iterations']")
     build_family(config)
     maml_config(config)
+    if is_rl(env):
+        new_trainer(config)                 # the policy's settings, checked once by building it
     return config
 
 
@@ -114,11 +159,8 @@ def new_trainer(config):
     if not is_rl(config["env"]):
         return MetaRegression(family, regression_init(mc, init_rng), mc)
     kwargs = dict(config["policy"])
-    kwargs["hidden_sizes"] = tuple(kwargs.get("hidden_sizes", (64, 64)))
-    if family.discrete:
-        params, spec = policy_init(family.obs_dim, family.num_actions, discrete=True,
-                                   rng=init_rng, **kwargs)
-    else:
-        params, spec = policy_init(family.obs_dim, family.action_dim, discrete=False,
-                                   rng=init_rng, **kwargs)
+    kind = kwargs.pop("kind", "ssm")                  # runs written before the MLP policy: SSM
+    if "hidden_sizes" in kwargs:
+        kwargs["hidden_sizes"] = tuple(kwargs["hidden_sizes"])
+    params, spec = init_policy(kind, family, init_rng, **kwargs)
     return MetaMAML(family, params, spec, mc)

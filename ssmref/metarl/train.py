@@ -11,21 +11,27 @@
                               :class:`ssmref.metarl.trainer.MetaTrainer`), every
                               ``--checkpoint-every`` iterations and at the end
 ``params.npz``                the final meta-parameters (dotted names, :func:`ssmref.storage.save_npz`)
-``policy.npz``                RL envs: the policy, loadable with :meth:`SSMMetaPolicy.load`
+``policy.npz``                the SSM policy, loadable with :meth:`SSMMetaPolicy.load`
 ``evaluation.json``           written by ``evaluate`` (and at the end of ``train``)
+``evaluation_finn.json``      navigation2d: ``evaluate --protocol finn`` (and the end of ``train``)
 ``adaptation.png``            the adaptation curve, when matplotlib is installed
 ============================  =====================================================================
 
 Meta-iteration ``i`` draws from ``numpy.random.default_rng([seed, i])``, so a run resumed from a
 checkpoint (``--resume``) continues exactly as the uninterrupted run would have.
 
-``evaluate RUN_DIR`` loads the checkpoint, draws ``--tasks`` (40) held-out tasks from a fixed seed
-that is independent of the training seed, and reports the mean over tasks after ``0..--steps`` (3)
-inner gradient steps, each step on fresh data: ``returns_by_step`` for the RL envs
-(``navigation2d``, ``bandit``), ``mse_by_step`` for ``sinusoid``.
+``--resume`` continues a run with its stored settings; a setting given on the command line that
+differs from the stored one is refused (only ``--iterations`` may change).  ``--blas-threads``
+(default 1) limits the BLAS threads of the hot loops (:mod:`ssmref.metarl.threads`).
 
-The configuration and the trainer it builds: :mod:`ssmref.metarl.run_config`; the table and the
-plot: :mod:`ssmref.metarl.report`.
+``evaluate RUN_DIR`` (:mod:`ssmref.metarl.evaluation`) loads the checkpoint, draws ``--tasks`` (40)
+held-out tasks from a fixed seed that is independent of the training seed, and reports the mean
+over tasks after ``0..--steps`` (3) inner gradient steps, each step on fresh data:
+``returns_by_step`` for the RL envs (``navigation2d``, ``bandit``), ``mse_by_step`` for
+``sinusoid``; ``--protocol finn`` is Finn et al.'s.
+
+The configuration and the trainer it builds: :mod:`ssmref.metarl.run_config`; the files:
+:mod:`ssmref.metarl.rundir`; the table and the plot: :mod:`ssmref.metarl.report`.
 """
 
 import json
@@ -37,102 +43,59 @@ from pathlib import Path
 
 import numpy as onp
 
-from ssmref import __version__
-from ssmref.checks import check_int
-from ssmref.metarl.maml_rl import MetaMAML
-from ssmref.metarl.policy import SSMMetaPolicy
-from ssmref.metarl.report import format_table, plot_adaptation, progress_line
-from ssmref.metarl.run_config import (TRAINABLE_ENVS, build_family, is_rl, maml_config,
-                                      make_config, new_trainer, trainer_class)
-from ssmref.params import flatten_dict
-from ssmref.storage import atomic_write, save_npz
-
-EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)
-
-# Finn et al. 2017 (fig. 4 / table in sec. 5.3): 2-D navigation, MAML, mean return after 0/1/2 steps.
-FINN_NAVIGATION = {0: -40.4, 1: -11.7, 2: -3.3}
-
-
-class RunError(ValueError):
-    """A run directory that cannot be used (reported as one line, exit code 2)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
-
-def write_json(path, obj):
-    """Write ``obj`` as JSON to ``path`` atomically (:func:`ssmref.storage.atomic_write`)."""
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise RunError(f"{path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path}: not valid JSON ({e})") from None
-
-
-def read_metrics(path, upto):
-    """The metric records of ``path`` with ``iteration <= upto`` (later ones belong to iterations
-    after the last checkpoint and are dropped on resume)."""
-    if not Path(path).exists():
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    break                       # a line cut short by an interruption
-                if rec.get("iteration", upto + 1) <= upto:
-                    records.append(rec)
-    return records
-
-
-def load_trainer(run_dir, config):
-    """The trainer of the checkpoint in ``run_dir``, with the MAML settings of ``config``."""
-    path = Path(run_dir) / "checkpoint.npz"
-    if config.get("env") not in TRAINABLE_ENVS:
-        raise RunError(f"{Path(run_dir) / 'config.json'}: env must be one of {TRAINABLE_ENVS}, "
-                       f"got {config.get('env')!r}")
-    if not path.exists():
-        raise RunError(f"{path} not found: nothing to resume or evaluate")
-    trainer = trainer_class(config).load(path, build_family(config))
-    want = maml_config(config)
-    stored = asdict(trainer.config)
-    if "lr_decay_iterations" in stored:          # follows the run's (possibly extended) length
-        stored["lr_decay_iterations"] = want.lr_decay_iterations
-    if stored != asdict(want):
-        raise RunError(f"{path}: its MAML settings differ from {Path(run_dir) / 'config.json'}")
-    trainer.config = want
-    return trainer
-
-
-def save_trainer(run_dir, trainer):
-    """``checkpoint.npz``, ``params.npz`` and (RL) ``policy.npz`` of ``trainer`` in ``run_dir``."""
-    run_dir = Path(run_dir)
-    trainer.save(run_dir / "checkpoint.npz")
-    save_npz(run_dir / "params.npz", flatten_dict(trainer.params))
-    if isinstance(trainer, MetaMAML):
-        SSMMetaPolicy.from_params(trainer.params, trainer.spec).save(run_dir / "policy.npz")
+from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, PROTOCOLS,  # noqa: F401
+                                      add_evaluate_arguments, evaluate, finn_goals,
+                                      run_evaluate)
+from ssmref.metarl.report import format_table, progress_line
+from ssmref.metarl.rundir import (RunError, load_trainer, read_json, read_metrics,  # noqa: F401
+                                  save_trainer, write_json)
+from ssmref.metarl.run_config import (PRESETS, TRAINABLE_ENVS, is_rl, maml_config,  # noqa: F401
+                                      make_config, new_trainer)
+from ssmref.metarl.policy.kinds import POLICY_KINDS
+from ssmref.metarl.maml_rl import OUTERS
+from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
+from ssmref.storage import atomic_write
 
 
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
 
+def check_resume_settings(run_dir, stored, given):
+    """``RunError`` if a setting in ``given`` (``{"seed": 3, "maml": {"inner_lr": 0.5}, ...}``,
+    the options given on a ``--resume`` command line) differs from the stored run's."""
+    effective = {**stored, "preset": stored.get("preset"),
+                 "policy": {"kind": "ssm", **stored.get("policy", {})}}
+    if is_rl(stored["env"]) or stored["env"] == "sinusoid":
+        effective["maml"] = asdict(maml_config({**stored, "lr_decay": False}))
+    conflicts = []
+    for key, value in given.items():
+        pairs = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, v in pairs:
+            have = effective.get(key) if sub is None else effective.get(key, {}).get(sub)
+            if isinstance(have, (list, tuple)) and isinstance(v, (list, tuple)):
+                have, v = list(have), list(v)
+            if have != v:
+                conflicts.append(f"{key if sub is None else key + '.' + sub}: stored {have!r}, "
+                                 f"given {v!r}")
+    if conflicts:
+        raise RunError(f"{run_dir} was trained with other settings ({'; '.join(conflicts)}); "
+                       f"--resume keeps a run's settings (only --iterations may change): drop "
+                       f"those options or start a new run with another --out")
+
+
 def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_at_end=True,
-          eval_tasks=40, eval_steps=3):
-    """Run (or resume) the meta-training of ``config`` in ``run_dir``; returns the trainer."""
+          eval_tasks=40, eval_steps=3, given=None, blas_threads_limit=DEFAULT_BLAS_THREADS):
+    """Run (or resume) the meta-training of ``config`` in ``run_dir``; returns the trainer.
+
+    ``resume``: ``config`` may hold only ``iterations`` (``None``: the stored length);
+    ``given``: the settings the caller asked for, refused when they differ from the stored ones
+    (:func:`check_resume_settings`).  At the end, navigation2d runs are evaluated with both
+    protocols (``evaluation.json``, ``evaluation_finn.json``), the others with the default."""
     run_dir = Path(run_dir)
     if resume:
         stored = read_json(run_dir / "config.json")
+        check_resume_settings(run_dir, stored, given or {})
         extend = config.get("iterations") is not None and config["iterations"] != stored["iterations"]
         if extend:
             stored["iterations"] = int(config["iterations"])
@@ -154,6 +117,7 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
         trainer, history = new_trainer(config), []
         log(f"training {config['env']} for {config['iterations']} meta-iterations "
             f"(seed {config['seed']}) -> {run_dir}")
+    trainer.blas_threads = blas_threads_limit
     # rewrite the metrics up to the checkpoint (drops records of iterations that were lost)
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
     atomic_write(run_dir / "metrics.jsonl", lambda f: f.write(text.encode("utf-8")))
@@ -175,62 +139,12 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
     if not (run_dir / "checkpoint.npz").exists():
         save_trainer(run_dir, trainer)
     if evaluate_at_end:
-        result = evaluate(run_dir, tasks=eval_tasks, steps=eval_steps, log=log)
-        log(format_table(result))
+        protocols = PROTOCOLS if config["env"] == "navigation2d" else ("ssmref",)
+        for protocol in protocols:
+            result = evaluate(run_dir, tasks=eval_tasks, steps=eval_steps, protocol=protocol,
+                              log=log, blas_threads_limit=blas_threads_limit)
+            log(format_table(result))
     return trainer
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluate
-# ---------------------------------------------------------------------------------------------
-
-def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, name="evaluation.json", log=print,
-             plot=True):
-    """Evaluate the checkpoint of ``run_dir`` on ``tasks`` held-out tasks after ``0..steps``
-    inner steps; writes and returns ``evaluation.json``'s content.  RL runs: ``later_inner_lr``
-    is the step size of the second and later steps (default: the run's ``inner_lr``)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir} is not a directory")
-    tasks = check_int("tasks", tasks, minimum=1)
-    steps = check_int("steps", steps, minimum=0)
-    if Path(name).name != name or not name.endswith(".json") or name == ".json":
-        raise ValueError(f"name must be a file name ending in .json, got {name!r}")
-    config = read_json(run_dir / "config.json")
-    trainer = load_trainer(run_dir, config)
-    held_out = trainer.family.sample_tasks(tasks, onp.random.default_rng([EVAL_SEED, 0]))
-    t0 = time.perf_counter()
-    extra = {}
-    if later_inner_lr is not None:
-        if not is_rl(config["env"]):
-            raise ValueError("later_inner_lr applies to the RL envs only")
-        extra["later_inner_lr"] = float(later_inner_lr)
-    values = trainer.evaluate(held_out, onp.random.default_rng([EVAL_SEED, 1]), steps=steps,
-                              per_task=True, **extra)                      # (steps + 1, tasks)
-    alpha = trainer.config.inner_lr
-    inner_lrs = [alpha if k == 0 or later_inner_lr is None else float(later_inner_lr)
-                 for k in range(steps)]
-    key = "returns_by_step" if is_rl(config["env"]) else "mse_by_step"
-    result = {"env": config["env"], "iteration": trainer.iteration, "num_tasks": tasks,
-              "steps": list(range(steps + 1)), "eval_seed": EVAL_SEED,
-              "inner_lr_by_step": inner_lrs,
-              key: [float(v) for v in values.mean(axis=1)],
-              key.replace("_by_step", "_stderr_by_step"):
-                  [float(v) for v in values.std(axis=1, ddof=1) / onp.sqrt(tasks)]
-                  if tasks > 1 else [0.0] * (steps + 1),
-              "seconds": time.perf_counter() - t0, "ssmref_version": __version__}
-    if config["env"] == "navigation2d":
-        result["reference_finn2017"] = {str(k): v for k, v in FINN_NAVIGATION.items()}
-    if config["env"] == "bandit":
-        result["oracle_return"] = float(onp.mean(trainer.family.oracle_return(held_out)))
-    write_json(run_dir / name, result)
-    if plot:
-        png_name = "adaptation.png" if name == "evaluation.json" else name[:-len(".json")] + ".png"
-        png = plot_adaptation(result, run_dir / png_name)
-        if png:
-            log(f"wrote {png}")
-    log(f"wrote {run_dir / name}")
-    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,12 +156,28 @@ def _hidden(text):
 
 
 def add_train_arguments(p):
-    p.add_argument("--env", choices=TRAINABLE_ENVS, default="navigation2d", help="task family")
-    p.add_argument("--out", default=None, help="run directory (default: runs/ENV)")
+    p.add_argument("--env", choices=TRAINABLE_ENVS, default=None,
+                   help="task family (default navigation2d, or the preset's)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="a published configuration: finn2017 = Finn et al.'s MLP policy with "
+                        "the TRPO outer step (docs/train.md)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/ENV or runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     p.add_argument("--iterations", type=int, default=None, help="meta-iterations (env default)")
-    p.add_argument("--checkpoint-every", type=int, default=25)
+    p.add_argument("--checkpoint-every", type=int, default=None, help="default 25")
+    p.add_argument("--policy", choices=POLICY_KINDS, default=None,
+                   help="RL: 'ssm' (default) or 'mlp' (Finn et al.'s Gaussian MLP on the "
+                        "observation, ReLU, --hidden 100,100 by default)")
+    p.add_argument("--outer", choices=OUTERS, default=None,
+                   help="RL outer optimiser: 'adam' (default) or 'trpo' (Finn et al.)")
+    p.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (0.01)")
+    p.add_argument("--adapt-rounds", type=int, default=None,
+                   help="RL: sampled inner steps in meta-training, each on fresh episodes of "
+                        "the policy adapted so far (default 1)")
+    p.add_argument("--later-lr-scale", type=float, default=None,
+                   help="RL: rounds after the first step with alpha times this (default 1; "
+                        "Finn et al.'s evaluation: 0.5)")
     p.add_argument("--meta-batch-size", type=int, default=None, help="tasks per meta-iteration")
     p.add_argument("--episodes-per-task", type=int, default=None, help="RL: episodes per task")
     p.add_argument("--inner-lr", type=float, default=None)
@@ -256,65 +186,71 @@ def add_train_arguments(p):
     p.add_argument("--estimator", choices=("reinforce", "dice"), default=None,
                    help="RL inner loss (default reinforce)")
     p.add_argument("--max-grad-norm", type=float, default=None,
-                   help="RL: clip the meta-gradient's global norm (0: off)")
+                   help="RL, Adam: clip the meta-gradient's global norm (0: off)")
     p.add_argument("--constant-lr", action="store_true",
                    help="RL: no linear decay of the outer lr (navigation2d decays by default)")
     p.add_argument("--horizon", type=int, default=None, help="RL: episode length")
     p.add_argument("--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 64,64")
-    p.add_argument("--state-dim", type=int, default=None, help="RL: SSM state size")
+    p.add_argument("--state-dim", type=int, default=None, help="SSM policy: state size")
+    p.add_argument("--blas-threads", type=int, default=DEFAULT_BLAS_THREADS,
+                   help="BLAS threads in the hot loops (default 1: the products are small; 0 "
+                        "leaves the BLAS settings as they are)")
     p.add_argument("--eval-tasks", type=int, default=40)
     p.add_argument("--eval-steps", type=int, default=3)
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
 
 
-def config_from_args(args):
-    maml, family, policy = {}, {}, {}
+def given_settings(args):
+    """The settings the command line gives explicitly: ``{"seed": ..., "family": {...},
+    "policy": {...}, "maml": {...}, ...}`` (what a fresh run applies over the defaults, and what
+    ``--resume`` checks against the stored run)."""
+    maml, family, policy, top = {}, {}, {}, {}
     for name in ("meta_batch_size", "episodes_per_task", "inner_lr", "outer_lr", "estimator",
-                 "max_grad_norm"):
+                 "max_grad_norm", "outer", "max_kl", "adapt_rounds", "later_lr_scale"):
         if getattr(args, name) is not None:
             maml[name] = getattr(args, name)
     if args.first_order:
         maml["first_order"] = True
     if args.horizon is not None:
         family["horizon"] = args.horizon
+    if args.policy is not None:
+        policy["kind"] = args.policy
+    env = args.env or (PRESETS[args.preset]["env"] if args.preset else "navigation2d")
     if args.hidden is not None:
-        (policy if is_rl(args.env) else maml)["hidden_sizes"] = args.hidden
+        (policy if is_rl(env) else maml)["hidden_sizes"] = args.hidden
     if args.state_dim is not None:
         policy["state_dim"] = policy["ssm_output_dim"] = args.state_dim
-    return make_config(args.env, seed=args.seed, iterations=args.iterations,
-                       checkpoint_every=args.checkpoint_every, family=family, policy=policy,
-                       maml=maml, lr_decay=False if args.constant_lr else None)
+    for name in ("env", "seed", "preset", "checkpoint_every"):
+        if getattr(args, name) is not None:
+            top[name] = getattr(args, name)
+    if args.constant_lr:
+        top["lr_decay"] = False
+    return {**top, **{k: v for k, v in (("family", family), ("policy", policy),
+                                        ("maml", maml)) if v}}
+
+
+def config_from_args(args):
+    g = given_settings(args)
+    if g.get("policy", {}).get("kind") == "mlp" and "state_dim" in g["policy"]:
+        raise ValueError("--state-dim applies to the SSM policy, not --policy mlp")
+    return make_config(g.get("env"), seed=g.get("seed", 0), iterations=args.iterations,
+                       checkpoint_every=g.get("checkpoint_every", 25), family=g.get("family"),
+                       policy=g.get("policy"), maml=g.get("maml"), lr_decay=g.get("lr_decay"),
+                       preset=g.get("preset"))
 
 
 def run_train(args):
-    out = args.out or os.path.join("runs", args.env)
+    out = args.out or os.path.join("runs", args.preset or args.env or "navigation2d")
     try:
+        if args.blas_threads < 0:
+            raise ValueError(f"--blas-threads must be >= 0, got {args.blas_threads}")
         if args.resume:
-            config = {"iterations": args.iterations}
+            config, given = {"iterations": args.iterations}, given_settings(args)
         else:
-            config = config_from_args(args)
+            config, given = config_from_args(args), None
         train(config, out, resume=args.resume, evaluate_at_end=not args.no_eval,
-              eval_tasks=args.eval_tasks, eval_steps=args.eval_steps)
-    except (RunError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def add_evaluate_arguments(p):
-    p.add_argument("run_dir", help="a directory written by `python -m ssmref train`")
-    p.add_argument("--tasks", type=int, default=40, help="held-out tasks (default 40)")
-    p.add_argument("--steps", type=int, default=3, help="inner steps (default 3)")
-    p.add_argument("--later-inner-lr", type=float, default=None,
-                   help="RL: step size of the 2nd and later steps (default: the run's inner_lr)")
-    p.add_argument("--out-name", default="evaluation.json",
-                   help="file name in RUN_DIR for the result (default evaluation.json)")
-
-
-def run_evaluate(args):
-    try:
-        print(format_table(evaluate(args.run_dir, tasks=args.tasks, steps=args.steps,
-                                    later_inner_lr=args.later_inner_lr, name=args.out_name)))
+              eval_tasks=args.eval_tasks, eval_steps=args.eval_steps, given=given,
+              blas_threads_limit=args.blas_threads or None)
     except (RunError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ the trees ``params``, ``adam_m``, ``adam_v`` and the JSON header
 
 from dataclasses import asdict
 
+from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
 from ssmref.optim import adam
 from ssmref.params import tree_copy, tree_map
 from ssmref.storage import load_checkpoint, save_checkpoint
@@ -27,7 +28,11 @@ class MetaTrainer:
     """The state, loop and persistence of a meta-trainer over ``family`` with ``config`` (a
     dataclass with at least ``outer_lr``).  Subclasses implement :meth:`meta_step` and say what
     their checkpoint header holds (:meth:`checkpoint_header`, :meth:`checkpoint_shapes`,
-    :meth:`restore_arguments`)."""
+    :meth:`restore_arguments`).  ``blas_threads``: the BLAS threads of the hot loops
+    (:func:`ssmref.metarl.threads.blas_threads`; ``None`` leaves the BLAS settings alone); an
+    attribute, not part of the config, since it changes nothing beyond rounding."""
+
+    blas_threads = DEFAULT_BLAS_THREADS
 
     def __init__(self, family, params, config):
         self.family, self.config = family, config

@@ -139,7 +139,7 @@ def encode_actions(spec, actions):
 
 
 # x_t = [o_t, e(a_{t-1}), r_{t-1}],  e(a_{-1}) = 0,  r_{-1} = 0   (or x_t = o_t)
-def _inputs(spec, obs, prev_actions, prev_rewards):
+def policy_inputs_core(spec, obs, prev_actions, prev_rewards):
     if not spec.use_prev_action_reward:
         return obs
     lead = np.shape(obs)[:-1]                                       # (..., T)
@@ -163,7 +163,7 @@ def policy_inputs(spec, obs, prev_actions=None, prev_rewards=None):
     Without ``spec.use_prev_action_reward`` ``x = obs``, and ``prev_actions`` / ``prev_rewards``
     are ignored (their shapes are still checked when given).
     """
-    return _inputs(spec, *_check_episode_inputs(spec, obs, prev_actions, prev_rewards))
+    return policy_inputs_core(spec, *_check_episode_inputs(spec, obs, prev_actions, prev_rewards))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ def policy_heads(params, spec, y, obs):
 
 # h_t = A h_{t-1} + B x_t,  y_t = C h_t + D x_t,  h_{-1} = 0;  then the heads at every step
 def policy_sequence_core(params, spec, obs, prev_actions, prev_rewards, mode, return_states=False):
-    x = _inputs(spec, obs, prev_actions, prev_rewards)              # (N, T, in_dim)
+    x = policy_inputs_core(spec, obs, prev_actions, prev_rewards)   # (N, T, in_dim)
     y, _ = run_ssm(params["ssm"], x, None, mode)                    # (N, T, p)
     out = policy_heads(params, spec, y, obs)
     if return_states:

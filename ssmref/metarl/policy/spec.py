@@ -44,6 +44,8 @@ class PolicySpec:
     use_prev_action_reward: bool = False  # x_t = [o_t, e(a_{t-1}), r_{t-1}] instead of o_t
     mode: str = "convolve"                # "scan" | "convolve" | "parallel"
 
+    kind = "ssm"                          # a class attribute (MLPPolicySpec's is "mlp")
+
     def __post_init__(self):
         for name in ("obs_dim", "action_dim", "state_dim", "ssm_output_dim"):
             object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1))

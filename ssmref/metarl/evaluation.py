@@ -1,0 +1,167 @@
+"""``python -m ssmref evaluate RUN_DIR``: the returns (or MSE) after 0..steps inner steps.
+
+Two protocols (RL envs; ``sinusoid`` has one, Finn et al.'s grid MSE):
+
+==============  ========================================  ======================================
+protocol        ``ssmref`` (default)                      ``finn`` (Finn et al. 2017)
+==============  ========================================  ======================================
+episodes/step   the run's ``episodes_per_task`` (20)      40 (``batch_size=4000``, "2x" the
+                                                          training batch, horizon 100)
+step sizes      ``α`` at every step (or ``α₁`` =          ``α``, then ``α/2`` for every later step
+                ``--later-inner-lr`` after the first)
+goals           40 held-out goals from ``EVAL_SEED``      the same 40, and (navigation2d) Finn's
+                                                          40: ``np.random.seed(1);
+                                                          np.random.uniform(-0.5, 0.5, (40, 2))``
+==============  ========================================  ======================================
+
+Finn's protocol is ``maml_examples/test_maml_point.py`` in cbfinn/maml_rl: ``VPG`` with
+``init_learning_rate = α`` for the first step and a ``GradientDescentOptimizer`` of
+``learning_rate = 0.5 α`` after it, 4000 steps per update; the paper's appendix: "halving the
+learning rate after the first gradient step produced superior performance".  (The committed
+script then keeps only ``goals[6]``, a debugging leftover; its 40 goals are the ones above.)
+
+Each step is one inner update on fresh episodes of the current (adapted) parameters; the value
+after ``k`` steps is the mean return of the episodes sampled with the ``k``-times adapted
+parameters, averaged over episodes, then goals; standard errors are over goals.  Every goal set
+draws its episodes from its own fixed seed, so a result does not depend on the other goal set.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as onp
+
+from ssmref import __version__
+from ssmref.checks import check_choice, check_int
+from ssmref.metarl.report import format_table, plot_adaptation
+from ssmref.metarl.rundir import RunError, load_trainer, read_json, write_json
+from ssmref.metarl.run_config import is_rl
+from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
+
+EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)
+PROTOCOLS = ("ssmref", "finn")
+FINN_EPISODES = 40          # test_maml_point.py: batch_size=4000 steps of horizon 100
+
+# Finn et al. 2017 (fig. 4 / table in sec. 5.3): 2-D navigation, MAML, mean return after 0/1/2 steps.
+FINN_NAVIGATION = {0: -40.4, 1: -11.7, 2: -3.3}
+
+
+def finn_goals(num_goals=40):
+    """``test_maml_point.py``'s goals: ``np.random.seed(1)`` then ``np.random.uniform(-0.5, 0.5,
+    size=(num_goals, 2))``, reproduced with a local ``RandomState(1)`` (no global seeding)."""
+    goals = onp.random.RandomState(1).uniform(-0.5, 0.5, size=(num_goals, 2))
+    return [{"goal": g.copy()} for g in goals]
+
+
+def _summary(values, key):
+    """``{key: means over tasks, key_stderr: standard errors}`` of ``values (steps + 1, tasks)``."""
+    n = values.shape[1]
+    err = values.std(axis=1, ddof=1) / onp.sqrt(n) if n > 1 else onp.zeros(values.shape[0])
+    return {key: [float(v) for v in values.mean(axis=1)],
+            key.replace("_by_step", "_stderr_by_step"): [float(v) for v in err]}
+
+
+def _rl_goal_set(trainer, tasks, seed, steps, later_inner_lr, episodes):
+    """Returns, per-task returns and the adaptation diagnostics on one goal set."""
+    values, diag = trainer.evaluate(tasks, onp.random.default_rng([EVAL_SEED, seed]), steps=steps,
+                                    per_task=True, later_inner_lr=later_inner_lr,
+                                    episodes=episodes, diagnostics=True)
+    out = _summary(values, "returns_by_step")
+    out["returns_per_task"] = values.round(6).tolist()                      # (steps + 1, tasks)
+    out["step_norm_by_step"] = [float(v) for v in diag["step_norm"].mean(axis=1)]
+    if diag["std"] is not None:
+        out["policy_std_by_step"] = [float(v) for v in diag["std"].mean(axis=1)]
+    return out
+
+
+def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmref", name=None,
+             log=print, plot=True, blas_threads_limit=DEFAULT_BLAS_THREADS):
+    """Evaluate the checkpoint of ``run_dir`` on ``tasks`` held-out tasks after ``0..steps``
+    inner steps with ``protocol`` (module docstring); writes and returns the result
+    (``evaluation.json``, or ``evaluation_finn.json`` for ``protocol="finn"``, unless ``name``
+    says otherwise).  RL runs: ``later_inner_lr`` is the step size of the second and later
+    steps (``ssmref`` protocol only; default: the run's ``inner_lr``).  ``blas_threads_limit``:
+    BLAS threads while evaluating (``None``: the BLAS settings as they are)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is not a directory")
+    tasks = check_int("tasks", tasks, minimum=1)
+    steps = check_int("steps", steps, minimum=0)
+    check_choice("protocol", protocol, PROTOCOLS)
+    name = name or ("evaluation.json" if protocol == "ssmref" else f"evaluation_{protocol}.json")
+    if Path(name).name != name or not name.endswith(".json") or name == ".json":
+        raise ValueError(f"name must be a file name ending in .json, got {name!r}")
+    config = read_json(run_dir / "config.json")
+    trainer = load_trainer(run_dir, config)
+    trainer.blas_threads = blas_threads_limit
+    rl = is_rl(config["env"])
+    if not rl and (later_inner_lr is not None or protocol != "ssmref"):
+        raise ValueError("later_inner_lr and protocol 'finn' apply to the RL envs only")
+    if protocol == "finn" and later_inner_lr is not None:
+        raise ValueError("protocol 'finn' sets the later step size (alpha / 2); "
+                         "later_inner_lr applies to the 'ssmref' protocol")
+    alpha = trainer.config.inner_lr
+    if protocol == "finn":
+        later_inner_lr = alpha / 2
+    episodes = FINN_EPISODES if protocol == "finn" else None
+    held_out = trainer.family.sample_tasks(tasks, onp.random.default_rng([EVAL_SEED, 0]))
+    t0 = time.perf_counter()
+    result = {"env": config["env"], "iteration": trainer.iteration, "num_tasks": tasks,
+              "steps": list(range(steps + 1)), "eval_seed": EVAL_SEED, "protocol": protocol,
+              "ssmref_version": __version__}
+    if rl:
+        result["inner_lr_by_step"] = [alpha if k == 0 or later_inner_lr is None
+                                      else float(later_inner_lr) for k in range(steps)]
+        result["episodes_per_step"] = episodes or trainer.config.episodes_per_task
+        result.update(_rl_goal_set(trainer, held_out, 1, steps, later_inner_lr, episodes))
+        if protocol == "finn" and config["env"] == "navigation2d":
+            result["finn_goals"] = _rl_goal_set(trainer, finn_goals(), 2, steps, later_inner_lr,
+                                                episodes)
+    else:
+        values = trainer.evaluate(held_out, onp.random.default_rng([EVAL_SEED, 1]), steps=steps,
+                                  per_task=True)
+        result.update(_summary(values, "mse_by_step"))
+    result["seconds"] = time.perf_counter() - t0
+    if config["env"] == "navigation2d":
+        result["reference_finn2017"] = {str(k): v for k, v in FINN_NAVIGATION.items()}
+    if config["env"] == "bandit":
+        result["oracle_return"] = float(onp.mean(trainer.family.oracle_return(held_out)))
+    write_json(run_dir / name, result)
+    if plot:
+        png_name = "adaptation.png" if name == "evaluation.json" else name[:-len(".json")] + ".png"
+        png = plot_adaptation(result, run_dir / png_name)
+        if png:
+            log(f"wrote {png}")
+    log(f"wrote {run_dir / name}")
+    return result
+
+
+def add_evaluate_arguments(p):
+    p.add_argument("run_dir", help="a directory written by `python -m ssmref train`")
+    p.add_argument("--tasks", type=int, default=40, help="held-out tasks (default 40)")
+    p.add_argument("--steps", type=int, default=3, help="inner steps (default 3)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="ssmref",
+                   help="RL: 'ssmref' (the run's episodes, alpha at every step) or 'finn' (Finn "
+                        "et al.: 40 episodes per step, alpha then alpha/2, also on Finn's goals)")
+    p.add_argument("--later-inner-lr", type=float, default=None,
+                   help="RL, ssmref protocol: step size of the 2nd and later steps "
+                        "(default: the run's inner_lr)")
+    p.add_argument("--out-name", default=None,
+                   help="file name in RUN_DIR for the result (default evaluation.json, or "
+                        "evaluation_finn.json with --protocol finn)")
+    p.add_argument("--blas-threads", type=int, default=1,
+                   help="BLAS threads (default 1: the products are small; 0 leaves the BLAS "
+                        "settings as they are)")
+
+
+def run_evaluate(args):
+    try:
+        result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps,
+                          later_inner_lr=args.later_inner_lr, protocol=args.protocol,
+                          name=args.out_name, blas_threads_limit=args.blas_threads or None)
+        print(format_table(result))
+    except (RunError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
