@@ -26,6 +26,7 @@ parameters, averaged over episodes, then goals; standard errors are over goals. 
 draws its episodes from its own fixed seed, so a result does not depend on the other goal set.
 """
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as onp
 from ssmref import __version__
 from ssmref.checks import check_choice, check_int
 from ssmref.metarl.report import format_table, plot_adaptation
-from ssmref.metarl.rundir import RunError, load_trainer, read_json, write_json
+from ssmref.metarl.rundir import RUN_FILES, RunError, load_trainer, read_config, write_json
 from ssmref.metarl.run_config import is_rl
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
 
@@ -90,9 +91,11 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
     steps = check_int("steps", steps, minimum=0)
     check_choice("protocol", protocol, PROTOCOLS)
     name = name or ("evaluation.json" if protocol == "ssmref" else f"evaluation_{protocol}.json")
-    if Path(name).name != name or not name.endswith(".json") or name == ".json":
-        raise ValueError(f"name must be a file name ending in .json, got {name!r}")
-    config = read_json(run_dir / "config.json")
+    if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(".json") \
+            or name.startswith(".") or name in RUN_FILES:
+        raise ValueError(f"--out-name must be a plain file name ending in .json and not one of "
+                         f"the run's own files {list(RUN_FILES)}, got {name!r}")
+    config = read_config(run_dir)
     trainer = load_trainer(run_dir, config)
     trainer.blas_threads = blas_threads_limit
     rl = is_rl(config["env"])
@@ -161,7 +164,7 @@ def run_evaluate(args):
                           later_inner_lr=args.later_inner_lr, protocol=args.protocol,
                           name=args.out_name, blas_threads_limit=args.blas_threads or None)
         print(format_table(result))
-    except (RunError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (RunError, ValueError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0

@@ -108,9 +108,10 @@ def make_config(env=None, *, seed=0, iterations=None, checkpoint_every=25, famil
         policy = {**base, **policy, "kind": kind}
     elif policy:
         raise ValueError(f"policy settings apply to the RL envs only, not {env!r}")
-    config = {"env": env, "seed": int(seed), "ssmref_version": __version__, "preset": preset,
+    config = {"env": env, "seed": check_int("seed", seed, minimum=0),
+              "ssmref_version": __version__, "preset": preset,
               "iterations": check_int("iterations", d["iterations"] if iterations is None
-                                      else iterations, minimum=0),
+                                      else iterations, minimum=1),
               "checkpoint_every": check_int("checkpoint_every", checkpoint_every, minimum=1),
               "lr_decay": bool(d.get("lr_decay", False) if lr_decay is None else lr_decay),
               "family": {**d["family"], **(family or {})},
@@ -121,11 +122,48 @@ def make_config(env=None, *, seed=0, iterations=None, checkpoint_every=25, famil
     if "lr_decay_iterations" in config["maml"]:
         raise ValueError("set the schedule with lr_decay (it follows the run's iterations), "
                          "not maml['lr_decay_iterations']")
-    build_family(config)
-    maml_config(config)
+    check_config(config)
     if is_rl(env):
         new_trainer(config)                 # the policy's settings, checked once by building it
     return config
+
+
+#: The largest width or state size a policy may declare: far above any published setting, and
+#: low enough that a hostile configuration cannot ask for terabytes before it is refused.
+MAX_POLICY_SIZE = 100_000
+
+
+def check_config(config):
+    """``ValueError`` unless ``config``'s settings build a valid run, checked without building the
+    trainer (nothing is allocated): the env, the seed, the lengths, the task family's keyword
+    arguments, the MAML settings, the policy's kind and sizes."""
+    check_choice("env", config["env"], TRAINABLE_ENVS)
+    check_int("seed", config["seed"], minimum=0)
+    check_int("iterations", config["iterations"], minimum=0)
+    check_int("checkpoint_every", config["checkpoint_every"], minimum=1)
+    for key in ("family", "policy", "maml"):
+        if not isinstance(config[key], dict):
+            raise ValueError(f"{key} must be an object, got {type(config[key]).__name__}")
+    try:
+        build_family(config)
+    except TypeError as e:                  # a keyword the task family does not take
+        raise ValueError(f"family settings {sorted(config['family'])} do not apply to env "
+                         f"{config['env']!r} ({e})") from None
+    maml_config(config)
+    if not is_rl(config["env"]):
+        if config["policy"]:
+            raise ValueError(f"policy settings apply to the RL envs only, not {config['env']!r}")
+        return
+    check_choice("policy kind", config["policy"].get("kind", "ssm"), POLICY_KINDS)
+    sizes = dict(config["policy"])
+    hidden = sizes.pop("hidden_sizes", [])
+    if not isinstance(hidden, (list, tuple)):
+        raise ValueError(f"policy hidden_sizes must be a list, got {hidden!r}")
+    for i, h in enumerate(hidden):
+        check_int(f"policy hidden_sizes[{i}]", h, minimum=1, maximum=MAX_POLICY_SIZE)
+    for name in ("state_dim", "ssm_output_dim"):
+        if name in sizes:
+            check_int(f"policy {name}", sizes[name], minimum=1, maximum=MAX_POLICY_SIZE)
 
 
 def build_family(config):

@@ -4,15 +4,23 @@
 ``evaluate`` reads them (:mod:`ssmref.metarl.evaluation`).
 """
 
-import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
 from ssmref.metarl.maml_rl import MetaMAML
 from ssmref.metarl.policy import SSMMetaPolicy
-from ssmref.metarl.run_config import TRAINABLE_ENVS, build_family, maml_config, trainer_class
+from ssmref.metarl.run_config import (TRAINABLE_ENVS, build_family, check_config, maml_config,
+                                      trainer_class)
 from ssmref.params import flatten_dict
-from ssmref.storage import atomic_write, save_npz
+from ssmref.storage import inside, parse_json, regular_file, save_npz
+from ssmref.storage import read_json as storage_read_json
+from ssmref.storage import write_json as storage_write_json
+
+
+def one_line(e):
+    """An exception's message on one line."""
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 class RunError(ValueError):
@@ -23,49 +31,98 @@ class RunError(ValueError):
 # Files
 # ---------------------------------------------------------------------------------------------
 
-def write_json(path, obj):
-    """Write ``obj`` as JSON to ``path`` atomically (:func:`ssmref.storage.atomic_write`)."""
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+#: The files a run directory holds (``evaluate --out-name`` may not name one of them).
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.npz", "params.npz", "policy.npz")
+#: The keys every run configuration has (runs written before the MLP policy lack ``preset``).
+CONFIG_KEYS = ("env", "seed", "iterations", "checkpoint_every", "family", "policy", "maml")
 
 
-def read_json(path):
+def run_file(run_dir, name):
+    """``run_dir/name``, refused (``RunError``) if it leads outside ``run_dir`` through a link."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise RunError(f"{path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path}: not valid JSON ({e})") from None
+        return Path(inside(run_dir, name, what="run file"))
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
+def write_json(path, obj):
+    """Write ``obj`` as strict JSON to ``path`` atomically (:func:`ssmref.storage.write_json`)."""
+    storage_write_json(path, obj)
+
+
+def read_json(path, what="file"):
+    """The JSON value in ``path``: a regular file, bounded size and depth, strict JSON
+    (:func:`ssmref.storage.read_json`); ``RunError`` otherwise."""
+    try:
+        return storage_read_json(path, what=what)
+    except ValueError as e:
+        raise RunError(one_line(e)) from None
+
+
+def read_config(run_dir):
+    """The run configuration of ``run_dir/config.json``, checked: a JSON object with the keys of a
+    run (:data:`CONFIG_KEYS`) whose settings build a valid run (:func:`check_config`)."""
+    path = run_file(run_dir, "config.json")
+    config = read_json(path, what="run configuration")
+    if not isinstance(config, dict) or not set(CONFIG_KEYS) <= set(config):
+        got = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise RunError(f"{path}: expected a run configuration with keys {list(CONFIG_KEYS)}, "
+                       f"got {got}")
+    try:
+        check_config(config)
+    except (ValueError, TypeError, KeyError) as e:
+        raise RunError(f"{path}: not a valid run configuration ({one_line(e)})") from None
+    return config
 
 
 def read_metrics(path, upto):
     """The metric records of ``path`` with ``iteration <= upto`` (later ones belong to iterations
-    after the last checkpoint and are dropped on resume)."""
-    if not Path(path).exists():
+    after the last checkpoint and are dropped on resume).
+
+    Every line must be a JSON object with an integer ``iteration``, except the last line, which an
+    interruption may have cut short (it is dropped).  A bad line anywhere else raises ``RunError``
+    naming it, so that nothing is dropped silently."""
+    path = Path(path)
+    if not os.path.lexists(path):
         return []
+    try:
+        regular_file(path, what="metrics file")
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8").splitlines()
+    except (ValueError, OSError) as e:
+        raise RunError(one_line(e)) from None
     records = []
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    break                       # a line cut short by an interruption
-                if rec.get("iteration", upto + 1) <= upto:
-                    records.append(rec)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = parse_json(line, f"{path}: line {number}")
+            if not isinstance(rec, dict) or isinstance(rec.get("iteration"), bool) \
+                    or not isinstance(rec.get("iteration"), int):
+                raise ValueError(f"{path}: line {number} is not a record with an integer "
+                                 f"'iteration'")
+        except ValueError as e:
+            if number == len(lines):
+                break                            # the last line, cut short by an interruption
+            raise RunError(f"{one_line(e)}; fix or remove that line (the metrics are never "
+                           f"rewritten over a bad record)") from None
+        if rec["iteration"] <= upto:
+            records.append(rec)
     return records
 
 
 def load_trainer(run_dir, config):
     """The trainer of the checkpoint in ``run_dir``, with the MAML settings of ``config``."""
-    path = Path(run_dir) / "checkpoint.npz"
+    path = run_file(run_dir, "checkpoint.npz")
     if config.get("env") not in TRAINABLE_ENVS:
         raise RunError(f"{Path(run_dir) / 'config.json'}: env must be one of {TRAINABLE_ENVS}, "
                        f"got {config.get('env')!r}")
-    if not path.exists():
+    if not os.path.lexists(path):
         raise RunError(f"{path} not found: nothing to resume or evaluate")
-    trainer = trainer_class(config).load(path, build_family(config))
+    try:
+        trainer = trainer_class(config).load(path, build_family(config))
+    except ValueError as e:
+        raise RunError(one_line(e)) from None
     want = maml_config(config)
     stored = asdict(trainer.config)
     if "lr_decay_iterations" in stored:          # follows the run's (possibly extended) length

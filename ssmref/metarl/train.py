@@ -35,6 +35,7 @@ The configuration and the trainer it builds: :mod:`ssmref.metarl.run_config`; th
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -47,13 +48,15 @@ from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, PROTOCOLS,  # 
                                       add_evaluate_arguments, evaluate, finn_goals,
                                       run_evaluate)
 from ssmref.metarl.report import format_table, progress_line
-from ssmref.metarl.rundir import (RunError, load_trainer, read_json, read_metrics,  # noqa: F401
-                                  save_trainer, write_json)
+from ssmref.metarl.rundir import (RunError, load_trainer, read_config, read_json,  # noqa: F401
+                                  read_metrics, run_file, save_trainer, write_json)
 from ssmref.metarl.run_config import (PRESETS, TRAINABLE_ENVS, is_rl, maml_config,  # noqa: F401
                                       make_config, new_trainer)
 from ssmref.metarl.policy.kinds import POLICY_KINDS
 from ssmref.metarl.maml_rl import OUTERS
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
+from ssmref.checks import check_int
+from ssmref.params import flatten_dict
 from ssmref.storage import atomic_write
 
 
@@ -84,6 +87,35 @@ def check_resume_settings(run_dir, stored, given):
                        f"those options or start a new run with another --out")
 
 
+def check_new_run_dir(run_dir):
+    """``RunError`` unless a new run can be written to ``run_dir``: missing, or a directory
+    without a run (``config.json``, ``checkpoint.npz``), below a writable directory."""
+    run_dir = Path(run_dir)
+    if os.path.lexists(run_dir) and not run_dir.is_dir():
+        raise RunError(f"--out {run_dir} exists and is not a directory")
+    if (run_dir / "config.json").exists() or (run_dir / "checkpoint.npz").exists():
+        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it (also one "
+                       f"stopped before its first checkpoint) or choose another --out")
+    parent = run_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RunError(f"--out {run_dir}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunError(f"--out {run_dir}: {parent} is not writable")
+
+
+def check_finite_step(record, trainer, run_dir):
+    """``RunError`` if a meta-iteration produced non-finite metrics or parameters: the run stops,
+    and its last checkpoint (all finite) is kept."""
+    values = [v for v in record.values() if isinstance(v, float)]
+    if all(math.isfinite(v) for v in values) and all(
+            onp.all(onp.isfinite(p)) for p in flatten_dict(trainer.params).values()):
+        return
+    raise RunError(f"{run_dir}: meta-iteration {trainer.iteration} produced non-finite values; "
+                   f"the run stops, its last checkpoint is kept")
+
+
 def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_at_end=True,
           eval_tasks=40, eval_steps=3, given=None, blas_threads_limit=DEFAULT_BLAS_THREADS):
     """Run (or resume) the meta-training of ``config`` in ``run_dir``; returns the trainer.
@@ -94,24 +126,25 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
     protocols (``evaluation.json``, ``evaluation_finn.json``), the others with the default."""
     run_dir = Path(run_dir)
     if resume:
-        stored = read_json(run_dir / "config.json")
+        stored = read_config(run_dir)
         check_resume_settings(run_dir, stored, given or {})
         extend = config.get("iterations") is not None and config["iterations"] != stored["iterations"]
         if extend:
-            stored["iterations"] = int(config["iterations"])
+            stored["iterations"] = check_int("iterations", config["iterations"], minimum=1)
         config = stored
-        trainer = load_trainer(run_dir, config)
+        if os.path.lexists(run_file(run_dir, "checkpoint.npz")):
+            trainer = load_trainer(run_dir, config)
+        else:                    # killed before its first checkpoint: start it again, exactly
+            trainer = new_trainer(config)
         if trainer.iteration > config["iterations"]:
             raise RunError(f"{run_dir} is at iteration {trainer.iteration}; --iterations "
                            f"{config['iterations']} would go back")
-        if extend:                                   # only once the checkpoint has loaded
+        history = read_metrics(run_file(run_dir, "metrics.jsonl"), trainer.iteration)
+        if extend:                                   # only once everything has loaded
             write_json(run_dir / "config.json", config)
-        history = read_metrics(run_dir / "metrics.jsonl", trainer.iteration)
         log(f"resuming {run_dir} at iteration {trainer.iteration}/{config['iterations']}")
     else:
-        if (run_dir / "config.json").exists() or (run_dir / "checkpoint.npz").exists():
-            raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or "
-                           f"choose another --out")
+        check_new_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config)
         trainer, history = new_trainer(config), []
@@ -119,7 +152,7 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
             f"(seed {config['seed']}) -> {run_dir}")
     trainer.blas_threads = blas_threads_limit
     # rewrite the metrics up to the checkpoint (drops records of iterations that were lost)
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
+    text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in history)
     atomic_write(run_dir / "metrics.jsonl", lambda f: f.write(text.encode("utf-8")))
     total = config["iterations"]
     log_every = log_every or max(1, total // 50)
@@ -130,7 +163,8 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
             rec = trainer.meta_step(onp.random.default_rng([config["seed"], trainer.iteration]))
             rec["seconds"] = time.perf_counter() - t0
             rate = rec["seconds"] if rate is None else 0.9 * rate + 0.1 * rec["seconds"]
-            metrics.write(json.dumps(rec, sort_keys=True) + "\n")
+            check_finite_step(rec, trainer, run_dir)
+            metrics.write(json.dumps(rec, sort_keys=True, allow_nan=False) + "\n")
             metrics.flush()
             if trainer.iteration % config["checkpoint_every"] == 0 or trainer.iteration == total:
                 save_trainer(run_dir, trainer)
@@ -242,8 +276,11 @@ def config_from_args(args):
 def run_train(args):
     out = args.out or os.path.join("runs", args.preset or args.env or "navigation2d")
     try:
-        if args.blas_threads < 0:
-            raise ValueError(f"--blas-threads must be >= 0, got {args.blas_threads}")
+        check_int("--blas-threads", args.blas_threads, minimum=0)
+        check_int("--eval-tasks", args.eval_tasks, minimum=1)      # checked before any work
+        check_int("--eval-steps", args.eval_steps, minimum=0)
+        if args.iterations is not None:
+            check_int("--iterations", args.iterations, minimum=1)
         if args.resume:
             config, given = {"iterations": args.iterations}, given_settings(args)
         else:
@@ -251,7 +288,7 @@ def run_train(args):
         train(config, out, resume=args.resume, evaluate_at_end=not args.no_eval,
               eval_tasks=args.eval_tasks, eval_steps=args.eval_steps, given=given,
               blas_threads_limit=args.blas_threads or None)
-    except (RunError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (RunError, ValueError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0

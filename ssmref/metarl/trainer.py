@@ -15,11 +15,12 @@ the trees ``params``, ``adam_m``, ``adam_v`` and the JSON header
 
 from dataclasses import asdict
 
+from ssmref.checks import check_int
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
 from ssmref.optim import adam
 from ssmref.params import tree_copy, tree_map
-from ssmref.storage import load_checkpoint, save_checkpoint
 from ssmref.rng import as_rng
+from ssmref.storage import load_checkpoint, save_checkpoint
 
 STATE_TREES = ("params", "adam_m", "adam_v")
 
@@ -96,7 +97,8 @@ class MetaTrainer:
         meta, trees = load_checkpoint(path, STATE_TREES, cls.checkpoint_shapes)
         try:
             arguments = cls.restore_arguments(meta)
-            iteration, adam_step = int(meta["iteration"]), int(meta["adam_step"])
+            iteration = check_int("iteration", meta["iteration"], minimum=0)
+            adam_step = check_int("adam_step", meta["adam_step"], minimum=0)
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: malformed metadata ({e})") from None
         trainer = cls(family, trees["params"], **arguments)
