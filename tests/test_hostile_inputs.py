@@ -17,6 +17,8 @@ test checks against the collected cases):
 - the cross-check command line: 8
 - the ``adapt`` command line: 4
 
+The meta-RL run directories (``train`` / ``evaluate``) are attacked in
+``tests/test_train_hostile.py``.
 """
 
 import io
