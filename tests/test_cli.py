@@ -21,3 +21,10 @@ def test_ssm_module_selftest_runs_as_a_script():
 def test_adapt_subcommand_smoke(capsys):
     assert main(["adapt", "--smoke"]) == 0
     assert "tent" in capsys.readouterr().out
+
+
+def test_selftest_covers_every_ssm_family(capsys):
+    assert main(["selftest"]) == 0
+    out = capsys.readouterr().out
+    assert "S4D/S5" in out and "Mamba-2" in out and "scan = convolve = parallel scan" in out
+    assert out.strip().splitlines()[-1].endswith("passed, 0 failed")
