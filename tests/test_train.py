@@ -264,6 +264,22 @@ def test_the_finn2017_preset():
         TR.make_config("bandit", preset="finn2017")
 
 
+def test_the_ssm2step_preset_is_the_measured_run():
+    """docs/train.md's two-step SSM row was measured with the navigation default plus
+    --adapt-rounds 2 --later-lr-scale 0.5 --inner-lr 0.5 --iterations 500: the preset must build
+    exactly that configuration (and so the same trainer)."""
+    flags = TR.make_config("navigation2d", iterations=500,
+                           maml={"adapt_rounds": 2, "later_lr_scale": 0.5, "inner_lr": 0.5})
+    preset = TR.make_config(preset="ssm2step")
+    assert {**preset, "preset": None} == {**flags, "preset": None}
+    assert preset["preset"] == "ssm2step"
+    mc = TR.maml_config(preset)
+    assert (mc.adapt_rounds, mc.later_lr_scale, mc.inner_lr, mc.max_grad_norm, mc.outer,
+            mc.lr_decay_iterations) == (2, 0.5, 0.5, 1.0, "adam", 500)
+    with pytest.raises(ValueError, match="preset"):
+        TR.make_config("sinusoid", preset="ssm2step")
+
+
 def test_resume_refuses_settings_that_differ_from_the_stored_run(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval"]) == 0

@@ -74,6 +74,18 @@ PRESETS = {
                  "outer": "trpo", "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5,
                  "ls_backtrack_ratio": 0.8, "ls_max_steps": 15, "gamma": 0.99},
     },
+    # The SSM policy meta-trained through Finn et al.'s two-step evaluation protocol (a step of
+    # alpha = 0.5, then one of alpha / 2, each on fresh episodes): the navigation default with
+    # --adapt-rounds 2 --later-lr-scale 0.5 --inner-lr 0.5 --iterations 500 (docs/train.md).
+    "ssm2step": {
+        "env": "navigation2d",
+        "iterations": 500,
+        "lr_decay": True,
+        "family": {"horizon": 100},
+        "policy": {"kind": "ssm", "state_dim": 8, "ssm_output_dim": 8, "hidden_sizes": [64, 64]},
+        "maml": {"max_grad_norm": 1.0, "inner_lr": 0.5, "adapt_rounds": 2,
+                 "later_lr_scale": 0.5},
+    },
 }
 
 

@@ -193,8 +193,9 @@ def add_train_arguments(p):
     p.add_argument("--env", choices=TRAINABLE_ENVS, default=None,
                    help="task family (default navigation2d, or the preset's)")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="a published configuration: finn2017 = Finn et al.'s MLP policy with "
-                        "the TRPO outer step (docs/train.md)")
+                   help="a measured configuration (docs/train.md): finn2017 = Finn et al.'s MLP "
+                        "policy with the TRPO outer step; ssm2step = the SSM policy meta-trained "
+                        "through two inner steps (alpha, then alpha/2)")
     p.add_argument("--out", default=None, help="run directory (default: runs/ENV or runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
