@@ -7,12 +7,10 @@ policy existed hold an SSM spec).
 
 import json
 
-import autograd.numpy as np
-
 from ssmref.metarl.policy.mlp import (MLP_FORMAT, MLPPolicySpec, mlp_policy_init,
                                       mlp_policy_param_shapes)
-from ssmref.metarl.policy.spec import FORMAT, PolicySpec, check_params, policy_init, policy_param_shapes
-from ssmref.params import flatten_dict
+from ssmref.metarl.policy.spec import (FORMAT, PolicySpec, check_param_shapes, check_params,
+                                       policy_init, policy_param_shapes)
 
 POLICY_KINDS = ("ssm", "mlp")
 
@@ -29,14 +27,7 @@ def check_policy_params(params, spec):
     kind; autograd boxes allowed)."""
     if not isinstance(spec, MLPPolicySpec):
         return check_params(params, spec)
-    want, flat = param_shapes(spec), flatten_dict(params)
-    missing, extra = sorted(set(want) - set(flat)), sorted(set(flat) - set(want))
-    if missing or extra:
-        raise ValueError(f"params do not match the spec: missing {missing}, unexpected {extra}")
-    for name, shape in want.items():
-        if np.shape(flat[name]) != shape:
-            raise ValueError(f"params[{name!r}] has shape {np.shape(flat[name])}, expected {shape}")
-    return None
+    return check_param_shapes(params, param_shapes(spec))
 
 
 def spec_from_json(text):

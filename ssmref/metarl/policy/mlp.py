@@ -21,11 +21,11 @@ function differentiated three times; no run came near it).  The layers are ``ssm
 """
 
 import dataclasses
-import json
 
 import numpy as onp
 
 from ssmref.checks import check_choice, check_int, check_scalar
+from ssmref.metarl.policy.spec import decode_spec, encode_spec
 from ssmref.nn import ACTIVATIONS, mlp_apply
 from ssmref.rng import as_rng
 
@@ -56,25 +56,12 @@ class MLPPolicySpec:
 
     def to_json(self):
         """The spec as a JSON string (sorted keys, with the format tag)."""
-        d = dataclasses.asdict(self)
-        d["hidden_sizes"] = list(self.hidden_sizes)
-        d["format"] = MLP_FORMAT
-        return json.dumps(d, sort_keys=True)
+        return encode_spec(self, MLP_FORMAT)
 
     @classmethod
     def from_json(cls, text):
         """Inverse of :meth:`to_json`; ``ValueError`` on anything malformed."""
-        try:
-            d = json.loads(text)
-        except ValueError as e:
-            raise ValueError(f"spec is not valid JSON ({e})") from None
-        fields = {f.name for f in dataclasses.fields(cls)} | {"format"}
-        if not isinstance(d, dict) or set(d) != fields or d.pop("format") != MLP_FORMAT:
-            raise ValueError(f"an MLP policy spec must be a JSON object with keys {sorted(fields)} "
-                             f"and format {MLP_FORMAT!r}")
-        if not isinstance(d["hidden_sizes"], list):
-            raise ValueError(f"spec hidden_sizes must be a list, got {d['hidden_sizes']!r}")
-        return cls(**d)
+        return decode_spec(cls, text, MLP_FORMAT)
 
 
 def mlp_policy_param_shapes(spec):

@@ -73,28 +73,40 @@ class PolicySpec:
 
     def to_json(self):
         """The spec as a JSON string (sorted keys, with the file format tag)."""
-        d = dataclasses.asdict(self)
-        d["hidden_sizes"] = list(self.hidden_sizes)
-        d["format"] = FORMAT
-        return json.dumps(d, sort_keys=True)
+        return encode_spec(self, FORMAT)
 
     @classmethod
     def from_json(cls, text):
         """Inverse of :meth:`to_json`; ``ValueError`` on anything malformed."""
-        try:
-            d = json.loads(text)
-        except ValueError as e:
-            raise ValueError(f"spec is not valid JSON ({e})") from None
-        fields = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(d, dict) or set(d) != fields | {"format"}:
-            got = sorted(d) if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"spec must be a JSON object with keys {sorted(fields | {'format'})}, "
-                             f"got {got}")
-        if d.pop("format") != FORMAT:
-            raise ValueError(f"spec format must be {FORMAT!r}")
-        if not isinstance(d["hidden_sizes"], list):
-            raise ValueError(f"spec hidden_sizes must be a list, got {d['hidden_sizes']!r}")
-        return cls(**d)
+        return decode_spec(cls, text, FORMAT)
+
+
+def encode_spec(spec, format_tag):
+    """A policy spec dataclass (with a ``hidden_sizes`` tuple) as a JSON string: its fields, sorted,
+    and ``"format": format_tag``."""
+    d = dataclasses.asdict(spec)
+    d["hidden_sizes"] = list(spec.hidden_sizes)
+    d["format"] = format_tag
+    return json.dumps(d, sort_keys=True)
+
+
+def decode_spec(cls, text, format_tag):
+    """Inverse of :func:`encode_spec`: exactly the fields of ``cls`` and the format tag, or
+    ``ValueError``; the field values are then checked by ``cls`` itself."""
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"spec is not valid JSON ({e})") from None
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(d, dict) or set(d) != fields | {"format"}:
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"{cls.__name__} must be a JSON object with keys "
+                         f"{sorted(fields | {'format'})}, got {got}")
+    if d.pop("format") != format_tag:
+        raise ValueError(f"{cls.__name__} format must be {format_tag!r}")
+    if not isinstance(d["hidden_sizes"], list):
+        raise ValueError(f"spec hidden_sizes must be a list, got {d['hidden_sizes']!r}")
+    return cls(**d)
 
 
 def policy_param_shapes(spec):
@@ -118,7 +130,12 @@ def check_params(params, spec):
     """
     if not isinstance(spec, PolicySpec):
         raise ValueError(f"spec must be a PolicySpec, got {type(spec).__name__}")
-    want = policy_param_shapes(spec)
+    check_param_shapes(params, policy_param_shapes(spec))
+
+
+def check_param_shapes(params, want):
+    """``ValueError`` unless the parameter tree ``params`` has exactly the flat leaves ``want``
+    (``{"pi.layer0.W": shape, ...}``), each of its shape (autograd boxes allowed)."""
     flat = flatten_dict(params)
     missing, extra = sorted(set(want) - set(flat)), sorted(set(flat) - set(want))
     if missing or extra:
