@@ -69,16 +69,9 @@ def port():
 
 
 @pytest.fixture(scope="module")
-def vectors(tmp_path_factory):
-    """``dtype -> folder`` with every SSM case."""
-    made = {}
-
-    def get(dtype):
-        if dtype not in made:
-            made[dtype] = str(tmp_path_factory.mktemp(f"jax_vectors_{dtype}"))
-            X.write_vectors(made[dtype], dtype=dtype, cases=SSM)
-        return made[dtype]
-    return get
+def vectors(written_vectors):
+    """``dtype -> folder`` of every SSM case."""
+    return lambda dtype: written_vectors("jax_vectors", SSM, dtype)
 
 
 def failed(vectors_dir, results_dir, cases, dtype):

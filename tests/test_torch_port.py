@@ -36,16 +36,9 @@ OLD_STATE_CASES = {name for name, c in crosscheck.CASES.items()
 
 
 @pytest.fixture(scope="module")
-def vectors(tmp_path_factory):
-    """``dtype -> folder`` of every case the port implements (about a second to write)."""
-    made = {}
-
-    def get(dtype):
-        if dtype not in made:
-            made[dtype] = str(tmp_path_factory.mktemp(f"vectors_{dtype}"))
-            crosscheck.write_vectors(made[dtype], dtype=dtype, cases=PORTED)
-        return made[dtype]
-    return get
+def vectors(written_vectors):
+    """``dtype -> folder`` of every case the port implements."""
+    return lambda dtype: written_vectors("vectors", PORTED, dtype)
 
 
 def run_port(vectors_dir, results_dir, *args):

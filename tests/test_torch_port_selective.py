@@ -46,16 +46,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def vectors(tmp_path_factory):
+def vectors(written_vectors):
     """``dtype -> folder`` of the selective cases."""
-    made = {}
-
-    def get(dtype):
-        if dtype not in made:
-            made[dtype] = str(tmp_path_factory.mktemp(f"selective_{dtype}"))
-            crosscheck.write_vectors(made[dtype], dtype=dtype, cases=SELECTIVE)
-        return made[dtype]
-    return get
+    return lambda dtype: written_vectors("selective", SELECTIVE, dtype)
 
 
 def failed_cases(vectors_dir, results_dir, dtype="float64", **kw):
