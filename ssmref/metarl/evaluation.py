@@ -36,9 +36,10 @@ import numpy as onp
 from ssmref import __version__
 from ssmref.checks import check_choice, check_int
 from ssmref.metarl.report import format_table, plot_adaptation
-from ssmref.metarl.rundir import RUN_FILES, RunError, load_trainer, read_config, write_json
+from ssmref.metarl.rundir import RUN_FILES, RunError, load_trainer, one_line, read_config
 from ssmref.metarl.run_config import is_rl
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
+from ssmref.storage import write_json
 
 EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)
 PROTOCOLS = ("ssmref", "finn")
@@ -153,9 +154,14 @@ def add_evaluate_arguments(p):
     p.add_argument("--out-name", default=None,
                    help="file name in RUN_DIR for the result (default evaluation.json, or "
                         "evaluation_finn.json with --protocol finn)")
-    p.add_argument("--blas-threads", type=int, default=1,
-                   help="BLAS threads (default 1: the products are small; 0 leaves the BLAS "
-                        "settings as they are)")
+    add_blas_threads_argument(p)
+
+
+def add_blas_threads_argument(p):
+    """``--blas-threads N`` of ``train`` and ``evaluate`` (0 becomes ``None``: leave them)."""
+    p.add_argument("--blas-threads", type=int, default=DEFAULT_BLAS_THREADS,
+                   help=f"BLAS threads in the hot loops (default {DEFAULT_BLAS_THREADS}: the "
+                        f"products are small; 0 leaves the BLAS settings as they are)")
 
 
 def run_evaluate(args):
@@ -165,6 +171,6 @@ def run_evaluate(args):
                           name=args.out_name, blas_threads_limit=args.blas_threads or None)
         print(format_table(result))
     except (RunError, ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0

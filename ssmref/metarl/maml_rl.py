@@ -46,7 +46,7 @@ from ssmref.metarl.threads import blas_threads
 from ssmref.metarl.trainer import MetaTrainer
 from ssmref.metarl.trpo import maml_trpo_objective, maml_trpo_step, trpo_step
 from ssmref.optim import clip_by_global_norm
-from ssmref.params import global_norm, ravel, stop_gradient, tree_map
+from ssmref.params import global_norm, stop_gradient, tree_leaves, tree_map
 from ssmref.rng import as_rng
 
 ESTIMATORS = ("reinforce", "dice")
@@ -207,6 +207,11 @@ class MetaMAML(MetaTrainer):
         self.loss_fn = surrogate_loss(spec) if spec.kind == "ssm" else None   # one-policy form
         self.tasks_loss_fn = tasks_surrogate_loss(spec)
 
+    def summed_loss(self, params, data):
+        """``Σ_i L_i(Θ_i)``: the inner loss of all tasks at once (its gradient w.r.t. ``Θ`` is
+        every task's own gradient, on its own slice)."""
+        return np.sum(self.tasks_loss_fn(params, data))
+
     def _sample(self, params, tasks, rng, episodes=None):
         """Task ``i``'s ``episodes`` (default ``E``) episodes with ``params[i]`` (task-batched
         parameters), all tasks at once."""
@@ -216,8 +221,8 @@ class MetaMAML(MetaTrainer):
     def _adapt(self, params, data, inner_lr=None):
         """Every task's inner steps at once: ``Θ' = Θ − α ∇_Θ Σ_i L_i(Θ_i)`` (values)."""
         c = self.config
-        return stop_gradient(maml.adapt(params, lambda t, d: np.sum(self.tasks_loss_fn(t, d)),
-                                        data, inner_lr=c.inner_lr if inner_lr is None else inner_lr,
+        return stop_gradient(maml.adapt(params, self.summed_loss, data,
+                                        inner_lr=c.inner_lr if inner_lr is None else inner_lr,
                                         steps=c.inner_steps))
 
     def meta_step(self, rng=None):
@@ -271,8 +276,8 @@ class MetaMAML(MetaTrainer):
         c = self.config
         fast = maml.tile_params(theta, c.meta_batch_size)
         for lr, data in zip(self.round_lrs(), supports):
-            fast = maml.adapt(fast, lambda t, d: np.sum(self.tasks_loss_fn(t, d)), data,
-                              inner_lr=lr, steps=c.inner_steps, first_order=c.first_order)
+            fast = maml.adapt(fast, self.summed_loss, data, inner_lr=lr, steps=c.inner_steps,
+                              first_order=c.first_order)
         return fast
 
     def _trpo_step(self, supports, query):
@@ -331,8 +336,8 @@ class MetaMAML(MetaTrainer):
                     data = tasks_trajectory_data(traj, M, c.gamma, c.estimator)
                     lr = c.inner_lr if k == 0 or later_inner_lr is None else later_inner_lr
                     new = self._adapt(theta, data, inner_lr=lr)
-                    norms[k] = [onp.linalg.norm(ravel(tree_map(lambda a, b: a[i] - b[i], new,
-                                                               theta))[0]) for i in range(M)]
+                    norms[k] = onp.sqrt(sum(onp.sum(onp.reshape(a - b, (M, -1)) ** 2, axis=1)
+                                            for a, b in zip(tree_leaves(new), tree_leaves(theta))))
                     theta = new
         result = out if per_task else [float(v) for v in out.mean(axis=1)]
         if not diagnostics:

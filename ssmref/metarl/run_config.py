@@ -85,9 +85,8 @@ PRESETS = {
         "iterations": 500,
         "lr_decay": True,
         "family": {"horizon": 100},
-        "policy": {"kind": "ssm", "state_dim": 8, "ssm_output_dim": 8, "hidden_sizes": [64, 64],
-                   "ssm_scale": 0.7},
-        "maml": {"max_grad_norm": 1.0, "inner_lr": 0.5, "adapt_rounds": 2,
+        "policy": {**DEFAULTS["navigation2d"]["policy"], "kind": "ssm", "ssm_scale": 0.7},
+        "maml": {**DEFAULTS["navigation2d"]["maml"], "inner_lr": 0.5, "adapt_rounds": 2,
                  "later_lr_scale": 0.5},
     },
 }

@@ -15,7 +15,6 @@ from ssmref.metarl.run_config import (TRAINABLE_ENVS, build_family, check_config
 from ssmref.params import flatten_dict
 from ssmref.storage import inside, parse_json, regular_file, save_npz
 from ssmref.storage import read_json as storage_read_json
-from ssmref.storage import write_json as storage_write_json
 
 
 def one_line(e):
@@ -43,11 +42,6 @@ def run_file(run_dir, name):
         return Path(inside(run_dir, name, what="run file"))
     except ValueError as e:
         raise RunError(str(e)) from None
-
-
-def write_json(path, obj):
-    """Write ``obj`` as strict JSON to ``path`` atomically (:func:`ssmref.storage.write_json`)."""
-    storage_write_json(path, obj)
 
 
 def read_json(path, what="file"):

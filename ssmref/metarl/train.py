@@ -45,11 +45,11 @@ from pathlib import Path
 import numpy as onp
 
 from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, PROTOCOLS,  # noqa: F401
-                                      add_evaluate_arguments, evaluate, finn_goals,
-                                      run_evaluate)
+                                      add_blas_threads_argument, add_evaluate_arguments,
+                                      evaluate, finn_goals, run_evaluate)
 from ssmref.metarl.report import format_table, progress_line
-from ssmref.metarl.rundir import (RunError, load_trainer, read_config, read_json,  # noqa: F401
-                                  read_metrics, run_file, save_trainer, write_json)
+from ssmref.metarl.rundir import (RunError, load_trainer, one_line, read_config,  # noqa: F401
+                                  read_json, read_metrics, run_file, save_trainer)
 from ssmref.metarl.run_config import (PRESETS, TRAINABLE_ENVS, is_rl, maml_config,  # noqa: F401
                                       make_config, new_trainer)
 from ssmref.metarl.policy.kinds import POLICY_KINDS
@@ -57,7 +57,7 @@ from ssmref.metarl.maml_rl import OUTERS
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
 from ssmref.checks import check_int
 from ssmref.params import flatten_dict
-from ssmref.storage import atomic_write
+from ssmref.storage import atomic_write, write_json
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,9 +68,8 @@ def check_resume_settings(run_dir, stored, given):
     """``RunError`` if a setting in ``given`` (``{"seed": 3, "maml": {"inner_lr": 0.5}, ...}``,
     the options given on a ``--resume`` command line) differs from the stored run's."""
     effective = {**stored, "preset": stored.get("preset"),
-                 "policy": {"kind": "ssm", **stored.get("policy", {})}}
-    if is_rl(stored["env"]) or stored["env"] == "sinusoid":
-        effective["maml"] = asdict(maml_config({**stored, "lr_decay": False}))
+                 "policy": {"kind": "ssm", **stored.get("policy", {})},
+                 "maml": asdict(maml_config({**stored, "lr_decay": False}))}
     conflicts = []
     for key, value in given.items():
         pairs = value.items() if isinstance(value, dict) else [(None, value)]
@@ -227,9 +226,7 @@ def add_train_arguments(p):
     p.add_argument("--horizon", type=int, default=None, help="RL: episode length")
     p.add_argument("--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 64,64")
     p.add_argument("--state-dim", type=int, default=None, help="SSM policy: state size")
-    p.add_argument("--blas-threads", type=int, default=DEFAULT_BLAS_THREADS,
-                   help="BLAS threads in the hot loops (default 1: the products are small; 0 "
-                        "leaves the BLAS settings as they are)")
+    add_blas_threads_argument(p)
     p.add_argument("--eval-tasks", type=int, default=40)
     p.add_argument("--eval-steps", type=int, default=3)
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
@@ -290,6 +287,6 @@ def run_train(args):
               eval_tasks=args.eval_tasks, eval_steps=args.eval_steps, given=given,
               blas_threads_limit=args.blas_threads or None)
     except (RunError, ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0
