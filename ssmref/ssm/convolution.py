@@ -64,7 +64,8 @@ def ssm_kernel(params, length):
     return _kernel(params["C"], powers_times(params["A"], params["B"], length))
 
 
-def _next_pow2(x):
+def next_pow2(x):
+    """The smallest power of two ``>= x`` (``x >= 1``): an FFT length without wrap-around."""
     return 1 << (int(x) - 1).bit_length()
 
 
@@ -74,7 +75,7 @@ def fft_conv(K, u):
     """Causal convolution, unchecked: ``z_t = Σ_{k=0}^{t} K[k] u_{t-k}`` for real ``K: (T, p, m)``,
     ``u: (..., T, m)`` -> ``(..., T, p)``; one autograd node (VJP in the module docstring)."""
     T, p, m = K.shape
-    N = _next_pow2(2 * T)
+    N = next_pow2(2 * T)
     Kf = onp.fft.rfft(K, n=N, axis=0)                                   # (F, p, m)
     uf = onp.fft.rfft(onp.reshape(u, (-1, T, m)), n=N, axis=1)          # (batch, F, m)
     zf = onp.matmul(uf.transpose(1, 0, 2), Kf.transpose(0, 2, 1))       # (F, batch, p)

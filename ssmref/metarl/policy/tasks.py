@@ -28,6 +28,7 @@ from ssmref.metarl.policy.core import (ACTIVATION, encode_actions, log_prob, pol
 from ssmref.metarl.rl.rollout import rollout
 from ssmref.nn import get_activation
 from ssmref.params import stop_gradient, tree_map
+from ssmref.ssm.convolution import next_pow2
 
 
 def tile_values(params, num_tasks):
@@ -87,15 +88,11 @@ def _powers_times_tasks(A, X, length):
     return S[:, :length]                                              # (M, L, n, k)
 
 
-def _next_pow2(x):
-    return 1 << (int(x) - 1).bit_length()
-
-
 # y_t = Σ_{k<=t} C A^k B x_{t-k} + D x_t   (causal FFT convolution, explicitly zero-padded)
 def _ssm_convolve_tasks(ssm, x):
     M, E, T, m = np.shape(x)
     K = np.matmul(ssm["C"][:, None], _powers_times_tasks(ssm["A"], ssm["B"], T))   # (M, T, p, m)
-    N = _next_pow2(2 * T)
+    N = next_pow2(2 * T)
     Kp = np.concatenate([K, np.zeros((M, N - T) + np.shape(K)[2:])], axis=1)       # (M, N, p, m)
     xp = np.concatenate([x, np.zeros((M, E, N - T, m))], axis=2)                    # (M, E, N, m)
     zf = np.einsum("sfpm,sefm->sefp", np.fft.rfft(Kp, axis=1), np.fft.rfft(xp, axis=2))
