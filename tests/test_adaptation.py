@@ -21,6 +21,7 @@ from ssmref.adaptation import (AdaptationConfig, AdaptationStrategy, MetaRLHook,
                                SSMHook, available_strategies, create_adapter,
                                register_adaptation_strategy, unregister_adaptation_strategy)
 from ssmref.nn import log_softmax
+from ssmref.metarl.policy import SSMMetaPolicy
 from ssmref.metarl.rl import reinforce_surrogate
 from ssmref.params import contains_box
 from ssmref.ssm import StateSpaceModel
@@ -903,9 +904,8 @@ def test_meta_rl_hook_nan_logits_reach_the_guard():
 
 @pytest.mark.parametrize("discrete", [True, False])
 def test_meta_rl_hook_with_ssm_meta_policy(discrete):
-    policy_mod = pytest.importorskip("ssmref.metarl.policy")
     rng = onp.random.default_rng(0)
-    policy = policy_mod.SSMMetaPolicy(2, 3 if discrete else 2, discrete=discrete, state_dim=4,
+    policy = SSMMetaPolicy(2, 3 if discrete else 2, discrete=discrete, state_dim=4,
                                       ssm_output_dim=3, hidden_sizes=(8,), rng=0)
     N, T = 3, 6
     batch = {"obs": rng.standard_normal((N, T, 2)),

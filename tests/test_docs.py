@@ -19,11 +19,9 @@ def python_blocks(path):
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_doc_examples_run(path, tmp_path, monkeypatch):
+    blocks = python_blocks(path)
+    assert blocks, f"{path.name} has no ```python example to run"
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"docs_{path.stem}"}
-    for i, code in enumerate(python_blocks(path)):
+    for i, code in enumerate(blocks):
         exec(compile(code, f"{path.name}[block {i}]", "exec"), namespace)
-
-
-def test_docs_have_examples():
-    assert python_blocks(ROOT / "docs" / "ssm.md"), "docs/ssm.md has no runnable example"

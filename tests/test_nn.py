@@ -88,8 +88,12 @@ def test_mlp_differentiable_twice(rng):
 
 
 def test_relu_derivative_at_zero_is_zero_like_torch():
-    assert grad(lambda x: nn.relu(x))(0.0) == 0.0
-    assert grad(lambda x: nn.relu(x))(2.0) == 1.0
+    torch = pytest.importorskip("torch")
+    points = [-2.0, -1e-300, 0.0, -0.0, 1e-300, 2.0]
+    x = torch.tensor(points, dtype=torch.float64, requires_grad=True)
+    torch.relu(x).sum().backward()
+    ours = [grad(lambda v: nn.relu(v))(p) for p in points]
+    assert ours == x.grad.tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
 
 
 def test_dense_and_mlp_bad_input(rng):

@@ -70,8 +70,17 @@ def test_global_norm_and_vdot(rng):
 def test_tree_allclose(rng):
     t = tree(rng)
     assert P.tree_allclose(t, P.tree_copy(t), rtol=0)
-    assert not P.tree_allclose(t, P.tree_map(lambda x: x + 1e-3, t))
     assert not P.tree_allclose(t, {"ssm": t["ssm"]})
+    flat = P.flatten_dict(t)
+    for name in flat:                              # any one leaf, one entry changed, is seen
+        for delta, close in ((1e-3, False), (1e-12, True)):
+            leaf = onp.array(flat[name], dtype=float)
+            leaf.flat[-1] += delta * max(1.0, abs(leaf.flat[-1]))
+            other = P.unflatten_dict({**flat, name: leaf})
+            assert P.tree_allclose(t, other) is close, (name, delta)
+            assert P.tree_allclose(other, t) is close, (name, delta)
+        wrong_shape = P.unflatten_dict({**flat, name: onp.append(flat[name], 0.0)})
+        assert not P.tree_allclose(t, wrong_shape), name
 
 
 def test_tree_copy_does_not_alias(rng):

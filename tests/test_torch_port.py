@@ -115,7 +115,7 @@ def test_cases_option_runs_only_the_named_cases(vectors, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["adapter_tent.npz", "ssm_step.npz"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 def test_float32_port_passes_on_cuda(vectors, tmp_path, capsys):
     run_port(vectors("float32"), tmp_path, "--dtype", "float32", "--device", "cuda")
     rc, report = run_check(capsys, vectors("float32"), tmp_path, "float32")

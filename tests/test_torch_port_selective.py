@@ -124,7 +124,7 @@ def test_the_rounding_order_bug_hides_in_bfloat16_tolerances(vectors, tmp_path):
     assert not failed_cases(vectors("float32"), tmp_path, "bfloat16", cases=[name])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 def test_float32_port_passes_on_cuda(vectors, tmp_path):
     proc = subprocess.run([sys.executable, PORT, vectors("float32"), str(tmp_path), "--dtype",
                            "float32", "--device", "cuda"], cwd=ROOT, capture_output=True,

@@ -99,13 +99,28 @@ def test_extending_a_run(tmp_path):
 
 
 def test_evaluate_is_seeded_and_independent_of_the_training_seed(tmp_path):
-    run = tmp_path / "run"
-    assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval"]) == 0
-    first = TR.evaluate(run, tasks=2, steps=1, log=lambda *a: None)
-    second = TR.evaluate(run, tasks=2, steps=1, log=lambda *a: None)
-    assert first["returns_by_step"] == second["returns_by_step"]
-    assert json.loads((run / "evaluation.json").read_text())["returns_by_step"] == \
+    runs = {seed: tmp_path / f"seed{seed}" for seed in (0, 1)}
+    for seed, run in runs.items():
+        assert main(["train", *TINY_NAV, "--seed", str(seed), "--out", str(run), "--iterations",
+                     "1", "--no-eval"]) == 0
+    first = TR.evaluate(runs[0], tasks=2, steps=1, log=lambda *a: None, plot=False)
+    second = TR.evaluate(runs[0], tasks=2, steps=1, log=lambda *a: None, plot=False)
+    assert first["returns_by_step"] == second["returns_by_step"]            # seeded
+    assert json.loads((runs[0] / "evaluation.json").read_text())["returns_by_step"] == \
         second["returns_by_step"]
+    # the two seeds trained different parameters ...
+    params = [storage.load_npz(run / "params.npz") for run in runs.values()]
+    assert not P.tree_allclose(P.unflatten_dict(params[0]), P.unflatten_dict(params[1]))
+    # ... and seed 1's parameters evaluated under a config that says seed 0 give seed 1's result:
+    # the evaluation depends on the parameters, not on the training seed
+    hybrid = tmp_path / "hybrid"
+    shutil.copytree(runs[1], hybrid)
+    shutil.copy(runs[0] / "config.json", hybrid / "config.json")
+    assert json.loads((hybrid / "config.json").read_text())["seed"] == 0
+    other = TR.evaluate(runs[1], tasks=2, steps=1, log=lambda *a: None, plot=False)
+    assert TR.evaluate(hybrid, tasks=2, steps=1, log=lambda *a: None, plot=False)[
+        "returns_per_task"] == other["returns_per_task"]
+    assert other["returns_per_task"] != first["returns_per_task"]
 
 
 def test_evaluate_with_a_smaller_step_after_the_first(tmp_path):
@@ -192,16 +207,6 @@ def test_format_table_names_the_reference():
               "reference_finn2017": {"0": -40.4, "1": -11.7, "2": -3.3}}
     table = TR.format_table(result)
     assert "-40.4" in table and "-11.7" in table and "-12.000" in table
-
-
-@pytest.mark.slow
-def test_default_navigation_run_reaches_the_target(tmp_path):
-    """The README's main job, end to end: the default run reaches at least -15 after one step."""
-    assert main(["train", "--out", str(tmp_path / "nav")]) == 0
-    ev = json.loads((tmp_path / "nav" / "evaluation.json").read_text())
-    assert ev["returns_by_step"][1] >= -15.0
-    assert ev["returns_by_step"][1] > ev["returns_by_step"][0] + 10
-    assert onp.all(onp.isfinite(ev["returns_by_step"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,29 +329,3 @@ def test_runs_written_before_issue_14_evaluate_and_resume(tmp_path):
     assert records(run)[-1]["iteration"] == 3
     assert main(["train", "--resume", "--out", str(run), "--iterations", "4", "--no-eval",
                  "--outer", "trpo"]) == 2
-
-
-@pytest.mark.slow
-def test_the_finn2017_preset_adapts_in_two_steps(tmp_path):
-    """Finn et al.'s configuration end to end (about 1.5 h on 2 cores, docs/train.md): one step
-    adapts, and the second step (alpha / 2, Finn's protocol) improves on it."""
-    assert main(["train", "--preset", "finn2017", "--out", str(tmp_path / "finn")]) == 0
-    ev = json.loads((tmp_path / "finn" / "evaluation_finn.json").read_text())
-    for result in (ev, ev["finn_goals"]):
-        r = result["returns_by_step"]
-        assert r[1] >= -15.0 and r[1] > r[0] + 20 and r[2] > r[1]
-
-
-@pytest.mark.slow
-def test_the_ssm2step_preset_improves_in_the_second_step(tmp_path):
-    """The SSM policy meta-trained through two steps (about 20 minutes on 2 cores,
-    docs/train.md): after Finn's second step (alpha / 2) it is far better than after one, on both
-    goal sets, and the first meta-iterations stay finite (its seed 1 diverged with A's initial
-    spectral radius 0.9)."""
-    for seed in ("0", "1"):
-        out = tmp_path / f"ssm2step_{seed}"
-        assert main(["train", "--preset", "ssm2step", "--seed", seed, "--out", str(out)]) == 0
-        ev = json.loads((out / "evaluation_finn.json").read_text())
-        for result in (ev, ev["finn_goals"]):
-            r = result["returns_by_step"]
-            assert r[1] > r[0] + 15 and r[2] > r[1] + 5 and r[2] >= -9.0
