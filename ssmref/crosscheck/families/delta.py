@@ -143,11 +143,11 @@ CASES = [
          _compute, f"DeltaNet ({_D}, g = 0): B 2, T 64, H 2, K = V = 16, l2norm in kernel, "
                    "initial states"),
     Case("gated_delta_rule", "delta_rule",
-         sequence_inputs(B=2, T=100, H=1, HV=2, K=16, V=16), _compute,
-         "Gated DeltaNet: T 100 (not a multiple of the chunk 64), GVA (HV 2 = 2 H), unit keys"),
+         sequence_inputs(B=2, T=100, H=2, HV=4, K=16, V=16), _compute,
+         "Gated DeltaNet: T 100 (not a multiple of the chunk 64), GVA (H 2, HV 4), unit keys"),
     Case("gated_delta_rule_long_memory", "delta_rule",
-         sequence_inputs(B=1, T=1024, H=1, K=16, V=16, decay=(1e-4, 1e-3), init=False), _compute,
-         "gates e^g ∈ [0.999, 0.9999]: a memory of the whole sequence, T 1024"),
+         sequence_inputs(B=1, T=768, H=1, K=16, V=16, decay=(1e-4, 1e-3), init=False), _compute,
+         "gates e^g ∈ [0.999, 0.9999]: a memory of the whole sequence, T 768"),
     Case("gated_delta_rule_varlen", "delta_rule",
          sequence_inputs(B=1, T=64, H=2, K=16, V=16, chunk=16,
                          cu_seqlens=[0, 17, 17, 18, 45, 64]), _compute,
@@ -157,7 +157,7 @@ CASES = [
          sequence_inputs(B=1, T=48, H=2, K=16, V=16, beta_per_channel=True, l2norm=True),
          _compute, "β (B, T, HV, V): one per value channel, as fla's fused recurrent kernels take"),
     Case("kda", "delta_rule",
-         sequence_inputs(B=1, T=64, H=1, HV=2, K=16, V=16, gate="channel"), _compute,
+         sequence_inputs(B=1, T=64, H=2, HV=4, K=16, V=16, gate="channel"), _compute,
          "KDA: a log gate per key channel g (B, T, HV, K), GVA"),
     Case("gated_delta_rule_step", "delta_rule_step", step_inputs(B=4, H=2, HV=4, K=16, V=16),
          _compute_step, "one decoding step from a state, GVA, l2norm in kernel"),
@@ -203,7 +203,7 @@ def _validate_step(x, attrs):
     delta_args.step_args(x["q"], x["k"], x["v"], x.get("g"), x["beta"], x["state"], scale, l2, gate)
 
 
-def step_norm_bound(x, attrs, time_axis=1):
+def step_norm_bound(x, attrs):
     """``log a_t`` of the module docs, ``(T, B, HV)``: the log of a bound on each step's
     2-norm."""
     k = x["k"]
@@ -212,12 +212,12 @@ def step_norm_bound(x, attrs, time_axis=1):
     kk = onp.sum(k * k, axis=-1)                                     # (B, T, H)
     HV = x["v"].shape[2]
     kk = onp.repeat(kk, HV // kk.shape[2], axis=2)                  # (B, T, HV)
-    beta = x["beta"] if x["beta"].ndim == 3 else x["beta"]          # (B, T, HV[, V])
+    beta = x["beta"]                                                 # (B, T, HV[, V])
     proj = onp.abs(1.0 - beta * (kk if beta.ndim == 3 else kk[..., None]))
     proj = onp.maximum(1.0, proj if proj.ndim == 3 else onp.max(proj, axis=-1))
     g = x.get("g")
     g = onp.zeros(kk.shape) if g is None else (g if g.ndim == 3 else onp.max(g, axis=-1))
-    return onp.moveaxis(g + onp.log(proj), time_axis, 0)
+    return onp.moveaxis(g + onp.log(proj), 1, 0)
 
 
 def _length(x, attrs):
