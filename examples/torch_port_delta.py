@@ -3,8 +3,9 @@ checked with the kit.
 
 The sibling of examples/torch_port_selective.py for the delta rule case kinds: written from
 docs/delta.md and docs/crosscheck.md only, it never imports ssmref.  It reads the vectors with
-numpy and json, computes every delta case in torch (a loop over time, one packed sequence after
-the other; the gradients by torch's autograd) and writes the outputs back:
+numpy and json, computes every delta case in torch (a loop over time, or with ``--chunked`` the
+WY/UT chunked form, one packed sequence after the other; the gradients by torch's autograd) and
+writes the outputs back:
 
     python -m ssmref vectors /tmp/vec --dtype float32
     python examples/torch_port_delta.py /tmp/vec /tmp/res --dtype float32 [--device cuda]
@@ -99,8 +100,49 @@ def step(S, q, k, v, g, beta, broken):
     return o, S_new
 
 
-def sequence(x, attrs, broken):
-    """``(o (B, T, HV, V), final_state (N, HV, K, V))``."""
+def chunks(q, k, v, g, beta, S, C):
+    """The WY/UT chunked form (docs/delta.md) of one run: ``q, k (B, T, HV, K)``, ``v (B, T, HV,
+    V)``, ``g (B, T, HV, Kg)``, ``beta (B, T, HV, Vb)``, ``S (B, HV, K, V)``; ``(o, S_T)``."""
+    B, T, HV, V = v.shape
+    c = -(-T // C)
+
+    def split(t):                                                        # (B, HV, c, C, X)
+        t = torch.cat([t, t.new_zeros((B, c * C - T) + t.shape[2:])], dim=1)
+        return t.reshape(B, c, C, HV, t.shape[-1]).permute(0, 3, 1, 2, 4)
+    q, k, v, g, beta = (split(t) for t in (q, k, v, g, beta))
+    ones = torch.ones(C, C, dtype=v.dtype, device=v.device)
+    ell = g.transpose(-1, -2)                                            # (B, HV, c, Kg, C)
+    seg = torch.cumsum(ell.unsqueeze(-1) * torch.tril(ones, -1), dim=-2)  # Σ_{m<l<=i} g_l
+    gamma = torch.cumsum(ell, dim=-1).transpose(-1, -2)                  # (B, HV, c, C, Kg)
+    tail = seg[..., C - 1, :].transpose(-1, -2)                          # (B, HV, c, C, Kg)
+    decay = torch.exp(seg) * torch.tril(ones)                            # (B, HV, c, Kg, C, C)
+    if decay.shape[-3] == 1:
+        KK, QK = (a @ k.transpose(-1, -2) * decay[..., 0, :, :] for a in (k, q))
+    else:
+        KK, QK = (torch.einsum("bhcid,bhcmd,bhcdim->bhcim", a, k, decay) for a in (k, q))
+    betaT = beta.transpose(-1, -2)                                       # (B, HV, c, Vb, C)
+    IA = torch.eye(C, dtype=v.dtype, device=v.device) + betaT.unsqueeze(-1) * \
+        (KK * torch.tril(ones, -1)).unsqueeze(3)                         # (B, HV, c, Vb, C, C)
+    solve = lambda rhs: torch.linalg.solve_triangular(IA, rhs, upper=False, unitriangular=True)  # noqa: E731
+    W = solve(betaT.unsqueeze(-1) * (k * torch.exp(gamma)).unsqueeze(3))  # (B, HV, c, Vb, C, K)
+    if betaT.shape[3] == 1:
+        U = solve((beta * v).unsqueeze(3))[:, :, :, 0]                    # (B, HV, c, C, V)
+    else:
+        U = solve((beta * v).transpose(-1, -2).unsqueeze(-1))[..., 0].transpose(-1, -2)
+    outs = []
+    for n in range(c):
+        WS = W[:, :, n, 0] @ S if W.shape[3] == 1 else torch.einsum("bhjik,bhkj->bhij", W[:, :, n], S)
+        u = U[:, :, n] - WS
+        outs.append((q[:, :, n] * torch.exp(gamma[:, :, n])) @ S + QK[:, :, n] @ u)
+        S = torch.exp(gamma[:, :, n, C - 1]).unsqueeze(-1) * S + \
+            (k[:, :, n] * torch.exp(tail[:, :, n])).transpose(-1, -2) @ u
+    o = torch.stack(outs, dim=2).permute(0, 2, 3, 1, 4).reshape(B, c * C, HV, V)
+    return o[:, :T], S
+
+
+def sequence(x, attrs, broken, chunked=False):
+    """``(o (B, T, HV, V), final_state (N, HV, K, V))``: the loop over time, or with
+    ``chunked`` the WY/UT form by chunks of ``attrs.chunk_size``."""
     q, k, v, g, beta = prepare(x, attrs, broken, head_dim=2)
     B, T, HV, V = v.shape
     cu = x.get("cu_seqlens")
@@ -112,6 +154,13 @@ def sequence(x, attrs, broken):
     for n, (a, b) in enumerate(bounds):
         if S is None or broken != "varlen-carry":
             S = S0 if cu is None else S0[n:n + 1]
+        if chunked:
+            if b > a:
+                o, S = chunks(q[:, a:b], k[:, a:b], v[:, a:b], g[:, a:b], beta[:, a:b], S,
+                              int(attrs["chunk_size"]))
+                outs.extend(o.unbind(1))
+            finals.append(S)
+            continue
         for t in range(a, b):
             o, S = step(S, q[:, t], k[:, t], v[:, t], g[:, t], beta[:, t], broken)
             outs.append(o)
@@ -119,20 +168,20 @@ def sequence(x, attrs, broken):
     return torch.stack(outs, dim=1), torch.cat(finals, dim=0)
 
 
-def case_delta_rule(x, attrs, broken):
-    o, final = sequence(x, attrs, broken)
+def case_delta_rule(x, attrs, broken, chunked):
+    o, final = sequence(x, attrs, broken, chunked)
     return {"o": o, "final_state": final}
 
 
-def case_delta_rule_vjp(x, attrs, broken):
+def case_delta_rule_vjp(x, attrs, broken, chunked):
     leaves = {k: x[k].clone().requires_grad_(True) for k in GRADS if k in x}
-    o, final = sequence({**x, **leaves}, attrs, broken)
+    o, final = sequence({**x, **leaves}, attrs, broken, chunked)
     loss = (x["do"] * o).sum() + (x["dht"] * final).sum()
     grads = torch.autograd.grad(loss, list(leaves.values()))
     return dict({"d" + k: gr for k, gr in zip(leaves, grads)}, o=o, final_state=final)
 
 
-def case_delta_rule_step(x, attrs, broken):
+def case_delta_rule_step(x, attrs, broken, chunked):
     q, k, v, g, beta = prepare(x, attrs, broken, head_dim=1)
     o, new = step(x["state"], q, k, v, g, beta, broken)
     return {"o": o, "new_state": new}
@@ -142,11 +191,14 @@ KINDS = {"delta_rule": case_delta_rule, "delta_rule_vjp": case_delta_rule_vjp,
          "delta_rule_step": case_delta_rule_step}
 
 
-def run(vectors_dir, results_dir, device="cpu", dtype="float64", broken=None, cases=None):
+def run(vectors_dir, results_dir, device="cpu", dtype="float64", broken=None, cases=None,
+        chunked=False):
     """Compute every delta case of the vectors (the other kinds are skipped); returns
-    ``{name: seconds}``."""
+    ``{name: seconds}``.  ``chunked``: sequences by the WY/UT chunked form."""
     if broken is not None and broken not in BROKEN:
         raise ValueError(f"unknown broken variant {broken!r}; known {list(BROKEN)}")
+    if broken is not None and chunked:
+        raise ValueError("--broken variants are bugs of the loop over time: not with --chunked")
     with open(os.path.join(vectors_dir, "manifest.json")) as f:
         manifest = json.load(f)
     known = [c["name"] for c in manifest["cases"]]
@@ -162,13 +214,14 @@ def run(vectors_dir, results_dir, device="cpu", dtype="float64", broken=None, ca
             continue
         x = to_torch(load_case(vectors_dir, case), DTYPES[dtype], torch.device(device))
         t0 = time.perf_counter()
-        out = fn(x, case.get("attrs", {}), broken)
+        out = fn(x, case.get("attrs", {}), broken, chunked)
         arrays = {k: out[k].detach().cpu().numpy() for k in case["outputs"]}
         times[case["name"]] = time.perf_counter() - t0
         save_npz_atomic(os.path.join(results_dir, case["name"] + ".npz"), arrays)
         print(f"{case['name']:36s} {times[case['name']]:8.3f} s")
     print(f"{len(times)} cases in {sum(times.values()):.2f} s ({dtype}, {device}"
-          f"{', broken: ' + broken if broken else ''}; {skipped} cases of other kinds skipped)")
+          f"{', chunked' if chunked else ''}{', broken: ' + broken if broken else ''}; "
+          f"{skipped} cases of other kinds skipped)")
     return times
 
 
@@ -180,12 +233,14 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float64", choices=sorted(DTYPES))
     ap.add_argument("--broken", choices=BROKEN, default=None, help="inject one known bug")
     ap.add_argument("--cases", nargs="+", metavar="NAME", help="only these cases")
+    ap.add_argument("--chunked", action="store_true",
+                    help="the WY/UT chunked form (chunks of the case's chunk_size), not the loop")
     a = ap.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch.cuda.is_available() is False")
     torch.set_num_threads(1)
     try:
-        run(a.vectors_dir, a.results_dir, a.device, a.dtype, a.broken, a.cases)
+        run(a.vectors_dir, a.results_dir, a.device, a.dtype, a.broken, a.cases, a.chunked)
     except (ValueError, OSError) as e:                  # unusable vectors: one line, exit 2
         print(f"torch_port_delta: error: {e}", file=sys.stderr)
         return 2
