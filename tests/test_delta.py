@@ -7,6 +7,8 @@ import autograd.numpy as np
 import numpy as onp
 import pytest
 from autograd.test_util import check_grads
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ssmref.delta import (delta_rule, delta_rule_step, gated_delta_rule, gated_delta_rule_step,
                           kda, kda_step)
@@ -138,3 +140,20 @@ def test_gated_gradients_headwise_beta(rng):
         return np.sum(np.cos(o)) + np.sum(S ** 3)
     check_grads(f, argnum=tuple(range(6)), modes=["rev"], order=2)(
         x["q"], x["k"], x["v"], x["g"], x["beta"], x["S0"])
+
+
+@given(T=st.integers(1, 20), C=st.integers(1, 9), H=st.integers(1, 2), groups=st.integers(1, 2),
+       K=st.integers(1, 4), V=st.integers(1, 3), per_channel_gate=st.booleans(),
+       per_channel_beta=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_any_shape_and_chunk_size_agree(T, C, H, groups, K, V, per_channel_gate, per_channel_beta,
+                                        seed):
+    rng = onp.random.default_rng(seed)
+    HV = H * groups
+    q, k = rng.standard_normal((2, 1, T, H, K))
+    g = onp.log(rng.uniform(0.3, 1.0, (1, T, HV) + ((K,) if per_channel_gate else ())))
+    beta = rng.uniform(0, 1, (1, T, HV) + ((V,) if per_channel_beta else ()))
+    v, S0 = rng.standard_normal((1, T, HV, V)), rng.standard_normal((1, HV, K, V))
+    f = kda if per_channel_gate else gated_delta_rule
+    want = f(q, k, v, g, beta, None, S0, True, use_qk_l2norm_in_kernel=True, method="recurrence")
+    got = f(q, k, v, g, beta, None, S0, True, use_qk_l2norm_in_kernel=True, chunk_size=C)
+    assert rel(got[0], want[0]) < 1e-12 and rel(got[1], want[1]) < 1e-12
