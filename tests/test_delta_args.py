@@ -67,3 +67,9 @@ def test_batched_cu_seqlens_and_the_other_functions_refuse():
         gated_delta_rule_step(r.standard_normal((B, H, K)), r.standard_normal((B, H, K)),
                               r.standard_normal((B, HV, V)), -r.random((B, HV)), r.random((B, HV)),
                               onp.zeros((B, HV, V, K)))
+
+
+def test_fla_positional_order_is_refused_not_misread():
+    x = kw()
+    with pytest.raises(ValueError, match="cu_seqlens must be an integer array"):
+        gated_delta_rule(x["q"], x["k"], x["v"], x["g"], x["beta"], None, None, True, True)
