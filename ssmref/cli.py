@@ -8,7 +8,8 @@ Subcommands:
 - ``vectors``: write the cross-check golden vectors (:mod:`ssmref.crosscheck`).
 - ``check``: check an implementation's results against the vectors (exit 0 / 1 / 2).
 - ``selftest``: the self-test cases of every SSM (:mod:`ssmref.ssm.selftest`,
-  :mod:`ssmref.structured.selftest`, :mod:`ssmref.selective.selftest`); exit 0 iff all pass.
+  :mod:`ssmref.structured.selftest`, :mod:`ssmref.selective.selftest`,
+  :mod:`ssmref.delta.selftest`); exit 0 iff all pass.
 - ``adapt``: test-time adaptation of an SSM classifier under shifted dynamics
   (:mod:`ssmref.experiments.tta_shift`; accuracy of no adaptation, tent and eata over seeds).
 """
@@ -19,10 +20,11 @@ from ssmref import __version__
 
 
 def _selftest(args):
+    from ssmref.delta.selftest import CASES as DELTA_CASES
     from ssmref.selective.selftest import CASES as SELECTIVE_CASES
     from ssmref.ssm.selftest import SSM_CASES, run_cases
     from ssmref.structured.selftest import CASES as STRUCTURED_CASES
-    return run_cases(SSM_CASES + STRUCTURED_CASES + SELECTIVE_CASES)
+    return run_cases(SSM_CASES + STRUCTURED_CASES + SELECTIVE_CASES + DELTA_CASES)
 
 
 def build_parser():

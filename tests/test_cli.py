@@ -27,4 +27,5 @@ def test_selftest_covers_every_ssm_family(capsys):
     assert main(["selftest"]) == 0
     out = capsys.readouterr().out
     assert "S4D/S5" in out and "Mamba-2" in out and "scan = convolve = parallel scan" in out
+    assert "delta rule: WY/UT chunks" in out
     assert out.strip().splitlines()[-1].endswith("passed, 0 failed")

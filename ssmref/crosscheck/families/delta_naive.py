@@ -1,0 +1,101 @@
+"""Baseline mode for the delta rule kinds: the plain recurrence in a target dtype, rounding after
+every operation (``R``: :func:`ssmref.crosscheck.precision.rounder`; the reductions over ``K``
+accumulate in the working precision, float32 for float16 / bfloat16, then round once)::
+
+    n(x)  = R(x / R(sqrt(R(Σ x²) + 1e-6)))          (when use_qk_l2norm_in_kernel)
+    q̂     = R(scale · n(q))
+    P_t   = R(R(e^{g_t}) S_{t-1})                    (the decay first)
+    u_t   = R(β_t R(v_t − R(P_tᵀ k_t)))
+    S_t   = R(P_t + R(k_t u_tᵀ)),     o_t = R(S_tᵀ q̂_t)
+
+one packed sequence after the other (``cu_seqlens``).  Gradients (``delta_rule_vjp``): reverse
+mode through the same loop, every rounding a primitive whose VJP rounds the cotangent.
+"""
+
+import autograd
+import autograd.numpy as np
+import numpy as onp
+from autograd.tracer import getval
+
+from ssmref.crosscheck.families.selective_naive import Arith
+
+#: The float inputs of the sequence kinds that have gradients (``d<name>``).
+GRADS = ("q", "k", "v", "g", "beta", "initial_state")
+
+
+def _l2norm(ar, x):
+    R = ar.R
+    return R(x / R(np.sqrt(R(np.sum(x * x, axis=-1, keepdims=True)) + 1e-6)))
+
+
+def _layout(ar, x, attrs, time=True):
+    """``q̂, k̂ (…, HV, K)``, ``g (…, HV, Kg)``, ``beta (…, HV, Vb)`` in the dtype."""
+    q, k, v = x["q"], x["k"], x["v"]
+    if attrs["use_qk_l2norm_in_kernel"]:
+        q, k = _l2norm(ar, q), _l2norm(ar, k)
+    q = ar.R(q * ar.R(onp.asarray(attrs["scale"], dtype=ar.work)))
+    axis = 2 if time else 1
+    rep = np.shape(v)[axis] // np.shape(q)[axis]
+    q, k = np.repeat(q, rep, axis=axis), np.repeat(k, rep, axis=axis)
+    g = x.get("g")
+    g = np.zeros(np.shape(v)[:axis + 1] + (1,), dtype=ar.work) if g is None else \
+        (g[..., None] if np.ndim(g) == axis + 1 else g)
+    beta = x["beta"][..., None] if np.ndim(x["beta"]) == axis + 1 else x["beta"]
+    return q, k, v, g, beta
+
+
+def step(ar, S, q, k, v, g, beta):
+    """One step in the dtype: ``(o, S_new)``; shapes as :func:`ssmref.delta.recurrent.delta_step_core`."""
+    R = ar.R
+    P = R(R(np.exp(g))[..., None] * S)
+    Pk = R(np.sum(P * k[..., None], axis=-2))                     # (B, HV, V)
+    u = R(beta * R(v - Pk))
+    S = R(P + R(k[..., None] * u[..., None, :]))
+    return R(np.sum(S * q[..., None], axis=-2)), S
+
+
+def sequence(ar, x, attrs):
+    """``(o (B, T, HV, V), final (N, HV, K, V))`` of the recurrence in ``ar``'s dtype."""
+    q, k, v, g, beta = _layout(ar, x, attrs)
+    B, T, HV, V = np.shape(v)
+    K = np.shape(q)[-1]
+    cu = x.get("cu_seqlens")
+    segments = [(0, T)] if cu is None else list(zip(getval(cu)[:-1], getval(cu)[1:]))
+    N = B if cu is None else len(segments)
+    S0 = x.get("initial_state")
+    S0 = np.zeros((N, HV, K, V), dtype=ar.work) if S0 is None else S0
+    outs, finals = [], []
+    for n, (a, b) in enumerate(segments):
+        S = S0 if cu is None else S0[n:n + 1]
+        for t in range(a, b):
+            o, S = step(ar, S, q[:, t], k[:, t], v[:, t], g[:, t], beta[:, t])
+            outs.append(o)
+        finals.append(S)
+    return np.stack(outs, axis=1), (finals[0] if cu is None else np.concatenate(finals, axis=0))
+
+
+def naive_sequence(inputs, attrs, R, work):
+    ar = Arith(R, work)
+    o, final = sequence(ar, {k: ar.arr(v) for k, v in inputs.items()}, attrs)
+    return {"o": o, "final_state": final}
+
+
+def naive_sequence_vjp(inputs, attrs, R, work):
+    ar = Arith(R, work)
+    x = {k: ar.arr(v) for k, v in inputs.items()}
+    kept = {}
+
+    def total(p):
+        o, final = sequence(ar, {**x, **p}, attrs)
+        kept.update(o=getval(o), final_state=getval(final))
+        return np.sum(x["do"] * o) + np.sum(x["dht"] * final)
+    grads = autograd.grad(total)({k: x[k] for k in GRADS if k in x})
+    return dict(kept, **{"d" + k: v for k, v in grads.items()})
+
+
+def naive_step(inputs, attrs, R, work):
+    ar = Arith(R, work)
+    x = {k: ar.arr(v) for k, v in inputs.items()}
+    q, k, v, g, beta = _layout(ar, x, attrs, time=False)
+    o, new = step(ar, x["state"], q, k, v, g, beta)
+    return {"o": o, "new_state": new}

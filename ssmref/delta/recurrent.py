@@ -1,0 +1,75 @@
+"""The delta rule as a plain recurrence: one step, and the loop over time.
+
+For each batch row and value head, with the state ``S: (K, V)`` (fla's layout: keys are rows)::
+
+    P_t = diag(exp(g_t)) S_{t-1}                   decay first (g in log space; a scalar per
+                                                   head for Gated DeltaNet, one per key channel
+                                                   for KDA, 0 for DeltaNet)
+    u_t = β_t ⊙ (v_t − P_tᵀ k_t)                   the delta: what the memory gets wrong about v_t
+    S_t = P_t + k_t u_tᵀ                           = (I − β_t k_t k_tᵀ) P_t + β_t k_t v_tᵀ
+    o_t = S_tᵀ q_t                                 the output reads the NEW state
+
+``q`` here is already scaled (and L2-normalised when asked); ``β_t`` is a scalar per head or one
+per value channel (fla's ``beta`` of shape ``(B, T, HV, V)``: then the bracket is per column).
+
+Everything here is unchecked math over arrays already in the core layout (value heads expanded,
+see :func:`core_layout`): ``q, k (B, T, HV, K)``, ``v (B, T, HV, V)``, ``g (B, T, HV, Kg)`` with
+``Kg`` 1 or ``K``, ``beta (B, T, HV, Vb)`` with ``Vb`` 1 or ``V``, ``S (B, HV, K, V)``.  The loop
+is taped by autograd (``T`` nodes), so it is differentiable to any order; it is the definition
+the chunked form (:mod:`ssmref.delta.chunked`) and the one-step decode are tested against.
+
+Reference: Schlag, Irie & Schmidhuber, "Linear Transformers Are Secretly Fast Weight Programmers"
+(ICML 2021); Yang et al., "Parallelizing Linear Transformers with the Delta Rule over Sequence
+Length" (NeurIPS 2024); Yang, Kautz & Hatamizadeh, "Gated Delta Networks" (ICLR 2025); Kimi Team,
+"Kimi Linear" (2025, KDA); fla's ``naive_recurrent_gated_delta_rule`` and ``naive_recurrent_kda``.
+"""
+
+import autograd.numpy as np
+
+#: fla's ``l2norm`` epsilon (``fla.modules.l2norm``): ``x / sqrt(Σ x² + eps)``.
+L2NORM_EPS = 1e-6
+
+
+def l2norm(x, eps=L2NORM_EPS):
+    """``x / sqrt(Σ_last x² + eps)`` along the last axis (fla's ``l2norm_fwd``; smooth in ``x``)."""
+    return x / np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+def core_layout(q, k, v, g, beta, scale, l2norm_qk):
+    """The public arrays in the core layout: ``q, k`` normalised (if ``l2norm_qk``), ``q`` times
+    ``scale``, both repeated to the ``HV`` value heads (value head ``i`` reads query/key head
+    ``i // (HV/H)``: fla's GVA); ``g`` as ``(B, T, HV, Kg)`` (zeros ``Kg = 1`` when ``None``),
+    ``beta`` as ``(B, T, HV, Vb)``."""
+    if l2norm_qk:
+        q, k = l2norm(q), l2norm(k)
+    q = q * scale
+    H, HV = np.shape(q)[2], np.shape(v)[2]
+    if HV != H:
+        q, k = np.repeat(q, HV // H, axis=2), np.repeat(k, HV // H, axis=2)   # (B, T, HV, K)
+    if g is None:
+        g = np.zeros(np.shape(v)[:3] + (1,))
+    elif np.ndim(g) == 3:
+        g = g[..., None]                                                       # (B, T, HV, 1)
+    if np.ndim(beta) == 3:
+        beta = beta[..., None]                                                 # (B, T, HV, 1)
+    return q, k, v, g, beta
+
+
+def delta_step_core(S, q, k, v, g, beta):
+    """One step: ``(o (B, HV, V), S_new (B, HV, K, V))`` from ``S (B, HV, K, V)``,
+    ``q, k (B, HV, K)``, ``v (B, HV, V)``, ``g (B, HV, Kg)``, ``beta (B, HV, Vb)``."""
+    P = np.exp(g)[..., None] * S                                  # (B, HV, K, V): decay first
+    u = beta * (v - np.einsum("bhkv,bhk->bhv", P, k))             # (B, HV, V): β ⊙ (v − Pᵀk)
+    S_new = P + k[..., None] * u[..., None, :]                    # (B, HV, K, V): P + k uᵀ
+    return np.einsum("bhkv,bhk->bhv", S_new, q), S_new            # o = S_newᵀ q
+
+
+def delta_recurrence(q, k, v, g, beta, S):
+    """``(o (B, T, HV, V), S_T (B, HV, K, V))``: :func:`delta_step_core` for ``t = 0..T-1``."""
+    outs = []
+    for t in range(np.shape(v)[1]):
+        o, S = delta_step_core(S, q[:, t], k[:, t], v[:, t], g[:, t], beta[:, t])
+        outs.append(o)
+    if not outs:
+        return np.zeros(np.shape(v)), S
+    return np.stack(outs, axis=1), S
