@@ -20,7 +20,7 @@ import os
 import numpy as onp
 
 from ssmref import __version__
-from ssmref.crosscheck.families import learning, selective, ssm, structured
+from ssmref.crosscheck.families import learning, mamba3, selective, ssm, structured
 from ssmref.crosscheck.files import (SPEC_VERSION, VectorsError, as_result, one_line, read_manifest,
                                      read_npz, select_names, write_npz)
 from ssmref.crosscheck.kinds import case_seed
@@ -28,7 +28,7 @@ from ssmref.crosscheck.precision import check_dtype, round_to_dtype, rounder
 from ssmref.checks import check_flag
 from ssmref.storage import atomic_write, inside
 
-_FAMILIES = (ssm, structured, learning, selective)
+_FAMILIES = (ssm, structured, learning, selective, mamba3)
 
 #: The checker's rules, by kind name.
 KIND_RULES = {k.name: k for family in _FAMILIES for k in family.KINDS}
