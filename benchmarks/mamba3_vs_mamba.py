@@ -14,6 +14,8 @@ of every output (``out`` and the four final states) between mamba's references a
 them, rounded to bfloat16 where the test does) against ssmref in float64 with mamba's own error
 metric (``relative_error``: the 95th percentile of ``|a − b| / (|b| + 1e-6)`` over ``|b| >= 1e-2``;
 angles: circular absolute error), and the effect of the kernel's bfloat16 rounding of ``Angles``.
+``--issue-1017``: the same in mamba issue 1017's configuration, with the kernel's bfloat16 cast of
+``Q, K, V, Z, Angles, Trap`` (``mamba3_siso_combined`` casts them) applied to ssmref's inputs.
 Needs torch and einops.
 """
 
@@ -173,12 +175,51 @@ def float32_check(path, batch, nheads, seqlen):
           "float64 with float32 Angles (mamba's metric):")
     for i, nm in enumerate(names):
         print(f"  {nm:12s} {mamba_error(gotb[i], got[i], angle=(i == 1)):.1e}")
+    inc = math.pi * onp.abs(onp.tanh(x["Angles"])) * onp.moveaxis(x["DT"], 2, 1)[..., None]
+    bound = 2.0 ** -10.987 * onp.sum(inc, axis=1)                          # (b, h, r)
+    print(f"  a tanh with relative error 2^-10.987 (PTX tanh.approx.f32) moves the final angle by "
+          f"at most {bound.max():.1e} rad (95th percentile of the bound {onp.quantile(bound, 0.95):.1e})")
+
+
+BF16_CAST = ("Q", "K", "V", "Z", "Angles", "Trap")     # what mamba3_siso_combined casts to bfloat16
+
+
+def issue_1017(path):
+    """mamba issue 1017's configuration (b 4, L 256, 1 head, headdims 64, float32 inputs): the
+    float32 reference and the kernel's bfloat16 cast of Q, K, V, Z, Angles, Trap, each against
+    ssmref in float64 on the float32 inputs."""
+    refs32 = load_refs(path, float64=False)
+    print("issue 1017's configuration, float32 inputs: mamba's metric (p95 rel) / mean|diff| / "
+          "max|diff| of out")
+    print(f"  {'case':16s} {'float32 fwd_ref':32s} {'float64, six inputs in bf16':32s} "
+          f"{'... and out rounded to bf16':32s}")
+    for name, D, Z, states in (("D+Z+states", 1, 1, 1), ("D+Z no-states", 1, 1, 0),
+                               ("D only", 1, 0, 0), ("Z only", 0, 1, 0), ("plain", 0, 0, 0)):
+        torch.manual_seed(0)
+        inp = refs32.create_mamba3_siso_inputs(4, 256, 1, 1, 64, 64, torch.float32, "cpu",
+                                                bool(D), bool(Z), bool(states))
+        x = {k: (v.double().numpy() if torch.is_tensor(v) else v) for k, v in inp.items()}
+        x["states"] = None if not states else tuple(s.double().numpy() for s in inp["Input_States"])
+        exact = ours(x)[0]
+        out32, _ = refs32.mamba3_siso_fwd_ref(*[inp[k] for k in ("Q", "K", "V", "ADT", "DT", "Trap",
+                                                                "Q_bias", "K_bias", "Angles", "D",
+                                                                "Z")], inp["Input_States"])
+        xb = dict(x, **{k: inp[k].to(torch.bfloat16).double().numpy()
+                        for k in BF16_CAST if inp[k] is not None})
+        cast = ours(xb)[0]
+        cast_out = torch.from_numpy(cast).to(torch.bfloat16).double().numpy()
+        row = []
+        for got in (out32.double().numpy(), cast, cast_out):
+            d = onp.abs(got - exact)
+            row.append(f"{mamba_error(got, exact):.1e} / {d.mean():.1e} / {d.max():.1e}")
+        print(f"  {name:16s} {row[0]:32s} {row[1]:32s} {row[2]:32s}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("test_file", help="mamba's tests/ops/triton/test_mamba3_siso.py")
     ap.add_argument("--float32", action="store_true", help="measure the float32 reference too")
+    ap.add_argument("--issue-1017", action="store_true", help="mamba issue 1017's configuration")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--nheads", type=int, default=8)
     ap.add_argument("--seqlen", type=int, default=2345)
@@ -188,6 +229,9 @@ def main():
     if a.float32:
         torch.set_default_dtype(torch.float32)
         float32_check(a.test_file, a.batch, a.nheads, a.seqlen)
+    if a.issue_1017:
+        torch.set_default_dtype(torch.float32)
+        issue_1017(a.test_file)
     return 0 if worst <= 1e-12 else 1
 
 
