@@ -141,7 +141,7 @@ def _segments(a, cu):
                                None if a.Z is None else seq(a.Z), st, a.chunk_size, a.method)
         outs.append(out)
         finals.append(fin)
-    out = np.concatenate(outs, axis=1) if outs else 0.0 * a.V
+    out = np.concatenate(outs, axis=1)                      # cu ends at L >= 1: one segment is not empty
     return out, tuple(np.concatenate([f[j] for f in finals], axis=0) for j in range(4))
 
 
