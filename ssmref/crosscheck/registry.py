@@ -7,7 +7,7 @@ first rounded to that dtype (and stored back as float64), and the expected outpu
 in float64 from the rounded inputs: a candidate's error is its own, not input quantization.
 
 With ``certify=True`` each case whose kind has a 40-digit ``reference`` (the SSM kinds: dense,
-structured and selective) also gets ``ref_error``: per output, the normwise relative error
+structured, selective and Mamba-3) also gets ``ref_error``: per output, the normwise relative error
 ``||y − y_40||_F / ||y_40||_F`` of the expected output as stored, measured against an independent
 40-digit recomputation from the same stored inputs (mpmath, an optional dependency).  It is a
 separate, slower step (about 90 s for every case on two cores); without it nothing imports mpmath and
