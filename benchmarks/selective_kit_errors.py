@@ -2,6 +2,7 @@
 dtype, against the table's tolerances: the table of docs/selective.md ("Measured errors").
 
     PYTHONPATH=. python benchmarks/selective_kit_errors.py [--cases NAME ...] [--lengths]
+    PYTHONPATH=. python benchmarks/selective_kit_errors.py --family mamba3      (docs/mamba3.md)
 
 For each dtype (float32, float16, bfloat16) the vectors are written with that dtype (inputs
 rounded to it) and three correct implementations are measured, as normwise errors
@@ -11,8 +12,8 @@ rounded to it) and three correct implementations are measured, as normwise error
   recurrence, products accumulated in float32 for float16 / bfloat16, the reverse pass rounded);
 - ``f32 math``: float32 arithmetic on the dtype's inputs, the outputs rounded to the dtype (a
   kernel that computes in float32 and reads / writes float16 or bfloat16 tensors, as Mamba's do);
-- ``torch``: examples/torch_port_selective.py in float32 (float32 column only; skipped without
-  torch).
+- ``torch``: examples/torch_port_selective.py (``--family mamba3``: torch_port_mamba3.py) in
+  float32 (float32 column only; skipped without torch).
 
 ``tol`` is the table's absolute part ``atol · g(L)`` (values / gradients).  ``--lengths`` prints
 instead the effective length of each case under three rules: the largest one-step decay
@@ -27,7 +28,7 @@ import tempfile
 import numpy as onp
 
 from ssmref import crosscheck as X
-from ssmref.crosscheck.families import selective
+from ssmref.crosscheck.families import mamba3, selective
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,13 +47,16 @@ def fmt(pair):
     return " / ".join(f"{v:.1e}" for v in pair if v is not None)
 
 
-def torch_results(vec_dir, names):
+FAMILIES = {"selective": (selective, "torch_port_selective.py"),
+            "mamba3": (mamba3, "torch_port_mamba3.py")}
+
+
+def torch_results(vec_dir, names, port_file="torch_port_selective.py"):
     try:
         import torch
     except ImportError:
         return None
-    spec = importlib.util.spec_from_file_location("port", os.path.join(ROOT, "examples",
-                                                                      "torch_port_selective.py"))
+    spec = importlib.util.spec_from_file_location("port", os.path.join(ROOT, "examples", port_file))
     port = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(port)
     torch.set_num_threads(1)
@@ -93,9 +97,12 @@ def lengths(names):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", nargs="+", default=[c.name for c in selective.CASES])
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="selective")
+    ap.add_argument("--cases", nargs="+")
     ap.add_argument("--lengths", action="store_true")
     a = ap.parse_args(argv)
+    family, port_file = FAMILIES[a.family]
+    a.cases = a.cases or [c.name for c in family.CASES]
     if a.lengths:
         return lengths(a.cases)
     rows = {n: [] for n in a.cases}
@@ -103,7 +110,7 @@ def main(argv=None):
         vec = tempfile.mkdtemp()
         X.write_vectors(vec, dtype=dtype, cases=a.cases)
         cases = X.load_vectors(vec)["cases"]
-        peers = torch_results(vec, a.cases) if dtype == "float32" else None
+        peers = torch_results(vec, a.cases, port_file) if dtype == "float32" else None
         for n, c in cases.items():
             kind, want = c["kind"], c["outputs"]
             L = X.effective_length(kind, c["inputs"], c["attrs"])

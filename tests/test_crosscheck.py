@@ -120,9 +120,10 @@ def test_every_case_has_the_names_of_the_format(small_vectors):
 
 
 def test_every_attr_of_every_case_is_documented():
-    """docs/crosscheck.md has a row for each (kind, attr) of the ssm and learning families."""
+    """docs/crosscheck.md has a row for each (kind, attr) of the ssm, learning and mamba3
+    families."""
     import re
-    from ssmref.crosscheck.families import learning, ssm
+    from ssmref.crosscheck.families import learning, mamba3, ssm
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "docs", "crosscheck.md"), encoding="utf-8") as f:
         text = f.read()
@@ -133,7 +134,7 @@ def test_every_attr_of_every_case_is_documented():
         if len(cells) > 3 and cells[2].strip().startswith("`"):
             kinds, attr = re.findall(r"`(\w+)`", cells[1]), cells[2].strip().strip("`")
             documented |= {(kind, attr) for kind in kinds}
-    kinds = {k.name for k in ssm.KINDS + learning.KINDS}
+    kinds = {k.name for k in ssm.KINDS + learning.KINDS + mamba3.KINDS}
     used = set()
     for case in X.CASES.values():
         if case.kind in kinds:

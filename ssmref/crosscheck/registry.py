@@ -7,7 +7,7 @@ first rounded to that dtype (and stored back as float64), and the expected outpu
 in float64 from the rounded inputs: a candidate's error is its own, not input quantization.
 
 With ``certify=True`` each case whose kind has a 40-digit ``reference`` (the SSM kinds: dense,
-structured, selective and delta rule) also gets ``ref_error``: per output, the normwise relative error
+structured, selective, Mamba-3 and delta rule) also gets ``ref_error``: per output, the normwise relative error
 ``||y − y_40||_F / ||y_40||_F`` of the expected output as stored, measured against an independent
 40-digit recomputation from the same stored inputs (mpmath, an optional dependency).  It is a
 separate, slower step (about 90 s for every case on two cores); without it nothing imports mpmath and
@@ -20,7 +20,7 @@ import os
 import numpy as onp
 
 from ssmref import __version__
-from ssmref.crosscheck.families import delta, learning, selective, ssm, structured
+from ssmref.crosscheck.families import delta, learning, mamba3, selective, ssm, structured
 from ssmref.crosscheck.files import (SPEC_VERSION, UnknownNameError, VectorsError, as_result,
                                      one_line, read_manifest, read_npz, select_names, write_npz)
 from ssmref.crosscheck.kinds import case_seed
@@ -28,7 +28,7 @@ from ssmref.crosscheck.precision import check_dtype, round_to_dtype, rounder
 from ssmref.checks import check_flag
 from ssmref.storage import atomic_write, inside
 
-_FAMILIES = (ssm, structured, learning, selective, delta)
+_FAMILIES = (ssm, structured, learning, selective, mamba3, delta)
 
 #: The checker's rules, by kind name.
 KIND_RULES = {k.name: k for family in _FAMILIES for k in family.KINDS}

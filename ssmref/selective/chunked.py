@@ -63,13 +63,20 @@ def ssd_chunked(x, dt, A, B, C, Q, restarts=None, initial_states=None):
     ``initial_states: (b, h, p, n)`` or ``None``.  Returns ``y: (b, L, h, p)`` without the ``D``
     term and gate, and ``final_state: (b, h, p, n)``.
     """
-    b, L, h, p = np.shape(x)
+    return chunked_scan(x * dt[..., None], dt * A, B, C, Q, restarts, initial_states)
+
+
+def chunked_scan(xdt, ell, B, C, Q, restarts=None, initial_states=None):
+    """The four steps above for ``s_t = e^{ℓ_t} s_{t-1} + xdt_t B_tᵀ``, ``y_t = s_t C_t``, with the
+    input weight already in ``xdt: (b, L, h, p)`` and the log decay ``ell: (b, L, h)`` given
+    (SSD: ``Δ_t x_t`` and ``Δ_t A``; Mamba-3 weighs and decays differently).  Same ``B, C, Q,
+    restarts, initial_states`` and results as :func:`ssd_chunked`."""
+    b, L, h, p = np.shape(xdt)
     g, n = np.shape(B)[2:]
     k = h // g
     c = -(-L // Q)
     pad = c * Q - L
-    xdt = x * dt[..., None]                                                  # (b, L, h, p): Δ_j x_j
-    xdt, dt, B, C = (_pad_time(v, pad) for v in (xdt, dt, B, C))
+    xdt, ell, B, C = (_pad_time(v, pad) for v in (xdt, ell, B, C))         # padding: ℓ = 0, no input
     r = onp.zeros((b, L), dtype=onp.int64) if restarts is None else restarts
     r = onp.concatenate([r, onp.repeat(r[:, -1:], pad, axis=1)], axis=1).reshape(b, c, Q)
     r_prev = onp.concatenate([onp.zeros((b, 1), onp.int64), r[:, :-1, -1]], axis=1)     # (b, c)
@@ -79,7 +86,7 @@ def ssd_chunked(x, dt, A, B, C, Q, restarts=None, initial_states=None):
     x_Qk = np.reshape(np.transpose(xdt, (0, 1, 3, 2, 4, 5)), (b, c, g, Q, k * p))   # (b, c, g, Q, kp)
     B = np.transpose(np.reshape(B, (b, c, Q, g, n)), (0, 1, 3, 2, 4))       # (b, c, g, Q, n)
     C = np.transpose(np.reshape(C, (b, c, Q, g, n)), (0, 1, 3, 2, 4))       # (b, c, g, Q, n)
-    ell = np.transpose(np.reshape(dt, (b, c, Q, g, k)), (0, 1, 3, 4, 2)) * np.reshape(A, (g, k, 1))
+    ell = np.transpose(np.reshape(ell, (b, c, Q, g, k)), (0, 1, 3, 4, 2))
     #                                                                          ell: (b, c, g, k, Q)
 
     # 1. intra-chunk: y_i = Σ_{j<=i, same segment} (C_i·B_j) exp(seg[i, j]) Δ_j x_j

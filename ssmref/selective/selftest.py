@@ -2,13 +2,14 @@
 
 Each case checks one invariant of ``docs/selective.md``: the evaluations agree (recurrence,
 associative scan, decoding steps, chunked SSD for any chunk size), and the time-invariant case is
-the dense SSM of :mod:`ssmref.ssm`.
+the dense SSM of :mod:`ssmref.ssm`; Mamba-3's cases are in :mod:`.mamba3_selftest`.
 """
 
 import numpy as onp
 
 from ssmref.selective import selective_scan, selective_state_update, ssd
 from ssmref.selective.lti import time_invariant_ssm
+from ssmref.selective.mamba3_selftest import CASES as MAMBA3_CASES
 from ssmref.ssm import ssm_scan
 
 
@@ -84,4 +85,4 @@ CASES = [
     ("Mamba-2: chunked SSD = recurrence for chunk sizes 1..64, seq_idx", case_ssd_chunk_sizes_agree),
     ("Mamba: time-invariant scan = dense SSM (real and complex A)",
      case_time_invariant_scan_is_the_dense_ssm),
-]
+] + MAMBA3_CASES

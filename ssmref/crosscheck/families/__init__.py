@@ -7,6 +7,8 @@
 - :mod:`.selective`: Mamba's selective scan and decoding step, Mamba-2's SSD, their gradients and a
   decode with a narrow state cache (inputs in :mod:`.selective_inputs`, baselines in
   :mod:`.selective_naive`);
+- :mod:`.mamba3`: Mamba-3 SISO, its decoding step and its gradients (baselines in
+  :mod:`.mamba3_naive`, 40-digit references in :mod:`.mamba3_ref`).
 - :mod:`.delta`: the delta rule family (DeltaNet, Gated DeltaNet, KDA), its decode step and its
   gradients (baselines in :mod:`.delta_naive`, 40-digit references in :mod:`.delta_ref`).
 """
