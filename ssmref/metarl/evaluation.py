@@ -34,16 +34,18 @@ from pathlib import Path
 import numpy as onp
 
 from ssmref import __version__
-from ssmref.checks import check_choice, check_int
+from ssmref.checks import check_choice, check_flag, check_int
 from ssmref.metarl.report import format_table, plot_adaptation
 from ssmref.metarl.rundir import RUN_FILES, RunError, load_trainer, one_line, read_config
-from ssmref.metarl.run_config import is_rl
+from ssmref.metarl.run_config import MAX_BATCH_STEPS, MAX_COUNT, is_rl
+from ssmref.metarl.runlock import run_lock
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
 from ssmref.storage import write_json
 
 EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)
 PROTOCOLS = ("ssmref", "finn")
 FINN_EPISODES = 40          # test_maml_point.py: batch_size=4000 steps of horizon 100
+MAX_EVAL_STEPS = 100        # inner steps an evaluation may take (Finn et al.: 3)
 
 # Finn et al. 2017 (fig. 4 / table in sec. 5.3): 2-D navigation, MAML, mean return after 0/1/2 steps.
 FINN_NAVIGATION = {0: -40.4, 1: -11.7, 2: -3.3}
@@ -78,18 +80,21 @@ def _rl_goal_set(trainer, tasks, seed, steps, later_inner_lr, episodes):
 
 
 def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmref", name=None,
-             log=print, plot=True, blas_threads_limit=DEFAULT_BLAS_THREADS):
+             log=print, plot=True, blas_threads_limit=DEFAULT_BLAS_THREADS, write=True):
     """Evaluate the checkpoint of ``run_dir`` on ``tasks`` held-out tasks after ``0..steps``
     inner steps with ``protocol`` (module docstring); writes and returns the result
     (``evaluation.json``, or ``evaluation_finn.json`` for ``protocol="finn"``, unless ``name``
     says otherwise).  RL runs: ``later_inner_lr`` is the step size of the second and later
     steps (``ssmref`` protocol only; default: the run's ``inner_lr``).  ``blas_threads_limit``:
-    BLAS threads while evaluating (``None``: the BLAS settings as they are)."""
+    BLAS threads while evaluating (``None``: the BLAS settings as they are).  ``write=False``
+    writes nothing (no result, no plot) and takes no lock, so it reads a run that another process
+    is writing; otherwise the run's write lock is held (:mod:`ssmref.metarl.runlock`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a directory")
-    tasks = check_int("tasks", tasks, minimum=1)
-    steps = check_int("steps", steps, minimum=0)
+    tasks = check_int("tasks", tasks, minimum=1, maximum=MAX_COUNT)
+    steps = check_int("steps", steps, minimum=0, maximum=MAX_EVAL_STEPS)
+    check_flag("write", write)
     check_choice("protocol", protocol, PROTOCOLS)
     name = name or ("evaluation.json" if protocol == "ssmref" else f"evaluation_{protocol}.json")
     if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(".json") \
@@ -97,6 +102,17 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
         raise ValueError(f"--out-name must be a plain file name ending in .json and not one of "
                          f"the run's own files {list(RUN_FILES)}, got {name!r}")
     config = read_config(run_dir)
+    if not write:
+        return _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
+                         blas_threads_limit, write)
+    with run_lock(run_dir, "evaluate"):
+        return _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
+                         blas_threads_limit, write)
+
+
+def _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
+              blas_threads_limit, write):
+    # evaluate() once its arguments and config.json are checked (and the lock is held)
     trainer = load_trainer(run_dir, config)
     trainer.blas_threads = blas_threads_limit
     rl = is_rl(config["env"])
@@ -109,6 +125,11 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
     if protocol == "finn":
         later_inner_lr = alpha / 2
     episodes = FINN_EPISODES if protocol == "finn" else None
+    if rl:
+        batch = tasks * (episodes or trainer.config.episodes_per_task) * trainer.family.horizon
+        if batch > MAX_BATCH_STEPS:
+            raise ValueError(f"--tasks {tasks} would sample {batch:,} steps per inner step "
+                             f"(tasks x episodes x horizon), more than {MAX_BATCH_STEPS:,}")
     held_out = trainer.family.sample_tasks(tasks, onp.random.default_rng([EVAL_SEED, 0]))
     t0 = time.perf_counter()
     result = {"env": config["env"], "iteration": trainer.iteration, "num_tasks": tasks,
@@ -131,6 +152,8 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
         result["reference_finn2017"] = {str(k): v for k, v in FINN_NAVIGATION.items()}
     if config["env"] == "bandit":
         result["oracle_return"] = float(onp.mean(trainer.family.oracle_return(held_out)))
+    if not write:
+        return result
     write_json(run_dir / name, result)
     if plot:
         png_name = "adaptation.png" if name == "evaluation.json" else name[:-len(".json")] + ".png"
@@ -154,6 +177,9 @@ def add_evaluate_arguments(p):
     p.add_argument("--out-name", default=None,
                    help="file name in RUN_DIR for the result (default evaluation.json, or "
                         "evaluation_finn.json with --protocol finn)")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the table only: write nothing into RUN_DIR and take no lock, so "
+                        "a run that is being trained can be read")
     add_blas_threads_argument(p)
 
 
@@ -168,7 +194,8 @@ def run_evaluate(args):
     try:
         result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps,
                           later_inner_lr=args.later_inner_lr, protocol=args.protocol,
-                          name=args.out_name, blas_threads_limit=args.blas_threads or None)
+                          name=args.out_name, blas_threads_limit=args.blas_threads or None,
+                          write=not args.no_write)
         print(format_table(result))
     except (RunError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

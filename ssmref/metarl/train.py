@@ -15,6 +15,8 @@
 ``evaluation.json``           written by ``evaluate`` (and at the end of ``train``)
 ``evaluation_finn.json``      navigation2d: ``evaluate --protocol finn`` (and the end of ``train``)
 ``adaptation.png``            the adaptation curve, when matplotlib is installed
+``run.lock``                  the write lock: one ``train``/``evaluate`` writes a run at a time
+                              (:mod:`ssmref.metarl.runlock`; holder's pid, command, start time)
 ============================  =====================================================================
 
 Meta-iteration ``i`` draws from ``numpy.random.default_rng([seed, i])``, so a run resumed from a
@@ -44,14 +46,15 @@ from pathlib import Path
 
 import numpy as onp
 
-from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, PROTOCOLS,  # noqa: F401
-                                      add_blas_threads_argument, add_evaluate_arguments,
+from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, MAX_EVAL_STEPS,  # noqa: F401
+                                      PROTOCOLS, add_blas_threads_argument, add_evaluate_arguments,
                                       evaluate, finn_goals, run_evaluate)
 from ssmref.metarl.report import format_table, progress_line
 from ssmref.metarl.rundir import (RunError, load_trainer, one_line, read_config,  # noqa: F401
                                   read_json, read_metrics, run_file, save_trainer)
-from ssmref.metarl.run_config import (PRESETS, TRAINABLE_ENVS, is_rl, maml_config,  # noqa: F401
-                                      make_config, new_trainer)
+from ssmref.metarl.runlock import run_lock
+from ssmref.metarl.run_config import (MAX_COUNT, PRESETS, TRAINABLE_ENVS, is_rl,  # noqa: F401
+                                      maml_config, make_config, new_trainer)
 from ssmref.metarl.policy.kinds import POLICY_KINDS
 from ssmref.metarl.maml_rl import OUTERS
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
@@ -122,33 +125,60 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
     ``resume``: ``config`` may hold only ``iterations`` (``None``: the stored length);
     ``given``: the settings the caller asked for, refused when they differ from the stored ones
     (:func:`check_resume_settings`).  At the end, navigation2d runs are evaluated with both
-    protocols (``evaluation.json``, ``evaluation_finn.json``), the others with the default."""
+    protocols (``evaluation.json``, ``evaluation_finn.json``), the others with the default.
+    The run's write lock (:mod:`ssmref.metarl.runlock`) is held throughout: ``RunError`` naming
+    the holder if another process writes ``run_dir``."""
     run_dir = Path(run_dir)
     if resume:
-        stored = read_config(run_dir)
-        check_resume_settings(run_dir, stored, given or {})
-        extend = config.get("iterations") is not None and config["iterations"] != stored["iterations"]
-        if extend:
-            stored["iterations"] = check_int("iterations", config["iterations"], minimum=1)
-        config = stored
-        if os.path.lexists(run_file(run_dir, "checkpoint.npz")):
-            trainer = load_trainer(run_dir, config)
-        else:                    # killed before its first checkpoint: start it again, exactly
-            trainer = new_trainer(config)
-        if trainer.iteration > config["iterations"]:
-            raise RunError(f"{run_dir} is at iteration {trainer.iteration}; --iterations "
-                           f"{config['iterations']} would go back")
-        history = read_metrics(run_file(run_dir, "metrics.jsonl"), trainer.iteration)
-        if extend:                                   # only once everything has loaded
-            write_json(run_dir / "config.json", config)
-        log(f"resuming {run_dir} at iteration {trainer.iteration}/{config['iterations']}")
+        if not run_dir.is_dir():
+            raise RunError(f"{run_dir} is not a run directory: nothing to resume")
+        command = "train --resume"
     else:
-        check_new_run_dir(run_dir)
+        check_new_run_dir(run_dir)                   # before anything is created
         run_dir.mkdir(parents=True, exist_ok=True)
+        command = "train"
+    with run_lock(run_dir, command):                 # one writer at a time (ssmref.metarl.runlock)
+        config, trainer, history = (_resume(run_dir, config, given, log) if resume
+                                    else _start(run_dir, config, log))
+        return _run(run_dir, config, trainer, history, log, log_every, evaluate_at_end,
+                    eval_tasks, eval_steps, blas_threads_limit)
+
+
+def _start(run_dir, config, log):
+    # a new run: (config, trainer, metrics so far)
+    # under the lock, the directory is checked again: a run started at the same moment won it
+    check_new_run_dir(run_dir)
+    write_json(run_dir / "config.json", config)
+    log(f"training {config['env']} for {config['iterations']} meta-iterations "
+        f"(seed {config['seed']}) -> {run_dir}")
+    return config, new_trainer(config), []
+
+
+def _resume(run_dir, config, given, log):
+    # the stored run, checked against the options given: (config, trainer, metrics so far)
+    stored = read_config(run_dir)
+    check_resume_settings(run_dir, stored, given or {})
+    extend = config.get("iterations") is not None and config["iterations"] != stored["iterations"]
+    if extend:
+        stored["iterations"] = check_int("iterations", config["iterations"], minimum=1)
+    config = stored
+    if os.path.lexists(run_file(run_dir, "checkpoint.npz")):
+        trainer = load_trainer(run_dir, config)
+    else:                        # killed before its first checkpoint: start it again, exactly
+        trainer = new_trainer(config)
+    if trainer.iteration > config["iterations"]:
+        raise RunError(f"{run_dir} is at iteration {trainer.iteration}; --iterations "
+                       f"{config['iterations']} would go back")
+    history = read_metrics(run_file(run_dir, "metrics.jsonl"), trainer.iteration)
+    if extend:                                   # only once everything has loaded
         write_json(run_dir / "config.json", config)
-        trainer, history = new_trainer(config), []
-        log(f"training {config['env']} for {config['iterations']} meta-iterations "
-            f"(seed {config['seed']}) -> {run_dir}")
+    log(f"resuming {run_dir} at iteration {trainer.iteration}/{config['iterations']}")
+    return config, trainer, history
+
+
+def _run(run_dir, config, trainer, history, log, log_every, evaluate_at_end, eval_tasks,
+         eval_steps, blas_threads_limit):
+    # the meta-iterations, checkpoints and final evaluation of a started or resumed run
     trainer.blas_threads = blas_threads_limit
     # rewrite the metrics up to the checkpoint (drops records of iterations that were lost)
     text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in history)
@@ -275,8 +305,8 @@ def run_train(args):
     out = args.out or os.path.join("runs", args.preset or args.env or "navigation2d")
     try:
         check_int("--blas-threads", args.blas_threads, minimum=0)
-        check_int("--eval-tasks", args.eval_tasks, minimum=1)      # checked before any work
-        check_int("--eval-steps", args.eval_steps, minimum=0)
+        check_int("--eval-tasks", args.eval_tasks, minimum=1, maximum=MAX_COUNT)   # before any work
+        check_int("--eval-steps", args.eval_steps, minimum=0, maximum=MAX_EVAL_STEPS)
         if args.iterations is not None:
             check_int("--iterations", args.iterations, minimum=1)
         if args.resume:

@@ -1,0 +1,74 @@
+"""One writer per run directory: an advisory lock on ``RUN_DIR/run.lock``.
+
+``train``, ``train --resume`` and ``evaluate`` (unless ``--no-write``) hold an exclusive
+``fcntl.flock`` on ``run.lock`` for as long as they run; a second writer refuses at once with a
+``RunError`` naming the holder (its pid, command and start time, which the holder writes into the
+file).  Two ``train --out X`` started together, or two ``--resume`` of one run, can therefore
+never mix their files: one runs, the other exits with status 2 before writing anything.
+
+The operating system releases the lock when the holder's file descriptor closes: at the end of the
+command, and also when the process crashes or is killed, so a lock is never stale (the file itself
+stays, unlocked, with the last holder's line; deleting it is safe when no run is going).  Readers
+take no lock: ``evaluate --no-write`` and loading a checkpoint work while a run is being written
+(every file is replaced atomically).  Within one process the lock is re-entrant, so ``train``'s
+final evaluation runs under ``train``'s own lock.  (``flock`` is advisory and local: a writer that
+ignores it, or a run directory on a network file system without ``flock``, is not protected.)
+"""
+
+import fcntl
+import os
+import stat
+import time
+from contextlib import contextmanager
+
+from ssmref.metarl.rundir import RunError
+
+LOCK_NAME = "run.lock"
+
+_held = {}          # real path of a run directory -> lock depth in this process
+
+
+def _holder(fd):
+    text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+    return text or "a process that has not written its name yet"
+
+
+@contextmanager
+def run_lock(run_dir, command):
+    """Hold the write lock of ``run_dir`` (an existing directory) for the ``with`` block, as
+    ``command`` (e.g. ``"train --resume"``); ``RunError`` naming the holder if another process
+    holds it.  ``run.lock`` must be a regular file or missing (a link or a FIFO is refused)."""
+    key = os.path.realpath(run_dir)
+    if key in _held:                                    # re-entrant within one process
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    path = os.path.join(run_dir, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o644)
+    except OSError as e:
+        raise RunError(f"{path}: cannot open the run's lock file ({e.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RunError(f"{path} is not a regular file; remove it")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run_dir} is being written by another process ({_holder(fd)}); "
+                           f"wait for it to end, or read the run without writing (evaluate "
+                           f"--no-write)") from None
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line = f"pid {os.getpid()}, {command}, started {started}\n".encode("utf-8")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, line, 0)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+    finally:
+        os.close(fd)                                    # releases the lock
