@@ -16,9 +16,9 @@ test checks against the collected cases):
 - JSON (manifests): 6
 - paths (names and links leading outside, non-regular files): 7
 - interrupted writes (SIGKILL at random moments): 12 kills
-- arguments of public functions: 67 (wrong types, shapes and values; finite inputs whose result
+- arguments of public functions: 68 (wrong types, shapes and values; finite inputs whose result
   would not be finite; masked arrays)
-- finite inputs at the edges of the documented domains, which give finite results: 5
+- finite inputs at the edges of the documented domains, which give finite results: 6
 - the cross-check command line: 8
 - the ``adapt`` command line: 4
 
@@ -504,6 +504,8 @@ ARGUMENTS = {
                                      r"params\['Lambda'\].*at most 1e\+100"),
     "diag_discretize dt 1e200": (lambda: diag_discretize(S4D["Lambda"], S4D["B"], 1e200, "zoh"),
                                  r"dt must have entries of magnitude at most 1e\+100"),
+    "discretize zoh dt 1e100": (lambda: ssm.discretize(P["A"], P["B"], 1e100),
+                                r"dt \* \|\|\[A B\]\|\|_1 = .* is more than 1e\+12"),
     "selective_scan masked u": (lambda: selective_scan(**{**SEL, "u": masked(SEL["u"])}),
                                 "u is a numpy.ma masked array"),
     "ssm_scan masked u": (lambda: ssm.ssm_scan(P, masked(U)), "u is a numpy.ma masked array"),
@@ -553,6 +555,7 @@ EDGES = {
                                                              onp.ones((3, 2)), method="bilinear",
                                                              output="re"),
     "dplr_kernel Lambda -1e-6": lambda: dplr_kernel(DPLR_NEAR, 8),
+    "discretize zoh dt ||[A B]|| 9e11": lambda: ssm.discretize(-onp.eye(3), onp.ones((3, 1)), 3e11),
 }
 
 
