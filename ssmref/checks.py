@@ -61,7 +61,8 @@ def check_scalar(name, value, *, low=None, high=None, low_open=False, high_open=
     are refused.
     """
     raw = getval(value)
-    if isinstance(raw, (bool, onp.bool_)) or onp.ndim(raw) != 0 or values(name, raw).dtype.kind not in "iuf":
+    if isinstance(raw, (bool, onp.bool_)) or onp.ndim(raw) != 0 \
+            or values(name, raw).dtype.kind not in "iuf":
         raise ValueError(f"{name} must be a real scalar{_bounds(low, high, low_open, high_open)}, "
                          f"got {raw!r}")
     x = float(raw)

@@ -401,10 +401,11 @@ DPLR_ZERO = {**DPLR, "Lambda": onp.concatenate([[0.0], DPLR["Lambda"][1:]])}
 DPLR_ZERO["Ct"] = dplr_truncate(DPLR_ZERO, 8)
 DPLR_POLE = {**DPLR, "Lambda": onp.concatenate([[2.0 / DPLR["dt"]], DPLR["Lambda"][1:]])}
 FAR = {**S4D, "Lambda": onp.concatenate([[-1e301 + 1j], S4D["Lambda"][1:]])}
-RAW = dict(log_neg_re=onp.zeros(3), im=onp.zeros(3), B_re=onp.zeros((3, 2)), B_im=onp.zeros((3, 2)),
-           C_re=onp.zeros((1, 3)), C_im=onp.zeros((1, 3)), D=onp.zeros((1, 2)), log_dt=onp.zeros(()))
-S4D_LAYOUT = dict(Lambda=onp.array([[-0.5 + 1j, -0.5 + 2j]]), B=onp.ones((1, 2)), C=onp.ones((1, 2)),
-                  D=onp.ones(1), dt=onp.array([0.1]))
+RAW = dict(log_neg_re=onp.zeros(3), im=onp.zeros(3), B_re=onp.zeros((3, 2)),
+           B_im=onp.zeros((3, 2)), C_re=onp.zeros((1, 3)), C_im=onp.zeros((1, 3)),
+           D=onp.zeros((1, 2)), log_dt=onp.zeros(()))
+S4D_LAYOUT = dict(Lambda=onp.array([[-0.5 + 1j, -0.5 + 2j]]), B=onp.ones((1, 2)),
+                  C=onp.ones((1, 2)), D=onp.ones(1), dt=onp.array([0.1]))
 
 
 def masked(x):
@@ -569,7 +570,8 @@ def test_finite_inputs_in_the_domain_give_finite_results(name):
 def test_a_dplr_kernel_next_to_a_pole_matches_the_dense_kernel():
     """Just outside the refused neighbourhood of a Cauchy pole the kernel is still accurate."""
     dense = ssm.ssm_kernel(dplr_to_dense(DPLR_NEAR), 8)
-    onp.testing.assert_allclose(dplr_kernel(DPLR_NEAR, 8), dense, rtol=0, atol=1e-7 * abs(dense).max())
+    onp.testing.assert_allclose(dplr_kernel(DPLR_NEAR, 8), dense, rtol=0,
+                                atol=1e-7 * abs(dense).max())
 
 
 def test_ssd_chunk_size_beyond_the_length_allocates_nothing_more():

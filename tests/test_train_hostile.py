@@ -7,9 +7,10 @@ no traceback, nothing written before every option was checked, no file of the ru
 Attacks, by category (each kind counts once, whatever the commands it is tried with; the last
 test checks the numbers):
 
-- run-directory files (``config.json``, ``metrics.jsonl``, ``checkpoint.npz``): 25 (malformed,
-  unbounded sizes, settings that do not apply, a config and a checkpoint of different runs, links,
-  bad metrics records)
+- run-directory files (``config.json``, ``metrics.jsonl``, ``checkpoint.npz``, ``run.lock``):
+  29 (malformed, unbounded sizes, settings that do not apply, a config and a checkpoint of
+  different runs, links, lock files that are not files, bad metrics records, a directory without
+  a run)
 - options refused before any work or any write: 31 (values, unbounded sizes, options that do not
   apply, ``--out`` and ``--out-name`` that would overwrite, ``--resume`` with other settings)
 - runs interrupted before their first checkpoint, and corrupt metrics: 4
@@ -419,6 +420,40 @@ def test_a_second_writer_is_refused_while_a_run_is_written(tmp_path, capsys):
     assert (out / "evaluation.json").exists()
 
 
+LOCK_FILES = ["link leading outside", "fifo", "directory"]
+
+
+@pytest.mark.parametrize("kind", LOCK_FILES)
+def test_a_lock_file_that_is_not_a_regular_file(trained, tmp_path, capsys, kind):
+    """``run.lock`` as a link (its target is never truncated), a FIFO (never blocks) or a
+    directory: refused."""
+    run_dir = copy_run(trained, tmp_path / "run")
+    lock = run_dir / "run.lock"
+    lock.unlink()
+    outside = tmp_path / "precious"
+    outside.write_text("mine")
+    if kind == "link leading outside":
+        os.symlink(outside, lock)
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    before = run_files(run_dir)
+    for argv in (["evaluate", run_dir, "--tasks", "2", "--steps", "1"],
+                 ["train", "--resume", "--out", run_dir, "--iterations", "3", "--no-eval"]):
+        rc, stdout, err = run(argv, capsys)
+        assert_refused(rc, err)
+        assert "run.lock" in err
+    assert outside.read_text() == "mine" and run_files(run_dir) == before
+
+
+def test_resume_of_a_directory_without_a_run_writes_nothing(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    rc, stdout, err = run(["train", "--resume", "--out", tmp_path, "--no-eval"], capsys)
+    assert_refused(rc, err)
+    assert "no config.json" in err and os.listdir(tmp_path) == ["notes.txt"]
+
+
 def test_two_runs_started_together_never_mix(tmp_path, capsys):
     """Two ``train --out X`` (seeds 0 and 1) at once: one runs, the other exits 2; the run holds
     the winner's config, checkpoint and metrics only."""
@@ -467,7 +502,8 @@ def test_two_resumes_at_once_leave_a_consistent_run(trained, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 ATTACKS = {
-    "run-directory files": len(CONFIGS) + len(CHECKPOINTS) + 4,   # + link, metrics x 3
+    "run-directory files": len(CONFIGS) + len(CHECKPOINTS) + len(LOCK_FILES) + 5,   # + link,
+    # metrics x 3, a directory without a run
     "options": len(BAD_OPTIONS) + 2 + len(OUT_NAMES) + len(RESUME_CONFLICTS) + 1,   # + module
     "interrupted": 4,
     "concurrent": 3,
@@ -476,7 +512,7 @@ ATTACKS = {
 
 def test_the_docstring_counts_the_attacks():
     doc = " ".join(__doc__.split())
-    assert f"``metrics.jsonl``, ``checkpoint.npz``): {ATTACKS['run-directory files']}" in doc
+    assert f"``checkpoint.npz``, ``run.lock``): {ATTACKS['run-directory files']}" in doc
     assert f"options refused before any work or any write: {ATTACKS['options']}" in doc
     assert f"and corrupt metrics: {ATTACKS['interrupted']}" in doc
     assert f"concurrent writers of one run directory: {ATTACKS['concurrent']}" in doc

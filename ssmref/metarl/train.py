@@ -130,8 +130,8 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
     the holder if another process writes ``run_dir``."""
     run_dir = Path(run_dir)
     if resume:
-        if not run_dir.is_dir():
-            raise RunError(f"{run_dir} is not a run directory: nothing to resume")
+        if not run_dir.is_dir() or not os.path.lexists(run_dir / "config.json"):
+            raise RunError(f"{run_dir} holds no run (no config.json): nothing to resume")
         command = "train --resume"
     else:
         check_new_run_dir(run_dir)                   # before anything is created

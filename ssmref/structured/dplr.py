@@ -179,8 +179,8 @@ def dplr_kernel(params, length, *, allow_unstable=False):
     ``params``: ``{"Lambda": (N,), "P": (N, r), "Q": (N, r), "B": (N, m), "Ct": (p, N), "dt": ()}``
     with ``Ct = C (I − Ā^L)`` (:func:`dplr_truncate`; ``length`` must be the ``L`` of ``C̃``).
     Cost O(L N (p m + r (p + m + r))) plus the FFT.  Refuses ``Re Λ > 0`` unless
-    ``allow_unstable=True`` (with ``Q = P`` and ``Re Λ ≤ 0``, ``A + A^* ⪯ 0``: the system is stable),
-    and ``Λ_n`` at a pole of the Cauchy kernel (:func:`cauchy_poles`; ``Λ_n = 0`` is one).
+    ``allow_unstable=True`` (with ``Q = P`` and ``Re Λ ≤ 0``, ``A + A^* ⪯ 0``: the system is
+    stable), and ``Λ_n`` at a pole of the Cauchy kernel (:func:`cauchy_poles`; ``Λ_n = 0`` is one).
     """
     Lam, P, Q, B, dt = validate.dplr_core(params)
     Ct = validate.output_matrix(params, "Ct", np.shape(Lam)[0])

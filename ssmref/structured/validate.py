@@ -184,7 +184,8 @@ def dplr_core(params):
 
 
 #: How close ``ΔΛ_n / 2`` may come to 1 in a DPLR system (relative): nearer, the diagonal part
-#: ``(2/Δ − Λ)^{-1}`` of the Woodbury form is infinite, or so large that the form cancels its digits.
+#: ``(2/Δ − Λ)^{-1}`` of the Woodbury form is infinite, or so large that the form cancels its
+#: digits.
 WOODBURY_GAP = 1e-8
 
 
@@ -196,8 +197,8 @@ def woodbury_pole(Lam, dt):
     if onp.any(gap < WOODBURY_GAP):
         n = int(onp.argmin(gap))
         raise ValueError(f"params['Lambda'][{n}] = {lam[n]:.6g} is within {WOODBURY_GAP:g} "
-                         f"(relative) of 2/dt = {2.0 / d:.6g}, the pole of the DPLR form's diagonal "
-                         f"part (2/dt - Lambda)^-1; the dense form (dplr_to_dense(params, "
+                         f"(relative) of 2/dt = {2.0 / d:.6g}, the pole of the DPLR form's "
+                         f"diagonal part (2/dt - Lambda)^-1; the dense form (dplr_to_dense(params, "
                          f"discrete=False) with ssmref.ssm.discretize) has no such pole")
 
 
