@@ -8,11 +8,11 @@ Attacks, by category (each kind counts once, whatever the commands it is tried w
 test checks the numbers):
 
 - run-directory files (``config.json``, ``metrics.jsonl``, ``checkpoint.npz``, ``run.lock``):
-  29 (malformed, unbounded sizes, settings that do not apply, a config and a checkpoint of
+  30 (malformed, unbounded sizes, settings that do not apply, a config and a checkpoint of
   different runs, links, lock files that are not files, bad metrics records, a directory without
   a run)
-- options refused before any work or any write: 31 (values, unbounded sizes, options that do not
-  apply, ``--out`` and ``--out-name`` that would overwrite, ``--resume`` with other settings)
+- options refused before any work or any write: 34 (values, unbounded sizes, usage errors,
+  options that do not apply, ``--out`` and ``--out-name`` that would overwrite, ``--resume`` with other settings)
 - runs interrupted before their first checkpoint, and corrupt metrics: 4
 - concurrent writers of one run directory: 3 (a writer refused while another process holds the
   run, readers not; two runs started together; two resumes at once)
@@ -36,7 +36,10 @@ TINY = ["--env", "bandit", "--meta-batch-size", "2", "--episodes-per-task", "2",
 
 def run(argv, capsys):
     """``main(argv)``: ``(exit status, stdout, stderr)``."""
-    rc = main([str(a) for a in argv])
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:                     # a usage error: argparse exits
+        rc = e.code
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -97,6 +100,7 @@ CONFIGS = {
     "horizon 1e9": (lambda c: c["family"].update(horizon=10 ** 9), "horizon must be an int"),
     "meta_batch_size 1e5": (lambda c: c["maml"].update(meta_batch_size=10 ** 5),
                             "meta_batch_size must be an int"),
+    "iterations 1e12": (lambda c: c.update(iterations=10 ** 12), "iterations must be an int"),
     # settings that do not apply, or do not match the checkpoint
     "unknown preset": (lambda c: c.update(preset="nonsense"), "preset must be one of"),
     "mlp policy with state_dim": (lambda c: c["policy"].update(kind="mlp"),
@@ -250,6 +254,12 @@ BAD_OPTIONS = {
                                 "MAX_BATCH_STEPS"),
     "eval-tasks 1e9": (TINY_RUN + ["--eval-tasks", "1000000000"], "--eval-tasks must be an int"),
     "eval-steps 1e6": (TINY_RUN + ["--eval-steps", "1000000"], "--eval-steps must be an int"),
+    "iterations 1e11": (TINY_RUN + ["--iterations", str(10 ** 11)],
+                        "--iterations must be an int >= 1 and <= 10000000"),
+    # usage errors: one line too
+    "hidden 1e5 (not an int)": (TINY_RUN + ["--hidden", "1e5"],
+                                "hidden sizes must be ints separated by commas"),
+    "seed abc": (TINY_RUN + ["--seed", "abc"], "invalid int value: 'abc'"),
     # options that do not apply
     "mlp with state-dim": (NAV + ["--policy", "mlp", "--state-dim", "4"],
                            "applies to the SSM policy"),

@@ -126,7 +126,7 @@ def make_config(env=None, *, seed=0, iterations=None, checkpoint_every=25, famil
     config = {"env": env, "seed": check_int("seed", seed, minimum=0),
               "ssmref_version": __version__, "preset": preset,
               "iterations": check_int("iterations", d["iterations"] if iterations is None
-                                      else iterations, minimum=1),
+                                      else iterations, minimum=1, maximum=MAX_ITERATIONS),
               "checkpoint_every": check_int("checkpoint_every", checkpoint_every, minimum=1),
               "lr_decay": bool(d.get("lr_decay", False) if lr_decay is None else lr_decay),
               "family": {**d["family"], **(family or {})},
@@ -147,6 +147,8 @@ def make_config(env=None, *, seed=0, iterations=None, checkpoint_every=25, famil
 #: low enough that a hostile configuration cannot ask for terabytes before it is refused (the
 #: total is bounded too: ``ssmref.checks.MAX_MODEL_PARAMETERS``).
 MAX_POLICY_SIZE = 100_000
+#: The most meta-iterations a run may ask for (Finn et al.: 100 to 70 000).
+MAX_ITERATIONS = 10_000_000
 #: The longest episode (Finn et al.: 100; RL^2's bandits: up to 500).
 MAX_HORIZON = 10_000
 #: The largest count of tasks, episodes, arms, support points, inner steps or rounds, CG or
@@ -164,7 +166,7 @@ def check_config(config):
     arguments, the MAML settings, the policy's kind and sizes."""
     check_choice("env", config["env"], TRAINABLE_ENVS)
     check_int("seed", config["seed"], minimum=0)
-    check_int("iterations", config["iterations"], minimum=0)
+    check_int("iterations", config["iterations"], minimum=0, maximum=MAX_ITERATIONS)
     check_int("checkpoint_every", config["checkpoint_every"], minimum=1)
     if config.get("preset") is not None:
         check_choice("preset", config["preset"], tuple(PRESETS))

@@ -36,6 +36,7 @@ The configuration and the trainer it builds: :mod:`ssmref.metarl.run_config`; th
 :mod:`ssmref.metarl.rundir`; the table and the plot: :mod:`ssmref.metarl.report`.
 """
 
+import argparse
 import json
 import math
 import os
@@ -53,8 +54,9 @@ from ssmref.metarl.report import format_table, progress_line
 from ssmref.metarl.rundir import (RunError, load_trainer, one_line, read_config,  # noqa: F401
                                   read_json, read_metrics, run_file, save_trainer)
 from ssmref.metarl.runlock import run_lock
-from ssmref.metarl.run_config import (MAX_COUNT, PRESETS, TRAINABLE_ENVS, is_rl,  # noqa: F401
-                                      maml_config, make_config, new_trainer)
+from ssmref.metarl.run_config import (MAX_COUNT, MAX_ITERATIONS, PRESETS,  # noqa: F401
+                                      TRAINABLE_ENVS, is_rl, maml_config, make_config,
+                                      new_trainer)
 from ssmref.metarl.policy.kinds import POLICY_KINDS
 from ssmref.metarl.maml_rl import OUTERS
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
@@ -160,7 +162,8 @@ def _resume(run_dir, config, given, log):
     check_resume_settings(run_dir, stored, given or {})
     extend = config.get("iterations") is not None and config["iterations"] != stored["iterations"]
     if extend:
-        stored["iterations"] = check_int("iterations", config["iterations"], minimum=1)
+        stored["iterations"] = check_int("iterations", config["iterations"], minimum=1,
+                                         maximum=MAX_ITERATIONS)
     config = stored
     if os.path.lexists(run_file(run_dir, "checkpoint.npz")):
         trainer = load_trainer(run_dir, config)
@@ -215,7 +218,11 @@ def _run(run_dir, config, trainer, history, log, log_every, evaluate_at_end, eva
 # ---------------------------------------------------------------------------------------------
 
 def _hidden(text):
-    return [int(h) for h in text.split(",") if h]
+    try:
+        return [int(h) for h in text.split(",") if h]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"hidden sizes must be ints separated by commas (e.g. "
+                                         f"64,64), got {text!r}") from None
 
 
 def add_train_arguments(p):
@@ -308,7 +315,7 @@ def run_train(args):
         check_int("--eval-tasks", args.eval_tasks, minimum=1, maximum=MAX_COUNT)   # before any work
         check_int("--eval-steps", args.eval_steps, minimum=0, maximum=MAX_EVAL_STEPS)
         if args.iterations is not None:
-            check_int("--iterations", args.iterations, minimum=1)
+            check_int("--iterations", args.iterations, minimum=1, maximum=MAX_ITERATIONS)
         if args.resume:
             config, given = {"iterations": args.iterations}, given_settings(args)
         else:
