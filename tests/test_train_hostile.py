@@ -11,7 +11,7 @@ test checks the numbers):
   30 (malformed, unbounded sizes, settings that do not apply, a config and a checkpoint of
   different runs, links, lock files that are not files, bad metrics records, a directory without
   a run)
-- options refused before any work or any write: 34 (values, unbounded sizes, usage errors,
+- options refused before any work or any write: 35 (values, unbounded sizes, usage errors,
   options that do not apply, ``--out`` and ``--out-name`` that would overwrite, ``--resume`` with other settings)
 - runs interrupted before their first checkpoint, and corrupt metrics: 4
 - concurrent writers of one run directory: 3 (a writer refused while another process holds the
@@ -253,6 +253,8 @@ BAD_OPTIONS = {
     "steps per iteration 4e7": (TINY_RUN + ["--horizon", "10000", "--episodes-per-task", "1000"],
                                 "MAX_BATCH_STEPS"),
     "eval-tasks 1e9": (TINY_RUN + ["--eval-tasks", "1000000000"], "--eval-tasks must be an int"),
+    "final evaluation of 2e7 steps": (["train", "--env", "navigation2d", "--iterations", "2",
+                                       "--eval-tasks", "10000"], "would sample 20,000,000 steps"),
     "eval-steps 1e6": (TINY_RUN + ["--eval-steps", "1000000"], "--eval-steps must be an int"),
     "iterations 1e11": (TINY_RUN + ["--iterations", str(10 ** 11)],
                         "--iterations must be an int >= 1 and <= 10000000"),

@@ -37,7 +37,8 @@ from ssmref import __version__
 from ssmref.checks import check_choice, check_flag, check_int
 from ssmref.metarl.report import format_table, plot_adaptation
 from ssmref.metarl.rundir import RUN_FILES, RunError, load_trainer, one_line, read_config
-from ssmref.metarl.run_config import MAX_BATCH_STEPS, MAX_COUNT, is_rl
+from ssmref.metarl.run_config import (MAX_BATCH_STEPS, MAX_COUNT, build_family, is_rl,
+                                      maml_config)
 from ssmref.metarl.runlock import run_lock
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
 from ssmref.storage import write_json
@@ -79,6 +80,18 @@ def _rl_goal_set(trainer, tasks, seed, steps, later_inner_lr, episodes):
     return out
 
 
+def check_eval_batch(config, tasks, protocol):
+    """``ValueError`` if evaluating ``tasks`` tasks of the run ``config`` with ``protocol`` would
+    sample more than ``MAX_BATCH_STEPS`` steps per inner step (tasks x episodes x horizon)."""
+    if not is_rl(config["env"]):
+        return
+    episodes = FINN_EPISODES if protocol == "finn" else maml_config(config).episodes_per_task
+    batch = tasks * episodes * build_family(config).horizon
+    if batch > MAX_BATCH_STEPS:
+        raise ValueError(f"{tasks} evaluation tasks would sample {batch:,} steps per inner step "
+                         f"(tasks x episodes x horizon), more than {MAX_BATCH_STEPS:,}")
+
+
 def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmref", name=None,
              log=print, plot=True, blas_threads_limit=DEFAULT_BLAS_THREADS, write=True):
     """Evaluate the checkpoint of ``run_dir`` on ``tasks`` held-out tasks after ``0..steps``
@@ -102,6 +115,7 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
         raise ValueError(f"--out-name must be a plain file name ending in .json and not one of "
                          f"the run's own files {list(RUN_FILES)}, got {name!r}")
     config = read_config(run_dir)
+    check_eval_batch(config, tasks, protocol)
     if not write:
         return _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
                          blas_threads_limit, write)
@@ -125,11 +139,6 @@ def _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log
     if protocol == "finn":
         later_inner_lr = alpha / 2
     episodes = FINN_EPISODES if protocol == "finn" else None
-    if rl:
-        batch = tasks * (episodes or trainer.config.episodes_per_task) * trainer.family.horizon
-        if batch > MAX_BATCH_STEPS:
-            raise ValueError(f"--tasks {tasks} would sample {batch:,} steps per inner step "
-                             f"(tasks x episodes x horizon), more than {MAX_BATCH_STEPS:,}")
     held_out = trainer.family.sample_tasks(tasks, onp.random.default_rng([EVAL_SEED, 0]))
     t0 = time.perf_counter()
     result = {"env": config["env"], "iteration": trainer.iteration, "num_tasks": tasks,

@@ -49,7 +49,7 @@ import numpy as onp
 
 from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, MAX_EVAL_STEPS,  # noqa: F401
                                       PROTOCOLS, add_blas_threads_argument, add_evaluate_arguments,
-                                      evaluate, finn_goals, run_evaluate)
+                                      check_eval_batch, evaluate, finn_goals, run_evaluate)
 from ssmref.metarl.report import format_table, progress_line
 from ssmref.metarl.rundir import (RunError, load_trainer, one_line, read_config,  # noqa: F401
                                   read_json, read_metrics, run_file, save_trainer)
@@ -109,6 +109,18 @@ def check_new_run_dir(run_dir):
         raise RunError(f"--out {run_dir}: {parent} is not writable")
 
 
+def final_protocols(config):
+    """The protocols of the evaluation at the end of a run: both for navigation2d."""
+    return PROTOCOLS if config["env"] == "navigation2d" else ("ssmref",)
+
+
+def check_final_evaluation(config, evaluate_at_end, eval_tasks):
+    """The evaluation at the end of the run, checked before the run starts (its sizes)."""
+    if evaluate_at_end:
+        for protocol in final_protocols(config):
+            check_eval_batch(config, eval_tasks, protocol)
+
+
 def check_finite_step(record, trainer, run_dir):
     """``RunError`` if a meta-iteration produced non-finite metrics or parameters: the run stops,
     and its last checkpoint (all finite) is kept."""
@@ -136,12 +148,14 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
             raise RunError(f"{run_dir} holds no run (no config.json): nothing to resume")
         command = "train --resume"
     else:
+        check_final_evaluation(config, evaluate_at_end, eval_tasks)
         check_new_run_dir(run_dir)                   # before anything is created
         run_dir.mkdir(parents=True, exist_ok=True)
         command = "train"
     with run_lock(run_dir, command):                 # one writer at a time (ssmref.metarl.runlock)
-        config, trainer, history = (_resume(run_dir, config, given, log) if resume
-                                    else _start(run_dir, config, log))
+        config, trainer, history = (
+            _resume(run_dir, config, given, log, evaluate_at_end, eval_tasks) if resume
+            else _start(run_dir, config, log))
         return _run(run_dir, config, trainer, history, log, log_every, evaluate_at_end,
                     eval_tasks, eval_steps, blas_threads_limit)
 
@@ -156,10 +170,11 @@ def _start(run_dir, config, log):
     return config, new_trainer(config), []
 
 
-def _resume(run_dir, config, given, log):
+def _resume(run_dir, config, given, log, evaluate_at_end, eval_tasks):
     # the stored run, checked against the options given: (config, trainer, metrics so far)
     stored = read_config(run_dir)
     check_resume_settings(run_dir, stored, given or {})
+    check_final_evaluation(stored, evaluate_at_end, eval_tasks)
     extend = config.get("iterations") is not None and config["iterations"] != stored["iterations"]
     if extend:
         stored["iterations"] = check_int("iterations", config["iterations"], minimum=1,
@@ -205,8 +220,7 @@ def _run(run_dir, config, trainer, history, log, log_every, evaluate_at_end, eva
     if not (run_dir / "checkpoint.npz").exists():
         save_trainer(run_dir, trainer)
     if evaluate_at_end:
-        protocols = PROTOCOLS if config["env"] == "navigation2d" else ("ssmref",)
-        for protocol in protocols:
+        for protocol in final_protocols(config):
             result = evaluate(run_dir, tasks=eval_tasks, steps=eval_steps, protocol=protocol,
                               log=log, blas_threads_limit=blas_threads_limit)
             log(format_table(result))
