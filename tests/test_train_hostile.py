@@ -401,9 +401,10 @@ def wait_for(condition, timeout=120.0):
 
 
 def test_a_second_writer_is_refused_while_a_run_is_written(tmp_path, capsys):
-    """A ``train`` in another process holds the run: ``--resume``, ``train`` and ``evaluate``
-    (also with ``--out-name``) refuse, naming it; ``evaluate --no-write`` reads the run; once the
-    holder is killed, the operating system has released the lock."""
+    """A ``train`` in another process holds the run: ``--resume``, ``train`` and ``evaluate
+    --out-name`` refuse, naming it; readers work: ``evaluate --no-write``, and a plain
+    ``evaluate``, which then writes nothing; once the holder is killed, the operating system has
+    released the lock."""
     out = tmp_path / "run"
     holder = subprocess.Popen(ssmref_command("train", *TINY, "--out", out, "--iterations", 10 ** 5),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -412,17 +413,18 @@ def test_a_second_writer_is_refused_while_a_run_is_written(tmp_path, capsys):
         wait_for(lambda: (out / "checkpoint.npz").exists() and lock.exists()
                  and f"pid {holder.pid}," in lock.read_text())
         for argv in (["train", "--resume", "--out", out, "--no-eval"],
-                     ["evaluate", out, "--tasks", "2", "--steps", "1"],
                      ["evaluate", out, "--tasks", "2", "--steps", "1", "--out-name", "mine.json"]):
             rc, stdout, err = run(argv, capsys)
             assert_refused(rc, err)
             assert f"pid {holder.pid}, train, started" in err
         assert_refused(*run(["train", *TINY, "--out", out, "--iterations", "2"], capsys)[::2])
-        assert not (out / "mine.json").exists() and not (out / "evaluation.json").exists()
-        rc, stdout, err = run(["evaluate", out, "--tasks", "2", "--steps", "1", "--no-write"],
-                              capsys)
-        assert rc == 0, err
-        assert "return (mean" in stdout and not (out / "evaluation.json").exists()
+        assert not (out / "mine.json").exists()
+        for extra in (["--no-write"], []):
+            rc, stdout, err = run(["evaluate", out, "--tasks", "2", "--steps", "1", *extra],
+                                  capsys)
+            assert rc == 0, err
+            assert "return (mean" in stdout and not (out / "evaluation.json").exists()
+        assert f"pid {holder.pid}, train, started" in stdout and "not written" in stdout
     finally:
         holder.kill()
         holder.wait(timeout=60)

@@ -29,6 +29,7 @@ draws its episodes from its own fixed seed, so a result does not depend on the o
 import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as onp
@@ -39,7 +40,7 @@ from ssmref.metarl.report import format_table, plot_adaptation
 from ssmref.metarl.rundir import RUN_FILES, RunError, load_trainer, one_line, read_config
 from ssmref.metarl.run_config import (MAX_BATCH_STEPS, MAX_COUNT, build_family, is_rl,
                                       maml_config)
-from ssmref.metarl.runlock import run_lock
+from ssmref.metarl.runlock import RunLocked, run_lock
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
 from ssmref.storage import write_json
 
@@ -99,9 +100,12 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
     (``evaluation.json``, or ``evaluation_finn.json`` for ``protocol="finn"``, unless ``name``
     says otherwise).  RL runs: ``later_inner_lr`` is the step size of the second and later
     steps (``ssmref`` protocol only; default: the run's ``inner_lr``).  ``blas_threads_limit``:
-    BLAS threads while evaluating (``None``: the BLAS settings as they are).  ``write=False``
-    writes nothing (no result, no plot) and takes no lock, so it reads a run that another process
-    is writing; otherwise the run's write lock is held (:mod:`ssmref.metarl.runlock`)."""
+    BLAS threads while evaluating (``None``: the BLAS settings as they are).
+
+    Writing holds the run's write lock (:mod:`ssmref.metarl.runlock`).  If another process holds
+    it (a ``train`` of this run), an explicit ``name`` is refused (``RunLocked``), and the default
+    evaluation is computed and returned without writing (said through ``log``): the run's files
+    stay its writer's.  ``write=False`` writes nothing (no result, no plot) and takes no lock."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a directory")
@@ -109,6 +113,7 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
     steps = check_int("steps", steps, minimum=0, maximum=MAX_EVAL_STEPS)
     check_flag("write", write)
     check_choice("protocol", protocol, PROTOCOLS)
+    explicit_name = name is not None
     name = name or ("evaluation.json" if protocol == "ssmref" else f"evaluation_{protocol}.json")
     if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(".json") \
             or name.startswith(".") or name in RUN_FILES:
@@ -116,17 +121,23 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
                          f"the run's own files {list(RUN_FILES)}, got {name!r}")
     config = read_config(run_dir)
     check_eval_batch(config, tasks, protocol)
-    if not write:
-        return _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
-                         blas_threads_limit, write)
-    with run_lock(run_dir, "evaluate"):
+    with ExitStack() as stack:
+        if write:
+            try:
+                stack.enter_context(run_lock(run_dir, "evaluate"))
+            except RunLocked as e:
+                if explicit_name:
+                    raise
+                log(f"{run_dir} is being written by another process ({e.holder}): this "
+                    f"evaluation is not written to {name}")
+                write = False
         return _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
                          blas_threads_limit, write)
 
 
 def _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
               blas_threads_limit, write):
-    # evaluate() once its arguments and config.json are checked (and the lock is held)
+    # evaluate() once its arguments and config.json are checked (and the lock is held to write)
     trainer = load_trainer(run_dir, config)
     trainer.blas_threads = blas_threads_limit
     rl = is_rl(config["env"])
@@ -187,8 +198,8 @@ def add_evaluate_arguments(p):
                    help="file name in RUN_DIR for the result (default evaluation.json, or "
                         "evaluation_finn.json with --protocol finn)")
     p.add_argument("--no-write", action="store_true",
-                   help="print the table only: write nothing into RUN_DIR and take no lock, so "
-                        "a run that is being trained can be read")
+                   help="print the table only: write nothing into RUN_DIR and take no lock (a "
+                        "run that another process is writing is read so anyway)")
     add_blas_threads_argument(p)
 
 

@@ -3,7 +3,8 @@
 ``train``, ``train --resume`` and ``evaluate`` (unless ``--no-write``) hold an exclusive
 ``fcntl.flock`` on ``run.lock`` for as long as they run; a second writer refuses at once with a
 ``RunError`` naming the holder (its pid, command and start time, which the holder writes into the
-file).  Two ``train --out X`` started together, or two ``--resume`` of one run, can therefore
+file).  (A plain ``evaluate`` of a run that another process holds does not write: it reports the
+result and leaves the run's files to their writer; with ``--out-name`` it refuses.)  Two ``train --out X`` started together, or two ``--resume`` of one run, can therefore
 never mix their files: one runs, the other exits with status 2 before writing anything.
 
 The operating system releases the lock when the holder's file descriptor closes: at the end of the
@@ -28,6 +29,14 @@ LOCK_NAME = "run.lock"
 _held = {}          # real path of a run directory -> lock depth in this process
 
 
+class RunLocked(RunError):
+    """Another process holds the run's write lock; ``holder`` is its line (pid, command, start)."""
+
+    def __init__(self, message, holder):
+        super().__init__(message)
+        self.holder = holder
+
+
 def _holder(fd):
     text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
     return text or "a process that has not written its name yet"
@@ -36,8 +45,8 @@ def _holder(fd):
 @contextmanager
 def run_lock(run_dir, command):
     """Hold the write lock of ``run_dir`` (an existing directory) for the ``with`` block, as
-    ``command`` (e.g. ``"train --resume"``); ``RunError`` naming the holder if another process
-    holds it.  ``run.lock`` must be a regular file or missing (a link or a FIFO is refused)."""
+    ``command`` (e.g. ``"train --resume"``); :class:`RunLocked` naming the holder if another
+    process holds it.  ``run.lock`` must be a regular file or missing (a link or a FIFO is refused)."""
     key = os.path.realpath(run_dir)
     if key in _held:                                    # re-entrant within one process
         _held[key] += 1
@@ -58,9 +67,10 @@ def run_lock(run_dir, command):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunError(f"{run_dir} is being written by another process ({_holder(fd)}); "
-                           f"wait for it to end, or read the run without writing (evaluate "
-                           f"--no-write)") from None
+            holder = _holder(fd)
+            raise RunLocked(f"{run_dir} is being written by another process ({holder}); wait for "
+                            f"it to end, or read the run without writing (evaluate --no-write)",
+                            holder) from None
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         line = f"pid {os.getpid()}, {command}, started {started}\n".encode("utf-8")
         os.ftruncate(fd, 0)
