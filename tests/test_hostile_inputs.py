@@ -665,10 +665,12 @@ def test_cli_check_kernel_length_runaway_is_refused(tmp_path):
     assert "attrs.length" in err
 
 
-@pytest.mark.parametrize("argv", [["check", "nope", "nope"], ["check"]])
-def test_cli_check_misuse(argv):
+@pytest.mark.parametrize("argv, match", [(["check", "nope", "nope"], "does not exist"),
+                                         (["check"], "the following arguments are required")])
+def test_cli_check_misuse(argv, match):
     rc, out, err = run_cli(*argv)
-    assert rc == 2 and "Traceback" not in err
+    assert_one_line_error(rc, err)
+    assert match in err
 
 
 # ---------------------------------------------------------------------------------------------
