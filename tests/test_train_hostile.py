@@ -14,14 +14,15 @@ test checks the numbers):
 - options refused before any work or any write: 35 (values, unbounded sizes, usage errors,
   options that do not apply, ``--out`` and ``--out-name`` that would overwrite, ``--resume`` with other settings)
 - runs interrupted before their first checkpoint, and corrupt metrics: 4
-- concurrent writers of one run directory: 3 (a writer refused while another process holds the
-  run, readers not; two runs started together; two resumes at once)
+- concurrent writers of one run directory: 4 (a writer refused while another process holds the
+  run, readers not; two threads of one process; two runs started together; two resumes at once)
 """
 
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as onp
@@ -468,6 +469,31 @@ def test_resume_of_a_directory_without_a_run_writes_nothing(tmp_path, capsys):
     assert "no config.json" in err and os.listdir(tmp_path) == ["notes.txt"]
 
 
+def test_two_threads_of_one_process_exclude_each_other(tmp_path):
+    """The lock is re-entrant within a thread (train's final evaluation), not across threads."""
+    from ssmref.metarl.runlock import RunLocked, run_lock
+    entered, release, refused = threading.Event(), threading.Event(), []
+
+    def holder():
+        with run_lock(tmp_path, "train"), run_lock(tmp_path, "evaluate"):   # nested: allowed
+            entered.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert entered.wait(60)
+        with pytest.raises(RunLocked, match=f"pid {os.getpid()}, train, started"):
+            with run_lock(tmp_path, "train --resume"):
+                refused.append("not refused")
+    finally:
+        release.set()
+        thread.join(60)
+    with run_lock(tmp_path, "train --resume"):               # released with the holder's block
+        pass
+    assert refused == []
+
+
 def test_two_runs_started_together_never_mix(tmp_path, capsys):
     """Two ``train --out X`` (seeds 0 and 1) at once: one runs, the other exits 2; the run holds
     the winner's config, checkpoint and metrics only."""
@@ -520,7 +546,7 @@ ATTACKS = {
     # metrics x 3, a directory without a run
     "options": len(BAD_OPTIONS) + 2 + len(OUT_NAMES) + len(RESUME_CONFLICTS) + 1,   # + module
     "interrupted": 4,
-    "concurrent": 3,
+    "concurrent": 4,
 }
 
 

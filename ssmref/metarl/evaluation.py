@@ -128,7 +128,7 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
             except RunLocked as e:
                 if explicit_name:
                     raise
-                log(f"{run_dir} is being written by another process ({e.holder}): this "
+                log(f"{run_dir} is being written by another writer ({e.holder}): this "
                     f"evaluation is not written to {name}")
                 write = False
         return _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,

@@ -11,14 +11,16 @@ The operating system releases the lock when the holder's file descriptor closes:
 command, and also when the process crashes or is killed, so a lock is never stale (the file itself
 stays, unlocked, with the last holder's line; deleting it is safe when no run is going).  Readers
 take no lock: ``evaluate --no-write`` and loading a checkpoint work while a run is being written
-(every file is replaced atomically).  Within one process the lock is re-entrant, so ``train``'s
-final evaluation runs under ``train``'s own lock.  (``flock`` is advisory and local: a writer that
+(every file is replaced atomically).  Within one thread the lock is re-entrant, so ``train``'s
+final evaluation runs under ``train``'s own lock; two threads of one process exclude each other
+as two processes do (``flock`` locks belong to open files, and each takes its own).  (``flock`` is advisory and local: a writer that
 ignores it, or a run directory on a network file system without ``flock``, is not protected.)
 """
 
 import fcntl
 import os
 import stat
+import threading
 import time
 from contextlib import contextmanager
 
@@ -26,7 +28,7 @@ from ssmref.metarl.rundir import RunError
 
 LOCK_NAME = "run.lock"
 
-_held = {}          # real path of a run directory -> lock depth in this process
+_local = threading.local()      # .held: real path of a run directory -> lock depth, per thread
 
 
 class RunLocked(RunError):
@@ -48,12 +50,13 @@ def run_lock(run_dir, command):
     ``command`` (e.g. ``"train --resume"``); :class:`RunLocked` naming the holder if another
     process holds it.  ``run.lock`` must be a regular file or missing (a link or a FIFO is refused)."""
     key = os.path.realpath(run_dir)
-    if key in _held:                                    # re-entrant within one process
-        _held[key] += 1
+    held = _local.__dict__.setdefault("held", {})
+    if key in held:                                     # re-entrant within one thread
+        held[key] += 1
         try:
             yield
         finally:
-            _held[key] -= 1
+            held[key] -= 1
         return
     path = os.path.join(run_dir, LOCK_NAME)
     try:
@@ -68,17 +71,17 @@ def run_lock(run_dir, command):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(fd)
-            raise RunLocked(f"{run_dir} is being written by another process ({holder}); wait for "
+            raise RunLocked(f"{run_dir} is being written by another writer ({holder}); wait for "
                             f"it to end, or read the run without writing (evaluate --no-write)",
                             holder) from None
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         line = f"pid {os.getpid()}, {command}, started {started}\n".encode("utf-8")
         os.ftruncate(fd, 0)
         os.pwrite(fd, line, 0)
-        _held[key] = 1
+        held[key] = 1
         try:
             yield
         finally:
-            del _held[key]
+            del held[key]
     finally:
         os.close(fd)                                    # releases the lock
