@@ -32,7 +32,7 @@ _local = threading.local()      # .held: real path of a run directory -> lock de
 
 
 class RunLocked(RunError):
-    """Another process holds the run's write lock; ``holder`` is its line (pid, command, start)."""
+    """Another writer holds the run's write lock; ``holder`` is its line (pid, command, start)."""
 
     def __init__(self, message, holder):
         super().__init__(message)
@@ -40,15 +40,17 @@ class RunLocked(RunError):
 
 
 def _holder(fd):
-    text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-    return text or "a process that has not written its name yet"
+    # the holder's line, at most 200 characters of it (the file is the holder's, not trusted)
+    lines = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip().splitlines()
+    return lines[0][:200] if lines else "a process that has not written its name yet"
 
 
 @contextmanager
 def run_lock(run_dir, command):
     """Hold the write lock of ``run_dir`` (an existing directory) for the ``with`` block, as
     ``command`` (e.g. ``"train --resume"``); :class:`RunLocked` naming the holder if another
-    process holds it.  ``run.lock`` must be a regular file or missing (a link or a FIFO is refused)."""
+    process (or thread) holds it.  ``run.lock`` must be a regular file or missing (a link or a
+    FIFO is refused)."""
     key = os.path.realpath(run_dir)
     held = _local.__dict__.setdefault("held", {})
     if key in held:                                     # re-entrant within one thread
