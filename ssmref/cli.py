@@ -27,8 +27,16 @@ def _selftest(args):
     return run_cases(SSM_CASES + STRUCTURED_CASES + SELECTIVE_CASES + DELTA_CASES)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line on stderr and exit status 2, as every other
+    refusal of the command line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m ssmref", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="python -m ssmref", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ssmref {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     from ssmref.metarl import train

@@ -29,21 +29,25 @@ draws its episodes from its own fixed seed, so a result does not depend on the o
 import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as onp
 
 from ssmref import __version__
-from ssmref.checks import check_choice, check_int
+from ssmref.checks import check_choice, check_flag, check_int
 from ssmref.metarl.report import format_table, plot_adaptation
 from ssmref.metarl.rundir import RUN_FILES, RunError, load_trainer, one_line, read_config
-from ssmref.metarl.run_config import is_rl
+from ssmref.metarl.run_config import (MAX_BATCH_STEPS, MAX_COUNT, build_family, is_rl,
+                                      maml_config)
+from ssmref.metarl.runlock import RunLocked, run_lock
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
 from ssmref.storage import write_json
 
 EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)
 PROTOCOLS = ("ssmref", "finn")
 FINN_EPISODES = 40          # test_maml_point.py: batch_size=4000 steps of horizon 100
+MAX_EVAL_STEPS = 100        # inner steps an evaluation may take (Finn et al.: 3)
 
 # Finn et al. 2017 (fig. 4 / table in sec. 5.3): 2-D navigation, MAML, mean return after 0/1/2 steps.
 FINN_NAVIGATION = {0: -40.4, 1: -11.7, 2: -3.3}
@@ -77,26 +81,63 @@ def _rl_goal_set(trainer, tasks, seed, steps, later_inner_lr, episodes):
     return out
 
 
+def check_eval_batch(config, tasks, protocol):
+    """``ValueError`` if evaluating ``tasks`` tasks of the run ``config`` with ``protocol`` would
+    sample more than ``MAX_BATCH_STEPS`` steps per inner step (tasks x episodes x horizon)."""
+    if not is_rl(config["env"]):
+        return
+    episodes = FINN_EPISODES if protocol == "finn" else maml_config(config).episodes_per_task
+    batch = tasks * episodes * build_family(config).horizon
+    if batch > MAX_BATCH_STEPS:
+        raise ValueError(f"{tasks} evaluation tasks would sample {batch:,} steps per inner step "
+                         f"(tasks x episodes x horizon), more than {MAX_BATCH_STEPS:,}")
+
+
 def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmref", name=None,
-             log=print, plot=True, blas_threads_limit=DEFAULT_BLAS_THREADS):
+             log=print, plot=True, blas_threads_limit=DEFAULT_BLAS_THREADS, write=True):
     """Evaluate the checkpoint of ``run_dir`` on ``tasks`` held-out tasks after ``0..steps``
     inner steps with ``protocol`` (module docstring); writes and returns the result
     (``evaluation.json``, or ``evaluation_finn.json`` for ``protocol="finn"``, unless ``name``
     says otherwise).  RL runs: ``later_inner_lr`` is the step size of the second and later
     steps (``ssmref`` protocol only; default: the run's ``inner_lr``).  ``blas_threads_limit``:
-    BLAS threads while evaluating (``None``: the BLAS settings as they are)."""
+    BLAS threads while evaluating (``None``: the BLAS settings as they are).
+
+    Writing holds the run's write lock (:mod:`ssmref.metarl.runlock`).  If another process holds
+    it (a ``train`` of this run), an explicit ``name`` is refused (``RunLocked``), and the default
+    evaluation is computed and returned without writing (said through ``log``): the run's files
+    stay its writer's.  ``write=False`` writes nothing (no result, no plot) and takes no lock."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a directory")
-    tasks = check_int("tasks", tasks, minimum=1)
-    steps = check_int("steps", steps, minimum=0)
+    tasks = check_int("tasks", tasks, minimum=1, maximum=MAX_COUNT)
+    steps = check_int("steps", steps, minimum=0, maximum=MAX_EVAL_STEPS)
+    check_flag("write", write)
     check_choice("protocol", protocol, PROTOCOLS)
+    explicit_name = name is not None
     name = name or ("evaluation.json" if protocol == "ssmref" else f"evaluation_{protocol}.json")
     if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(".json") \
             or name.startswith(".") or name in RUN_FILES:
         raise ValueError(f"--out-name must be a plain file name ending in .json and not one of "
                          f"the run's own files {list(RUN_FILES)}, got {name!r}")
     config = read_config(run_dir)
+    check_eval_batch(config, tasks, protocol)
+    with ExitStack() as stack:
+        if write:
+            try:
+                stack.enter_context(run_lock(run_dir, "evaluate"))
+            except RunLocked as e:
+                if explicit_name:
+                    raise
+                log(f"{run_dir} is being written by another writer ({e.holder}): this "
+                    f"evaluation is not written to {name}")
+                write = False
+        return _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
+                         blas_threads_limit, write)
+
+
+def _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
+              blas_threads_limit, write):
+    # evaluate() once its arguments and config.json are checked (and the lock is held to write)
     trainer = load_trainer(run_dir, config)
     trainer.blas_threads = blas_threads_limit
     rl = is_rl(config["env"])
@@ -131,6 +172,8 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
         result["reference_finn2017"] = {str(k): v for k, v in FINN_NAVIGATION.items()}
     if config["env"] == "bandit":
         result["oracle_return"] = float(onp.mean(trainer.family.oracle_return(held_out)))
+    if not write:
+        return result
     write_json(run_dir / name, result)
     if plot:
         png_name = "adaptation.png" if name == "evaluation.json" else name[:-len(".json")] + ".png"
@@ -154,6 +197,9 @@ def add_evaluate_arguments(p):
     p.add_argument("--out-name", default=None,
                    help="file name in RUN_DIR for the result (default evaluation.json, or "
                         "evaluation_finn.json with --protocol finn)")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the table only: write nothing into RUN_DIR and take no lock (a "
+                        "run that another process is writing is read so anyway)")
     add_blas_threads_argument(p)
 
 
@@ -168,7 +214,8 @@ def run_evaluate(args):
     try:
         result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps,
                           later_inner_lr=args.later_inner_lr, protocol=args.protocol,
-                          name=args.out_name, blas_threads_limit=args.blas_threads or None)
+                          name=args.out_name, blas_threads_limit=args.blas_threads or None,
+                          write=not args.no_write)
         print(format_table(result))
     except (RunError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
