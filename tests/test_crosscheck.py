@@ -33,6 +33,12 @@ def expected_outputs(vectors_dir):
     return {n: c["outputs"] for n, c in X.load_vectors(vectors_dir)["cases"].items()}
 
 
+def load_all(vectors_dir, name):
+    """``(inputs, expected outputs, attrs)`` of one case."""
+    inputs, attrs = X.load_case(vectors_dir, name)
+    return inputs, X.load_expected(vectors_dir, name), attrs
+
+
 def run_check(argv, capsys):
     parser = X.add_check_arguments(argparse.ArgumentParser())
     rc = X.run_check(parser.parse_args([os.fspath(a) for a in argv]))
@@ -138,7 +144,7 @@ def test_every_attr_of_every_case_is_documented():
 
 def test_maml_mlp_case_has_fast_weights_per_task(tmp_path):
     X.write_vectors(tmp_path, cases=["maml_mlp"])
-    inputs, outputs, attrs = X.load_case(tmp_path, "maml_mlp")
+    inputs, outputs, attrs = load_all(tmp_path, "maml_mlp")
     assert attrs["steps"] == 2 and inputs["inner_lr"].shape == ()
     assert outputs["fast.layer0.W"].shape == (4,) + inputs["params.layer0.W"].shape
     for k in ("meta_grad", "meta_grad_fo"):
@@ -188,7 +194,7 @@ def _first_order_rate_gradient(params, rates, tasks, mse, steps):
 
 def test_maml_scalar_rate_gradients_against_differences_and_the_fomaml_formula(maml_vectors):
     from ssmref.maml import meta_loss
-    inputs, outputs, attrs = X.load_case(maml_vectors, "maml_scalar_lr")
+    inputs, outputs, attrs = load_all(maml_vectors, "maml_scalar_lr")
     params, alpha, tasks, mse = _maml_pieces(inputs)
     assert attrs["steps"] == 2 and outputs["meta_grad_lr"].shape == ()
     h = 1e-6
@@ -205,7 +211,7 @@ def test_maml_broadcast_rates_give_the_full_shape_gradient_summed_over_broadcast
         maml_vectors):
     from ssmref.maml import meta_gradient
     from ssmref.params import flatten_dict, unflatten_dict
-    inputs, outputs, _ = X.load_case(maml_vectors, "maml_metasgd_broadcast")
+    inputs, outputs, _ = load_all(maml_vectors, "maml_metasgd_broadcast")
     params, rates, tasks, mse = _maml_pieces(inputs)
     flat_p, flat_r = flatten_dict(params), flatten_dict(rates)
     assert {k: np.shape(v) for k, v in flat_r.items() if np.shape(v) != flat_p[k].shape} == {
@@ -225,7 +231,7 @@ def test_maml_broadcast_rates_give_the_full_shape_gradient_summed_over_broadcast
 def test_metasgd_three_steps_first_order_gradients_by_explicit_loops(maml_vectors):
     from ssmref.maml import adapt
     from ssmref.params import flatten_dict
-    inputs, outputs, attrs = X.load_case(maml_vectors, "maml_metasgd_steps3")
+    inputs, outputs, attrs = load_all(maml_vectors, "maml_metasgd_steps3")
     params, rates, tasks, mse = _maml_pieces(inputs)
     assert attrs["steps"] == 3
     fo = _first_order_rate_gradient(params, rates, tasks, mse, 3)
@@ -242,7 +248,7 @@ def test_metasgd_three_steps_first_order_gradients_by_explicit_loops(maml_vector
 
 
 def test_adapter_case_engages_clipping_step_bound_trust_region_and_ema(small_vectors):
-    inputs, outputs, attrs = X.load_case(small_vectors, "adapter_tent")
+    inputs, outputs, attrs = load_all(small_vectors, "adapter_tent")
     out, infos = X.run_adapter_case(inputs, attrs)
     assert attrs["config"]["ema_decay"] > 0 and attrs["strategy"] == "tent"
     assert all(i["clip_coef"] < 1 for i in infos)
@@ -254,7 +260,7 @@ def test_adapter_case_engages_clipping_step_bound_trust_region_and_ema(small_vec
 def test_adapter_eata_case_selects_some_rows_runs_two_steps_per_call_and_skips_one_call(tmp_path):
     from ssmref.adaptation import AdaptationConfig, EATAStrategy
     X.write_vectors(tmp_path, cases=["adapter_eata"])
-    inputs, outputs, attrs = X.load_case(tmp_path, "adapter_eata")
+    inputs, outputs, attrs = load_all(tmp_path, "adapter_eata")
     assert attrs["strategy"] == "eata" and attrs["config"]["max_steps_per_call"] == 2
     _, infos = X.run_adapter_case(inputs, attrs)
     assert list(outputs["steps"]) == [2, 2, 2, 0, 2] and list(outputs["updated"]) == [1, 1, 1, 0, 1]
@@ -271,7 +277,7 @@ def test_adapter_eata_case_selects_some_rows_runs_two_steps_per_call_and_skips_o
 
 def test_adapter_guard_case_refuses_the_nan_batch_and_changes_nothing(tmp_path):
     X.write_vectors(tmp_path, cases=["adapter_guard"])
-    inputs, outputs, attrs = X.load_case(tmp_path, "adapter_guard")
+    inputs, outputs, attrs = load_all(tmp_path, "adapter_guard")
     assert np.isnan(inputs["x"][2]).sum() == 1 and np.isfinite(np.delete(inputs["x"], 2, 0)).all()
     _, infos = X.run_adapter_case(inputs, attrs)
     assert list(outputs["updated"]) == [1, 1, 0, 1, 1]
@@ -285,7 +291,7 @@ def test_adapter_guard_case_refuses_the_nan_batch_and_changes_nothing(tmp_path):
 def test_float32_vectors_hold_rounded_inputs_and_outputs_computed_from_them(tmp_path):
     X.write_vectors(tmp_path, dtype="float32", cases=["ssm_scan"])
     assert json.loads((tmp_path / "manifest.json").read_text())["dtype"] == "float32"
-    inputs, outputs, _ = X.load_case(tmp_path, "ssm_scan")
+    inputs, outputs, _ = load_all(tmp_path, "ssm_scan")
     for k, v in inputs.items():
         assert v.dtype == np.float64
         np.testing.assert_array_equal(v, v.astype(np.float32).astype(np.float64))
@@ -453,7 +459,7 @@ def _break(kind, vectors, tmp_path):
         return _copy_vectors(vectors, tmp_path / "v", lambda path: path.write_text("{no")), results
     elif kind == "vectors lack an output":
         v = _copy_vectors(vectors, tmp_path / "v")
-        inputs, outputs, _ = X.load_case(vectors, "ssm_step")
+        inputs, outputs, _ = load_all(vectors, "ssm_step")
         np.savez(v / "ssm_step.npz", **inputs, y=outputs["y"])
         return v, results
     return vectors, results
@@ -618,39 +624,52 @@ def test_tolerance_table_and_length_factor():
 # Python API
 # ---------------------------------------------------------------------------------------------
 
-def test_assert_matches(rng):
+def test_assert_close(rng):
     y = rng.standard_normal((2, 50, 3))
-    X.assert_matches(y, y.astype(np.float32), dtype="float32")
-    X.assert_matches(y, y + 5e-6 * np.max(np.abs(y)), dtype="float32")        # atol 1e-5 s
+    X.assert_close(y.astype(np.float32), y, dtype="float32")
+    X.assert_close(y + 5e-6 * np.max(np.abs(y)), y, dtype="float32")        # atol 1e-5 s
     with pytest.raises(AssertionError) as info:
-        X.assert_matches(y, y + 5e-5 * np.max(np.abs(y)), dtype="float32", name="my_y")
+        X.assert_close(y + 5e-5 * np.max(np.abs(y)), y, dtype="float32", name="my_y")
     assert "my_y" in str(info.value) and "FAIL" in str(info.value)
-    X.assert_matches(y, y + 5e-5 * np.max(np.abs(y)), dtype="float32", length=64 * 36)  # g = 6
-    X.assert_matches(y, y + 1.5e-5 * np.max(np.abs(y)), dtype="float32", kind="grad")
+    X.assert_close(y + 5e-5 * np.max(np.abs(y)), y, dtype="float32", length=64 * 36)  # g = 6
+    X.assert_close(y + 1.5e-5 * np.max(np.abs(y)), y, dtype="float32", kind="grad")
     bad = y.copy()
     bad[1, 30, 0] = np.nan
     with pytest.raises(AssertionError, match=r"t=30 \(1, 30, 0\)"):
-        X.assert_matches({"y": y, "h_last": y[:, -1]}, {"y": bad, "h_last": y[:, -1]},
-                         dtype="float32", kind="ssm_scan")
+        X.assert_close({"y": bad, "h_last": y[:, -1]}, {"y": y, "h_last": y[:, -1]},
+                       dtype="float32", kind="ssm_scan")
     with pytest.raises(AssertionError, match="shape"):
-        X.assert_matches(y, y[0])
+        X.assert_close(y[0], y)
     with pytest.raises(ValueError, match="kind"):
-        X.assert_matches(y, y, kind="nonsense")
+        X.assert_close(y, y, kind="nonsense")
 
 
-def test_assert_case_matches(small_vectors, tmp_path):
-    inputs, expected, _ = X.load_case(small_vectors, "ssm_step")
+def test_assert_close_is_actual_first_and_assert_matches_is_deprecated():
+    expected, actual = np.array([0.0, 1.0]), np.array([0.0, 1.5])
+    # tol_i = rtol |expected_i|: 0.4 at index 1, below the error 0.5 (0.6 the other way round)
+    with pytest.raises(AssertionError, match=r"got 1\.5, expected 1\.0"):
+        X.assert_close(actual, expected, rtol=0.4, atol=0.0)
+    X.assert_close(expected, actual, rtol=0.4, atol=0.0)
+    with pytest.warns(DeprecationWarning, match=r"assert_close\(actual, expected\)"):
+        with pytest.raises(AssertionError, match=r"got 1\.5, expected 1\.0"):
+            X.assert_matches(expected, actual, rtol=0.4, atol=0.0)
+
+
+def test_assert_case_matches_is_deprecated_but_works(small_vectors, tmp_path):
+    inputs, expected, _ = load_all(small_vectors, "ssm_step")
     h_next = inputs["h"] @ inputs["A"].T + inputs["u"] @ inputs["B"].T
     mine = {"h_next": h_next, "y": h_next @ inputs["C"].T + inputs["u"] @ inputs["D"].T}
-    rep = X.assert_case_matches(small_vectors, mine, "ssm_step")
+    with pytest.warns(DeprecationWarning, match="assert_case"):
+        rep = X.assert_case_matches(small_vectors, mine, "ssm_step")
     assert rep["passed"] and rep["kind"] == "ssm_step"
     wrong = dict(mine, y=inputs["h"] @ inputs["C"].T + inputs["u"] @ inputs["D"].T)
-    with pytest.raises(AssertionError, match="ssm_step/y"):
-        X.assert_case_matches(small_vectors, wrong, "ssm_step", "float32")
-    with pytest.raises(AssertionError, match="missing"):
-        X.assert_case_matches(small_vectors, {"y": mine["y"]}, "ssm_step")
-    write_results(tmp_path, {"ssm_step": mine})
-    assert X.assert_case_matches(small_vectors, tmp_path, "ssm_step")["passed"]
+    with pytest.warns(DeprecationWarning):
+        with pytest.raises(AssertionError, match="ssm_step/y"):
+            X.assert_case_matches(small_vectors, wrong, "ssm_step", "float32")
+        with pytest.raises(AssertionError, match="missing"):
+            X.assert_case_matches(small_vectors, {"y": mine["y"]}, "ssm_step")
+        write_results(tmp_path, {"ssm_step": mine})
+        assert X.assert_case_matches(small_vectors, tmp_path, "ssm_step")["passed"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,16 +699,16 @@ def test_a_complex_result_for_a_real_output_is_unusable(small_vectors, tmp_path,
     rc, out, err = run_check([small_vectors, tmp_path, "--cases", "ssm_step"], capsys)
     assert rc == 2 and "is complex" in err and "Traceback" not in err
     with pytest.raises(AssertionError, match="complex"):
-        X.assert_matches(expected["ssm_step"]["y"], expected["ssm_step"]["y"] + 0j)
+        X.assert_close(expected["ssm_step"]["y"] + 0j, expected["ssm_step"]["y"])
 
 
 def test_complex_outputs_compare_as_complex(rng):
     y = rng.standard_normal(50) + 1j * rng.standard_normal(50)
-    X.assert_matches(y, y + 1e-12)
+    X.assert_close(y + 1e-12, y)
     with pytest.raises(AssertionError, match="FAIL"):
-        X.assert_matches(y, y.real + 1j * (y.imag + 1e-3))        # a wrong imaginary part
+        X.assert_close(y.real + 1j * (y.imag + 1e-3), y)          # a wrong imaginary part
     with pytest.raises(AssertionError, match="real"):
-        X.assert_matches(y, y.real)
+        X.assert_close(y.real, y)
     assert np.allclose(X.round_to_dtype(y, "float32"), y.astype(np.complex64), rtol=0, atol=0)
 
 

@@ -1,16 +1,22 @@
 """The code in ``docs/*.md`` and ``README.md`` is part of the spec: every ```python block runs.
 
-The blocks of one file run in order in one namespace, in a temporary working directory.
+The blocks of one file run in order in one namespace, in a temporary working directory.  A block
+fenced ```python file=NAME.py is a test file of a user's own suite instead: it is written to
+``NAME.py`` and run by pytest in a fresh process.
 """
 
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FILES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+FILE_BLOCK = re.compile(r"^```python file=([A-Za-z0-9_]+\.py)\n(.*?)^```", re.S | re.M)
 
 
 def python_blocks(path):
@@ -23,6 +29,33 @@ def test_doc_examples_run(path, tmp_path, monkeypatch):
     namespace = {"__name__": f"docs_{path.stem}"}
     for i, code in enumerate(python_blocks(path)):
         exec(compile(code, f"{path.name}[block {i}]", "exec"), namespace)
+
+
+def file_blocks(path):
+    return FILE_BLOCK.findall(path.read_text(encoding="utf-8"))
+
+
+TEST_FILES = [(path, name, code) for path in FILES for name, code in file_blocks(path)]
+
+
+@pytest.mark.slow                        # a fresh interpreter with torch: about 7 s on two cores
+@pytest.mark.parametrize("path,name,code", TEST_FILES,
+                         ids=[f"{p.name}:{n}" for p, n, _ in TEST_FILES])
+def test_doc_test_files_pass_under_pytest(path, name, code, tmp_path):
+    if "import torch" in code:
+        pytest.importorskip("torch")
+    (tmp_path / name).write_text(code, encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "-W", "error", name], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"\d+ passed", run.stdout) and "skipped" not in run.stdout, run.stdout
+
+
+def test_the_in_process_example_is_there():
+    assert [n for _, n, _ in TEST_FILES if n == "test_my_selective_scan.py"]
 
 
 def test_docs_have_examples():

@@ -50,9 +50,13 @@ errors grow faster with ``L`` (up to 24 times the step loop's at ``rho = 0.999``
 (structured, complex selective) are compared as complex numbers; the effective length of the
 structured and selective kinds comes from their own decays (``|exp(ΔΛ)|``, ``exp(Δ_t A)``).
 
-Python API: :func:`write_vectors`, :func:`load_vectors`, :func:`load_case`, :func:`check`,
-:func:`format_report`, :func:`assert_matches`, :func:`assert_case_matches`,
-:func:`round_to_dtype`, :func:`tolerance`, :func:`naive_outputs`.  Command line:
+Python API: :func:`write_vectors`, :func:`load_vectors`, :func:`check`, :func:`format_report`,
+:func:`round_to_dtype`, :func:`tolerance`, :func:`naive_outputs`.  In-process checking, for a
+kernel's own test suite (:mod:`.inprocess`): :func:`load_case` (``(inputs, attrs)``),
+:func:`load_expected`, :func:`check_case` (a :class:`CaseReport`), :func:`assert_case`; arrays
+with :func:`assert_close` (``(actual, expected)``, numpy's and torch's order; the older
+``assert_matches(expected, actual)`` and ``assert_case_matches`` still work, with a
+``DeprecationWarning``).  Command line:
 :func:`add_vectors_arguments` / :func:`run_vectors`, :func:`add_check_arguments` /
 :func:`run_check` (registered in :mod:`ssmref.cli`), or ``python -m ssmref.crosscheck``.
 
@@ -62,27 +66,32 @@ results), :mod:`.kinds` (what a case and a kind are), :mod:`.families` (the case
 checker's rules of each family of models: :mod:`.families.ssm`, :mod:`.families.learning`
 (the policy; with :mod:`.families.maml` and :mod:`.families.adapter`)),
 :mod:`.registry` (every case and kind; writing and loading vectors), :mod:`.report`
-(:func:`format_report`), :mod:`.checker` (comparing, :func:`check`, the assertions), :mod:`.cli`
-(the command line).
+(:func:`format_report`), :mod:`.checker` (comparing, :func:`check`, :func:`assert_close`),
+:mod:`.inprocess` (:func:`check_case`, :func:`assert_case`), :mod:`.cli` (the command line).
 """
 
-from ssmref.crosscheck.checker import (assert_case_matches, assert_matches, check, check_case,
-                                       compare)
+from ssmref.crosscheck.checker import assert_close, assert_matches, check, compare, report_case
 from ssmref.crosscheck.cli import (add_check_arguments, add_vectors_arguments, main, run_check,
                                    run_vectors)
 from ssmref.crosscheck.families.adapter import run_adapter_case
-from ssmref.crosscheck.files import SPEC_VERSION, VectorsError, read_npz, write_npz
+from ssmref.crosscheck.files import (SPEC_VERSION, UnknownNameError, VectorsError, read_npz,
+                                     to_numpy, write_npz)
+from ssmref.crosscheck.inprocess import (CaseAssertionError, CaseReport, OutputCheck, assert_case,
+                                         assert_case_matches, check_case)
 from ssmref.crosscheck.kinds import Case, Kind
 from ssmref.crosscheck.precision import (DEFAULT_K, DTYPES, GRAD_FACTOR, LENGTH_REF,
                                          VALUE_TOLERANCES, length_factor, round_to_dtype,
                                          tolerance)
 from ssmref.crosscheck.registry import (CASES, KIND_RULES, KINDS, REQUIRED_INPUTS, build_case,
-                                        effective_length, load_case, load_results, load_vectors,
-                                        naive_outputs, output_class, sequence_axis, write_vectors)
+                                        effective_length, load_case, load_expected, load_results,
+                                        load_vectors, naive_outputs, output_class, sequence_axis,
+                                        write_vectors)
 from ssmref.crosscheck.report import format_report
 
 __all__ = ["SPEC_VERSION", "DTYPES", "KINDS", "CASES", "VALUE_TOLERANCES", "GRAD_FACTOR",
-           "DEFAULT_K", "VectorsError", "round_to_dtype", "tolerance", "length_factor",
-           "effective_length", "write_vectors", "load_vectors", "load_case", "naive_outputs",
-           "check", "check_case", "format_report", "assert_matches", "assert_case_matches",
+           "DEFAULT_K", "VectorsError", "UnknownNameError", "round_to_dtype", "tolerance",
+           "length_factor", "effective_length", "write_vectors", "load_vectors", "load_case",
+           "load_expected", "naive_outputs", "check", "report_case", "format_report",
+           "check_case", "assert_case", "CaseReport", "OutputCheck", "CaseAssertionError",
+           "assert_close", "assert_matches", "assert_case_matches", "to_numpy",
            "add_vectors_arguments", "run_vectors", "add_check_arguments", "run_check", "main"]

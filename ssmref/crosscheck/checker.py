@@ -1,13 +1,15 @@
 """Comparing a candidate's outputs with the vectors: the error measures of one output, the
-report of a case and of a results directory, and assertions for other projects' tests."""
+report of a case and of a results directory, and array assertions for other projects' tests
+(:func:`assert_close`)."""
 
 import math
 import os
+import warnings
 
 import numpy as onp
 
 from ssmref.checks import check_flag
-from ssmref.crosscheck.files import VectorsError, as_result
+from ssmref.crosscheck.files import VectorsError, as_result, to_numpy
 from ssmref.crosscheck.precision import DEFAULT_K, check_dtype, length_factor, tolerance
 from ssmref.crosscheck.registry import (KINDS, effective_length, load_results, load_vectors,
                                         naive_outputs, output_class, sequence_axis)
@@ -71,19 +73,30 @@ def _scalar(v):
     return [float(v.real), float(v.imag)] if onp.iscomplexobj(v) else float(v)
 
 
-def _check_mode(mode, k):
+def dtype_notes(dtype, vectors_dtype):
+    """The report's notes when the candidate's ``dtype`` is not the vectors' own."""
+    if dtype == vectors_dtype:
+        return []
+    if vectors_dtype == "float64":
+        return [f"the vectors' inputs are float64, not rounded to {dtype}: the errors include "
+                f"the rounding of the inputs (write them with --dtype {dtype})"]
+    return [f"the vectors were written for {vectors_dtype}; checking with {dtype} tolerances"]
+
+
+def check_mode(mode, k):
     if mode not in ("table", "baseline"):
         raise ValueError(f"mode must be 'table' or 'baseline', got {mode!r}")
     if isinstance(k, bool) or not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
         raise ValueError(f"k must be a positive finite number, got {k!r}")
 
 
-def check_case(case, actual, dtype=None, *, mode="table", k=DEFAULT_K, rtol=None, atol=None,
-               vectors_dtype=None):
+def report_case(case, actual, dtype=None, *, mode="table", k=DEFAULT_K, rtol=None, atol=None,
+                vectors_dtype=None):
     """The report of one case (a dict from :func:`load_vectors`'s ``"cases"``) for the outputs
-    ``actual`` (``name -> array``); see :func:`check`."""
+    ``actual`` (``name -> array``), as a dict; see :func:`check`.  (In-process checking from a
+    vectors directory and a case name: :func:`ssmref.crosscheck.check_case`.)"""
     dtype = check_dtype(dtype or vectors_dtype or "float64")
-    _check_mode(mode, k)
+    check_mode(mode, k)
     kind, attrs = case["kind"], case["attrs"]
     L = effective_length(kind, case["inputs"], attrs)
     notes = []
@@ -153,18 +166,13 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
     """
     if dtype is not None:
         check_dtype(dtype)
-    _check_mode(mode, k)
+    check_mode(mode, k)
     if not os.path.isdir(results_dir):
         raise VectorsError(f"results directory {results_dir} does not exist")
     vectors = load_vectors(vectors_dir, cases)
     vdtype = vectors["dtype"]
     dtype = dtype or vdtype
-    notes = []
-    if dtype != vdtype and vdtype == "float64":
-        notes.append(f"the vectors' inputs are float64, not rounded to {dtype}: the errors "
-                     f"include the rounding of the inputs (write them with --dtype {dtype})")
-    elif dtype != vdtype:
-        notes.append(f"the vectors were written for {vdtype}; checking with {dtype} tolerances")
+    notes = dtype_notes(dtype, vdtype)
     check_flag("skip_missing", skip_missing)
     present = {name: case for name, case in vectors["cases"].items()
                if not skip_missing or os.path.lexists(os.path.join(results_dir, name + ".npz"))}
@@ -174,7 +182,7 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
                            f"the vectors")
     if skipped:
         notes.append(f"skipped {len(skipped)} case(s) without results: {', '.join(skipped)}")
-    results = [check_case(case, load_results(results_dir, case), dtype, mode=mode, k=k,
+    results = [report_case(case, load_results(results_dir, case), dtype, mode=mode, k=k,
                           rtol=rtol, atol=atol) for case in present.values()]
     return {"passed": all(c["passed"] for c in results), "dtype": dtype, "vectors_dtype": vdtype,
             "mode": mode, "k": k if mode == "baseline" else None,
@@ -182,19 +190,20 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
             "notes": notes, "skipped": skipped, "cases": results}
 
 
-# --- Python API for other projects' tests ----------------------------------------------------
+# --- array assertions for other projects' tests ------------------------------------------------
 
-def assert_matches(expected, actual, *, dtype="float64", kind=None, name="output", length=1,
-                   rtol=None, atol=None):
+def assert_close(actual, expected, *, dtype="float64", kind=None, name="output", length=1,
+                 rtol=None, atol=None):
     """Raise ``AssertionError`` (with the checker's table) unless ``actual`` matches ``expected``
-    within the tolerance for ``dtype``.
+    within the tolerance for ``dtype``; returns the case report (a dict) otherwise.  The order is
+    numpy's and torch's (``assert_allclose(actual, desired)``, ``assert_close(actual, expected)``).
 
-    ``expected`` / ``actual``: arrays, or dicts ``name -> array`` (every expected key must be in
-    ``actual``).  ``kind``: ``"value"`` (default) or ``"grad"`` picks the table's row; a case
-    kind (``"ssm_scan"``, ``"policy"``, ...) picks the row and the sequence axis from each
-    output's name.  ``length``: the effective length ``L`` of :func:`length_factor`.
-    ``rtol`` / ``atol`` replace the table's values.  Arrays of another shape raise
-    ``AssertionError`` too.
+    ``actual`` / ``expected``: arrays (NumPy, or torch tensors: detached, bfloat16 widened), or
+    dicts ``name -> array`` (every expected key must be in ``actual``).  ``kind``: ``"value"``
+    (default) or ``"grad"`` picks the table's row; a case kind (``"ssm_scan"``, ``"policy"``, ...)
+    picks the row and the sequence axis from each output's name.  ``length``: the effective
+    length ``L`` of :func:`length_factor`.  ``rtol`` / ``atol`` replace the table's values.
+    Arrays of another shape raise ``AssertionError`` too.
     """
     check_dtype(dtype)
     single = not isinstance(expected, dict)
@@ -206,10 +215,10 @@ def assert_matches(expected, actual, *, dtype="float64", kind=None, name="output
         raise ValueError(f"kind must be 'value', 'grad' or one of {list(KINDS)}, got {kind!r}")
     rows = []
     for key, y in expected.items():
-        y = onp.asarray(y)
+        y = to_numpy(y)
         if key not in actual:
             raise AssertionError(f"{key}: missing from actual (has {sorted(actual)})")
-        x = onp.asarray(actual[key])
+        x = to_numpy(actual[key])
         if x.shape != y.shape:
             raise AssertionError(f"{key}: shape {x.shape}, expected {y.shape}")
         if kind in KINDS:
@@ -235,24 +244,10 @@ def assert_matches(expected, actual, *, dtype="float64", kind=None, name="output
     return case
 
 
-def assert_case_matches(vectors_dir, results, case, dtype=None, *, mode="table", k=DEFAULT_K):
-    """Raise ``AssertionError`` unless the outputs ``results`` of case ``case`` match the vectors.
-
-    ``results``: a dict ``output name -> array`` (computed by the implementation under test, any
-    float dtype or framework tensor converted with ``numpy()``), or a results directory holding
-    ``<case>.npz``.  ``dtype`` defaults to the manifest's.  Returns the case report.
-    """
-    vectors = load_vectors(vectors_dir, [case])
-    entry = vectors["cases"][case]
-    actual = load_results(results, entry) if isinstance(results, (str, os.PathLike)) else results
-    try:
-        rep = check_case(entry, actual, dtype, mode=mode, k=k, vectors_dtype=vectors["dtype"])
-    except VectorsError as e:
-        raise AssertionError(str(e)) from None
-    if not rep["passed"]:
-        report = {"passed": False, "dtype": dtype or vectors["dtype"],
-                  "vectors_dtype": vectors["dtype"], "mode": mode,
-                  "k": k if mode == "baseline" else None, "vectors_dir": os.fspath(vectors_dir),
-                  "results_dir": "<arrays>", "notes": [], "cases": [rep]}
-        raise AssertionError("\n" + format_report(report))
-    return rep
+def assert_matches(expected, actual, **options):
+    """Deprecated: ``assert_close(actual, expected, **options)`` (this one takes ``expected``
+    first, the reverse of numpy's and torch's order)."""
+    warnings.warn("ssmref.crosscheck.assert_matches(expected, actual) is deprecated; use "
+                  "assert_close(actual, expected), numpy's and torch's order", DeprecationWarning,
+                  stacklevel=2)
+    return assert_close(actual, expected, **options)

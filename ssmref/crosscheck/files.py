@@ -26,6 +26,13 @@ class VectorsError(ValueError):
     ``python -m ssmref check`` exits 2 with this message on one line."""
 
 
+class UnknownNameError(VectorsError, KeyError):
+    """An unknown case name, or an output name a case does not have (or lacks): both a
+    :class:`VectorsError` (a ``ValueError``) and a ``KeyError``, with a plain message."""
+
+    __str__ = ValueError.__str__         # KeyError's would print the message in quotes
+
+
 def one_line(e):
     """An exception's message on one line (its type's name if it has none)."""
     return " ".join(str(e).split()) or type(e).__name__
@@ -134,6 +141,30 @@ def read_manifest(vectors_dir, kinds):
         if not isinstance(c["attrs"], dict):
             raise VectorsError(f"{path}: case {name}: 'attrs' must be an object")
     return manifest
+
+
+#: Array types NumPy has no arithmetic for (ml_dtypes' bfloat16 and float8 in JAX arrays),
+#: widened to float32 first: exact.
+_NARROW_FLOATS = ("bfloat16", "float8")
+
+
+def to_numpy(x):
+    """``x`` as a NumPy array: a torch tensor is detached and moved to the CPU (torch is never
+    imported here), bfloat16 and float8 tensors widened to float32 and complex32 to complex64
+    (exact; NumPy has no such types), conjugate and negative views resolved; anything else goes
+    through ``numpy.asarray`` (JAX arrays with bfloat16 widened to float32)."""
+    if hasattr(x, "detach") and hasattr(x, "numpy"):        # a torch.Tensor
+        t = x.detach().cpu().resolve_conj().resolve_neg()     # never .numpy() on a grad tensor
+        name = str(t.dtype).replace("torch.", "")
+        if name.startswith(_NARROW_FLOATS):
+            t = t.float()
+        elif name in ("complex32", "chalf"):
+            t = t.cfloat()
+        return t.numpy()
+    a = onp.asarray(x)
+    if a.dtype.name.startswith(_NARROW_FLOATS):
+        a = a.astype(onp.float32)
+    return a
 
 
 def as_result(a, expected, where):

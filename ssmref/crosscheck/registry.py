@@ -21,8 +21,8 @@ import numpy as onp
 
 from ssmref import __version__
 from ssmref.crosscheck.families import learning, selective, ssm, structured
-from ssmref.crosscheck.files import (SPEC_VERSION, VectorsError, as_result, one_line, read_manifest,
-                                     read_npz, select_names, write_npz)
+from ssmref.crosscheck.files import (SPEC_VERSION, UnknownNameError, VectorsError, as_result,
+                                     one_line, read_manifest, read_npz, select_names, write_npz)
 from ssmref.crosscheck.kinds import case_seed
 from ssmref.crosscheck.precision import check_dtype, round_to_dtype, rounder
 from ssmref.checks import check_flag
@@ -264,16 +264,28 @@ def load_vectors(vectors_dir, cases=None):
     try:
         names = select_names(cases, entries, "cases")
     except ValueError as e:
-        raise VectorsError(str(e)) from None
+        raise UnknownNameError(f"{vectors_dir}: {e}") from None
     return {"manifest": manifest, "dtype": manifest["dtype"],
             "cases": {n: _load_case_arrays(vectors_dir, entries[n]) for n in names}}
 
 
 def load_case(vectors_dir, name):
-    """``(inputs, expected_outputs, attrs)`` of one case, as dicts of arrays (inputs as stored:
-    float64, rounded to the manifest's dtype)."""
-    case = load_vectors(vectors_dir, [name])["cases"][name]
-    return case["inputs"], case["outputs"], case["attrs"]
+    """``(inputs, attrs)`` of one case: its inputs as stored (float64 or complex128, rounded to
+    the manifest's dtype) and its attributes; :class:`UnknownNameError` (a ``ValueError`` and a
+    ``KeyError``) for a case the vectors do not hold, :class:`VectorsError` if unusable."""
+    case = load_vectors(vectors_dir, [_case_name(name)])["cases"][name]
+    return case["inputs"], case["attrs"]
+
+
+def load_expected(vectors_dir, name):
+    """The expected outputs of one case, ``output name -> float64 or complex128 array``."""
+    return load_vectors(vectors_dir, [_case_name(name)])["cases"][name]["outputs"]
+
+
+def _case_name(name):
+    if not isinstance(name, str):
+        raise VectorsError(f"a case name must be a str, got {type(name).__name__}")
+    return name
 
 
 def load_results(results_dir, case):
