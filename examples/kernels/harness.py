@@ -54,10 +54,9 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import types
 
-os.environ["TRITON_INTERPRET"] = "1"   # read when each @triton.jit decorator runs
+os.environ["TRITON_INTERPRET"] = "1"   # read when triton.language and each kernel are decorated
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -66,6 +65,13 @@ from triton.runtime import interpreter  # noqa: E402
 from triton.runtime.autotuner import Autotuner  # noqa: E402
 
 from ssmref import crosscheck  # noqa: E402
+
+if not isinstance(triton.language.sum, interpreter.InterpretedFunction):
+    # triton.language's own @jit helpers (tl.sum, tl.max, ...) were compiled for a GPU; a
+    # kernel calling them would stop with "Cannot call @triton.jit'd outside of the scope of
+    # a kernel".
+    raise ImportError("triton was imported before TRITON_INTERPRET=1 was set: import "
+                      "harness before triton, or set TRITON_INTERPRET=1 in the environment")
 
 MAMBA_SSM_VERSION = "2.3.2.post1"
 CACHE_ENV = "SSMREF_KERNELS_CACHE"
@@ -285,57 +291,38 @@ def read_manifest(vectors_dir):
         return json.load(f)
 
 
-def case_entry(vectors_dir, name):
-    """The manifest's entry for case ``name``."""
-    for case in read_manifest(vectors_dir)["cases"]:
-        if case["name"] == name:
-            return case
-    raise KeyError(f"case {name!r} is not in {vectors_dir}/manifest.json")
-
-
 def case_inputs(vectors_dir, name, dtype, device="cpu"):
     """``(inputs, attrs)``: float inputs as torch tensors of ``dtype`` (exact: the vectors were
     rounded to it), integer inputs as int32 (the kernels' ``seq_idx``)."""
-    case = case_entry(vectors_dir, name)
+    inputs, attrs = crosscheck.load_case(vectors_dir, name)
     tensors = {}
-    with np.load(os.path.join(vectors_dir, case["file"]), allow_pickle=False) as z:
-        for key in case["inputs"]:
-            a = z[key]
-            want = TORCH_DTYPES[dtype] if a.dtype.kind == "f" else torch.int32
-            tensors[key] = torch.from_numpy(np.ascontiguousarray(a)).to(device, want)
-    return tensors, case["attrs"]
-
-
-def as_numpy(tensor):
-    """A result tensor as float64 NumPy (detached; bfloat16 widened exactly)."""
-    return tensor.detach().to("cpu", torch.float64).numpy()
+    for key, a in inputs.items():
+        want = TORCH_DTYPES[dtype] if a.dtype.kind == "f" else torch.int32
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(a)).to(device, want)
+    return tensors, attrs
 
 
 def verdict(vectors_dir, name, outputs, dtype):
-    """ssmref's report for one case: ``{"passed", "err_over_tol", "outputs": [...]}``."""
-    with tempfile.TemporaryDirectory() as results:
-        np.savez(os.path.join(results, f"{name}.npz"),
-                 **{k: as_numpy(v) if torch.is_tensor(v) else v for k, v in outputs.items()})
-        report = crosscheck.check(vectors_dir, results, dtype, cases=[name])
-    return report["cases"][0]
+    """ssmref's :class:`~ssmref.crosscheck.CaseReport` for one case's outputs (torch tensors:
+    the kit detaches them and widens bfloat16 exactly)."""
+    return crosscheck.check_case(vectors_dir, name, outputs, dtype)
 
 
-def first_failing(row):
-    """The first failing index of an output row, as the kit prints it (``-`` if it passes)."""
-    if row["passed"]:
+def first_failing(check):
+    """The first failing index of an output (``-`` if it passes), ``t=`` the sequence step."""
+    if check.passed:
         return "-"
-    label = row.get("seq_label") or ""
-    step = row.get("first_bad_step")
-    where = tuple(row["first_bad"]) if row.get("first_bad") is not None else ()
-    return f"{label}={step} {where}" if label and step is not None else str(where)
+    if check.first_bad_step is not None and len(check.first_bad) > 1:
+        return f"step {check.first_bad_step} {check.first_bad}"
+    return str(check.first_bad)
 
 
 def table(rows):
     """One line per (case, output): passed, err_over_tol, first failing index."""
     lines = [f"{'case':<30} {'output':<18} {'passed':<6} {'err/tol':>9}  first failing",
              "-" * 80]
-    for name, case in rows:
-        for row in case["outputs"]:
-            lines.append(f"{name:<30} {row['name']:<18} {str(row['passed']):<6} "
-                         f"{row['err_over_tol']:>9.3g}  {first_failing(row)}")
+    for name, report in rows:
+        for out, check in sorted(report.outputs.items()):
+            lines.append(f"{name:<30} {out:<18} {str(check.passed):<6} "
+                         f"{check.err_over_tol:>9.3g}  {first_failing(check)}")
     return "\n".join(lines)

@@ -160,7 +160,7 @@ def main(argv=None):
     rows = check_cases(args.vectors, args.dtype, args.cases, args.fix_softplus,
                        args.gpu_bfloat16)
     print(harness.table(rows))
-    failed = [name for name, case in rows if not case["passed"]]
+    failed = [name for name, report in rows if not report.passed]
     print(f"{len(rows) - len(failed)} passed, {len(failed)} failed ({args.dtype})")
     return 1 if failed else 0
 
