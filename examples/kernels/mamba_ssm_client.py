@@ -32,8 +32,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (first: it selects the interpreter before any kernel is decorated)
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
 
 DECODE = ("selective_state_update", "selective_state_update_heads",
           "selective_decode_bf16_state")
@@ -51,24 +49,15 @@ def load_kernels():
     return selective_state_update, mamba_chunk_scan_combined
 
 
-@triton.jit
-def softplus_accurate(dt):
-    """``softplus(x) = log1p(exp(x))`` from core ``tl`` ops: triton 3 has no ``tl.math.log1p``
-    (mamba's reason for ``log(exp(x) + 1)``), and ``libdevice.log1p`` returns None under the
-    interpreter.  ``log1p(e) = log(u) · e / (u − 1)`` with ``u = 1 + e`` (Goldberg's trick:
-    the rounding of ``u`` cancels) is accurate to a few ulps; on a GPU, ``libdevice.log1p``."""
-    e = tl.exp(dt)
-    u = 1.0 + e
-    return tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
-
-
 def set_softplus(fixed):
-    """Point the kernels' global ``softplus`` at mamba's (``fixed=False``) or the accurate one.
+    """Point the kernels' global ``softplus`` at mamba's (``fixed=False``) or the accurate
+    ``log1p`` form of examples/kernels/mamba_softplus_repro.py.
 
     The kernels look the name up in their module's globals when they run, so this switches
     without touching a kernel file; returns the previous function.
     """
     import importlib
+    from mamba_softplus_repro import softplus_log1p as softplus_accurate
     original = importlib.import_module("mamba_ssm.ops.triton.softplus").softplus
     replacement = softplus_accurate if fixed else original
     previous = None
@@ -76,7 +65,6 @@ def set_softplus(fixed):
         module = importlib.import_module(f"mamba_ssm.ops.triton.{name}")
         previous, module.softplus = module.softplus, replacement
     return previous
-
 
 
 def run_decode(kernel, t, attrs):
