@@ -175,6 +175,15 @@ def test_bfloat16_and_complex_torch_tensors(vec32, vec64):
     assert rep.failed == ["x_last"]                                      # conjugated: fails
 
 
+def test_bfloat16_arrays_of_ml_dtypes(vec32):
+    """JAX's bfloat16 arrays are NumPy arrays of ml_dtypes' bfloat16: widened to float32."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    expected = X.load_expected(vec32, "selective_scan")
+    bf16 = {k: y.astype(ml_dtypes.bfloat16) for k, y in expected.items()}
+    assert X.check_case(vec32, "selective_scan", bf16, dtype="bfloat16").passed
+    assert not X.check_case(vec32, "selective_scan", bf16).passed
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: a clear ValueError / KeyError naming the case and the output
 # ---------------------------------------------------------------------------------------------
