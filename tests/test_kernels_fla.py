@@ -9,6 +9,7 @@ installed (``examples/kernels/install.sh``); the dtype sweeps are ``slow``.
 
 import importlib.util
 import os
+import sys
 
 import pytest
 
@@ -23,8 +24,11 @@ KERNELS = os.path.join(ROOT, "examples", "kernels")
 
 
 def _load(name):
+    """The example module ``name``, registered so the clients' ``import harness`` finds it."""
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, os.path.join(KERNELS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
@@ -78,6 +82,17 @@ def test_mapping_is_checked(vectors, monkeypatch):
     got = reports(vectors("float32"), "float32", ["ssd_L1"], ["chunk_simple_gla"])
     assert not got["chunk/ssd_L1"].passed
     assert got["chunk/ssd_L1"].failed == ["final_states"]
+
+
+def test_tf32_finding(vectors):
+    """With TF32 dots (triton's default on NVIDIA GPUs, emulated), ``chunk_simple_gla`` fails
+    the float32 tolerances and passes float16's; the recurrent kernel has no ``tl.dot``."""
+    vec = vectors("float32")
+    tf32 = reports(vec, "float32", ["ssd_L1"], gpu_tf32=True)
+    half = reports(vec, "float32", ["ssd_L1"], gpu_tf32=True, tolerances="float16")
+    assert not tf32["chunk/ssd_L1"].passed and tf32["chunk/ssd_L1"].err_over_tol > 10
+    assert tf32["fused_recurrent/ssd_L1"].passed
+    assert half["chunk/ssd_L1"].passed
 
 
 @pytest.mark.slow

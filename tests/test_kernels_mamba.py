@@ -7,7 +7,8 @@ kernel (or interpreter) shows up as a failing test, not as silence:
 - mamba's ``softplus`` is ``log(exp(x) + 1)``: float32 ``ssd_long`` fails by about 2x; with an
   accurate softplus (shimmed from outside the kernel file) it passes and no output gets worse;
 - the interpreter truncates float32 -> bfloat16 casts, so the bfloat16 state cache of
-  ``selective_decode_bf16_state`` fails unless bfloat16 is emulated as on a GPU.
+  ``selective_decode_bf16_state`` fails unless bfloat16 is emulated as on a GPU;
+- with TF32 dots (a GPU's default, emulated), float32 SSD is float16-accurate.
 
 Skipped when triton, torch or the mamba_ssm sdist are not installed
 (``examples/kernels/install.sh``); the default run takes a few seconds, the dtype sweeps are
@@ -94,6 +95,18 @@ def test_bf16_state_cache_needs_gpu_rounding(vectors):
     gpu = reports(vectors("float32"), "float32", [name], gpu_bfloat16=True)[name]
     assert not interp.passed and interp.outputs["states"].err_over_tol > 100
     assert gpu.passed and gpu.outputs["states"].err_over_tol == 0   # bit-exact cache
+
+
+def test_tf32_finding(vectors):
+    """With float32 ``tl.dot`` operands read as TF32 (triton's default on NVIDIA GPUs), SSD
+    fails the float32 tolerances by more than 10x and passes float16's: on a GPU, float32
+    ``mamba_chunk_scan_combined`` is float16-accurate."""
+    vec = vectors("float32")
+    ieee = reports(vec, "float32", ["ssd_L1"])["ssd_L1"]
+    tf32 = reports(vec, "float32", ["ssd_L1"], gpu_tf32=True)["ssd_L1"]
+    as_half = reports(vec, "float32", ["ssd_L1"], gpu_tf32=True, tolerances="float16")["ssd_L1"]
+    assert ieee.passed and not tf32.passed and tf32.err_over_tol > 10
+    assert as_half.passed and as_half.err_over_tol < 0.2
 
 
 def test_gpu_bfloat16_emulation():

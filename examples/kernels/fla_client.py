@@ -10,7 +10,8 @@ maps them onto flash-linear-attention 0.6.0's ``chunk_simple_gla`` and
     python examples/kernels/fla_client.py /tmp/vec32 --dtype float32
     python examples/kernels/fla_client.py /tmp/vecbf --dtype bfloat16 --gpu-bfloat16
 
-Exit status 0 when every case passes, 1 otherwise.  SSD is simple GLA with a scalar gate per
+Exit status 0 when every case passes, 1 otherwise; ``--gpu-bfloat16``, ``--gpu-tf32`` and
+``--tolerances`` as in mamba_ssm_client.py.  SSD is simple GLA with a scalar gate per
 head and step (docs/kernels.md checks the mapping):
 
     SSD (docs/selective.md)                         simple GLA (fla)
@@ -117,18 +118,21 @@ def run_gla(kernel, t, attrs):
     return {"out": y.to(t["x"].dtype), "final_states": ht.transpose(-1, -2)}
 
 
-def check_cases(vectors_dir, dtype, cases=CASES, kernels=KERNELS, gpu_bfloat16=False):
-    """``[(f"{kernel}/{case}", case report)]`` for the cases present in the vectors."""
+def check_cases(vectors_dir, dtype, cases=CASES, kernels=KERNELS, gpu_bfloat16=False,
+                gpu_tf32=False, tolerances=None):
+    """``[(f"{kernel}/{case}", case report)]`` for the cases present in the vectors, judged
+    with the tolerances of ``tolerances`` (default ``dtype``)."""
     loaded = load_kernels()
     present = {c["name"] for c in harness.read_manifest(vectors_dir)["cases"]}
     rows = []
-    with harness.bfloat16_mode(gpu_bfloat16):
+    with harness.gpu_numerics(gpu_bfloat16, gpu_tf32):
         for kernel in kernels:
             for name in cases:
                 if name in present:
                     t, attrs = harness.case_inputs(vectors_dir, name, dtype)
                     outputs = run_gla(loaded[kernel], t, attrs)
-                    report = harness.verdict(vectors_dir, name, outputs, dtype)
+                    report = harness.verdict(vectors_dir, name, outputs,
+                                             tolerances or dtype)
                     rows.append((f"{kernel.replace('_simple_gla', '')}/{name}", report))
     return rows
 
@@ -141,10 +145,17 @@ def main(argv=None):
     parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=KERNELS)
     parser.add_argument("--gpu-bfloat16", action="store_true",
                         help="bfloat16 as on a GPU (round to nearest even, dot on values)")
+    parser.add_argument("--gpu-tf32", action="store_true",
+                        help="float32 tl.dot operands rounded to TF32, as on an NVIDIA GPU")
+    parser.add_argument("--tolerances", choices=sorted(harness.TORCH_DTYPES),
+                        help="judge with this dtype's tolerances (default: --dtype's)")
+    parser.add_argument("--summary", action="store_true",
+                        help="one Markdown row per case instead of one line per output")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    rows = check_cases(args.vectors, args.dtype, args.cases, args.kernels, args.gpu_bfloat16)
-    print(harness.table(rows))
+    rows = check_cases(args.vectors, args.dtype, args.cases, args.kernels, args.gpu_bfloat16,
+                       args.gpu_tf32, args.tolerances)
+    print(harness.summary(rows) if args.summary else harness.table(rows))
     failed = [name for name, report in rows if not report.passed]
     print(f"{len(rows) - len(failed)} passed, {len(failed)} failed ({args.dtype})")
     return 1 if failed else 0

@@ -45,6 +45,8 @@ any kernel; :func:`gpu_bfloat16` emulates a GPU instead):
     multiplies the bit patterns (triton-lang/triton#11584, #11585 closed unmerged), and bfloat16
     ``+ - * /``, comparisons and reductions compute on the integers (#10945 closed unmerged,
     #11604); triton's docs say the interpreter does not support bfloat16 arithmetic (#4972).
+    A float32 ``tl.dot`` multiplies in full float32, where an NVIDIA GPU reads the operands as
+    TF32 unless the kernel asks for ``input_precision="ieee"``; :func:`gpu_tf32` emulates that.
 
 Shapes, vectors and tolerances: docs/kernels.md.
 """
@@ -267,15 +269,41 @@ def gpu_bfloat16():
             setattr(_BUILDER, name, fn)
 
 
+def _tf32_dot(inner):
+    """``create_dot`` rounding float32 operands to TF32 (10 mantissa bits, nearest even) when the
+    kernel's ``tl.dot`` asks for ``input_precision="tf32"`` (triton's default on NVIDIA GPUs
+    since Ampere), as the tensor cores read them; products accumulate in float32."""
+    def dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        f32 = triton.language.float32
+        if (input_precision == interpreter._ir.INPUT_PRECISION.TF32
+                and a.dtype.scalar == f32 and b.dtype.scalar == f32):
+            a = interpreter.TensorHandle(interpreter._round_f32_to_tf32(a.data), f32)
+            b = interpreter.TensorHandle(interpreter._round_f32_to_tf32(b.data), f32)
+        return inner(self, a, b, d, input_precision, max_num_imprecise_acc)
+    return dot
+
+
 @contextlib.contextmanager
-def interpreter_bfloat16():
-    """The interpreter's own bfloat16 (the default; a no-op context, for symmetric call sites)."""
-    yield
+def gpu_tf32():
+    """Inside: a float32 ``tl.dot`` without ``input_precision="ieee"`` reads its operands as
+    TF32, as on an NVIDIA GPU (the interpreter multiplies them in full float32).  Composes with
+    :func:`gpu_bfloat16`."""
+    inner = _BUILDER.create_dot
+    _BUILDER.create_dot = _tf32_dot(inner)
+    try:
+        yield
+    finally:
+        _BUILDER.create_dot = inner
 
 
-def bfloat16_mode(gpu):
-    """``gpu_bfloat16()`` if ``gpu`` else the interpreter's own numerics."""
-    return gpu_bfloat16() if gpu else interpreter_bfloat16()
+def gpu_numerics(bfloat16=False, tf32=False):
+    """A context with the chosen GPU emulations (:func:`gpu_bfloat16`, :func:`gpu_tf32`)."""
+    stack = contextlib.ExitStack()
+    if bfloat16:
+        stack.enter_context(gpu_bfloat16())
+    if tf32:
+        stack.enter_context(gpu_tf32())
+    return stack
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,4 +353,18 @@ def table(rows):
         for out, check in sorted(report.outputs.items()):
             lines.append(f"{name:<30} {out:<18} {str(check.passed):<6} "
                          f"{check.err_over_tol:>9.3g}  {first_failing(check)}")
+    return "\n".join(lines)
+
+
+def summary(rows):
+    """One Markdown row per case: passed, the worst ``err_over_tol`` (and its output), the
+    first failing index of each failing output."""
+    lines = ["| case | passed | err_over_tol (worst output) | first failing |",
+             "| --- | --- | --- | --- |"]
+    for name, report in rows:
+        worst = max(report.outputs, key=lambda o: report.outputs[o].err_over_tol)
+        bad = "; ".join(f"`{o}` {first_failing(c)}" for o, c in sorted(report.outputs.items())
+                        if not c.passed) or "-"
+        lines.append(f"| `{name}` | {'yes' if report.passed else '**no**'} | "
+                     f"{report.err_over_tol:.3g} (`{worst}`) | {bad} |")
     return "\n".join(lines)

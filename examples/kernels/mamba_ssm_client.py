@@ -14,7 +14,9 @@ case and output:
 Exit status 0 when every case passes, 1 otherwise.  ``--fix-softplus`` replaces the kernels'
 ``softplus`` (``log(exp(x) + 1)``, mamba_ssm/ops/triton/softplus.py) by an accurate one, from
 outside the kernel files; ``--gpu-bfloat16`` makes the interpreter's bfloat16 behave as a GPU's
-(harness.gpu_bfloat16).  The cases (docs/crosscheck.md):
+(harness.gpu_bfloat16); ``--gpu-tf32`` reads float32 ``tl.dot`` operands as TF32, as an NVIDIA
+GPU does by default (harness.gpu_tf32), and ``--tolerances float16`` judges with float16's
+tolerances.  The cases (docs/crosscheck.md):
 
     selective_state_update, selective_state_update_heads   one decoding step, in place on state
     selective_decode_bf16_state   8 steps with a bfloat16 state cache (the kernel stores the
@@ -117,18 +119,21 @@ def run_case(kernels, vectors_dir, name, dtype):
     return run_ssd(mamba_chunk_scan_combined, t, attrs)
 
 
-def check_cases(vectors_dir, dtype, cases=CASES, fix_softplus=False, gpu_bfloat16=False):
-    """``[(name, case report)]`` for ``cases`` (those present in the vectors)."""
+def check_cases(vectors_dir, dtype, cases=CASES, fix_softplus=False, gpu_bfloat16=False,
+                gpu_tf32=False, tolerances=None):
+    """``[(name, case report)]`` for ``cases`` (those present in the vectors), judged with the
+    tolerances of ``tolerances`` (default ``dtype``)."""
     kernels = load_kernels()
     present = {c["name"] for c in harness.read_manifest(vectors_dir)["cases"]}
     set_softplus(fix_softplus)
     rows = []
     try:
-        with harness.bfloat16_mode(gpu_bfloat16):
+        with harness.gpu_numerics(gpu_bfloat16, gpu_tf32):
             for name in cases:
                 if name in present:
                     outputs = run_case(kernels, vectors_dir, name, dtype)
-                    rows.append((name, harness.verdict(vectors_dir, name, outputs, dtype)))
+                    report = harness.verdict(vectors_dir, name, outputs, tolerances or dtype)
+                    rows.append((name, report))
     finally:
         set_softplus(False)
     return rows
@@ -143,11 +148,18 @@ def main(argv=None):
                         help="the kernels' softplus replaced by an accurate one")
     parser.add_argument("--gpu-bfloat16", action="store_true",
                         help="bfloat16 as on a GPU (round to nearest even, dot on values)")
+    parser.add_argument("--gpu-tf32", action="store_true",
+                        help="float32 tl.dot operands rounded to TF32, as on an NVIDIA GPU")
+    parser.add_argument("--tolerances", choices=sorted(harness.TORCH_DTYPES),
+                        help="judge with this dtype's tolerances (default: --dtype's)")
+    parser.add_argument("--summary", action="store_true",
+                        help="one Markdown row per case instead of one line per output")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = check_cases(args.vectors, args.dtype, args.cases, args.fix_softplus,
-                       args.gpu_bfloat16)
-    print(harness.table(rows))
+                       args.gpu_bfloat16, args.gpu_tf32,
+                       args.tolerances)
+    print(harness.summary(rows) if args.summary else harness.table(rows))
     failed = [name for name, report in rows if not report.passed]
     print(f"{len(rows) - len(failed)} passed, {len(failed)} failed ({args.dtype})")
     return 1 if failed else 0
