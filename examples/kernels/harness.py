@@ -124,8 +124,9 @@ class LoopInt(int):
 
 
 def loop_range(*args):
-    """``range`` whose values are :class:`LoopInt` (host code sees plain ints)."""
-    return (LoopInt(i) for i in builtins.range(*args))
+    """``range`` as a list of :class:`LoopInt` (host code sees plain ints: ``len``, indexing
+    and ``reversed`` work)."""
+    return [LoopInt(i) for i in builtins.range(*args)]
 
 
 _installed = []
