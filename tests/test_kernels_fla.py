@@ -88,11 +88,15 @@ def test_tf32_finding(vectors):
     """With TF32 dots (triton's default on NVIDIA GPUs, emulated), ``chunk_simple_gla`` fails
     the float32 tolerances and passes float16's; the recurrent kernel has no ``tl.dot``."""
     vec = vectors("float32")
-    tf32 = reports(vec, "float32", ["ssd_L1"], gpu_tf32=True)
-    half = reports(vec, "float32", ["ssd_L1"], gpu_tf32=True, tolerances="float16")
-    assert not tf32["chunk/ssd_L1"].passed and tf32["chunk/ssd_L1"].err_over_tol > 10
-    assert tf32["fused_recurrent/ssd_L1"].passed
-    assert half["chunk/ssd_L1"].passed
+    kernels = client.load_kernels()
+    t, attrs = harness.case_inputs(vec, "ssd_L1", "float32")
+    with harness.gpu_tf32():
+        chunk = client.run_gla(kernels["chunk_simple_gla"], t, attrs)
+        recurrent = client.run_gla(kernels["fused_recurrent_simple_gla"], t, attrs)
+    as_float32 = harness.verdict(vec, "ssd_L1", chunk, "float32")
+    assert not as_float32.passed and as_float32.err_over_tol > 10
+    assert harness.verdict(vec, "ssd_L1", chunk, "float16").passed
+    assert harness.verdict(vec, "ssd_L1", recurrent, "float32").passed
 
 
 @pytest.mark.slow
