@@ -54,7 +54,7 @@ def test_train_writes_the_run_directory(tmp_path, capsys):
     assert P.tree_allclose(policy.params, P.unflatten_dict(flat), rtol=0, atol=0)
 
 
-def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", *TINY_NAV, "--out", str(a), "--iterations", "4", "--no-eval"]) == 0
     step = MetaMAML.meta_step
@@ -64,10 +64,11 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return step(self, rng)
     monkeypatch.setattr(MetaMAML, "meta_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main(["train", *TINY_NAV, "--out", str(b), "--iterations", "4", "--no-eval"])
+    assert main(["train", *TINY_NAV, "--out", str(b), "--iterations", "4", "--no-eval"]) == 130
     monkeypatch.undo()
     assert [r["iteration"] for r in records(b)] == [1, 2, 3]
+    assert TR.load_trainer(b, json.loads((b / "config.json").read_text())).iteration == 3
+    assert "interrupted at iteration 3/4" in capsys.readouterr().err
     with open(b / "metrics.jsonl", "a") as f:      # and a line cut short
         f.write('{"iterat')
     assert main(["train", "--resume", "--out", str(b), "--no-eval"]) == 0

@@ -47,6 +47,7 @@ import numpy as onp
 from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, PROTOCOLS,  # noqa: F401
                                       add_blas_threads_argument, add_evaluate_arguments,
                                       evaluate, finn_goals, run_evaluate)
+from ssmref.metarl.interrupt import TrainingInterrupted, interruptible_step, resume_command
 from ssmref.metarl.report import format_table, progress_line
 from ssmref.metarl.rundir import (RunError, load_trainer, one_line, read_config,  # noqa: F401
                                   read_json, read_metrics, run_file, save_trainer)
@@ -159,7 +160,9 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
     with open(run_dir / "metrics.jsonl", "a") as metrics:
         while trainer.iteration < total:
             t0 = time.perf_counter()
-            rec = trainer.meta_step(onp.random.default_rng([config["seed"], trainer.iteration]))
+            rec = interruptible_step(trainer, onp.random.default_rng([config["seed"],
+                                                                      trainer.iteration]),
+                                     run_dir, total, save_trainer)
             rec["seconds"] = time.perf_counter() - t0
             rate = rec["seconds"] if rate is None else 0.9 * rate + 0.1 * rec["seconds"]
             check_finite_step(rec, trainer, run_dir)
@@ -289,4 +292,12 @@ def run_train(args):
     except (RunError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"interrupted at iteration {e.iteration}/{e.total}, checkpoint saved; continue "
+              f"with: {resume_command(out)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:            # outside a meta-iteration: the last checkpoint stands
+        print(f"interrupted; {out} keeps its last checkpoint; continue with: "
+              f"{resume_command(out)}", file=sys.stderr)
+        return 130
     return 0
