@@ -14,10 +14,14 @@ class Progress:
     """``Progress(label, total)``; call :meth:`update` with the number of units done.
 
     ``stream``: where the lines go (default ``sys.stderr``, looked up at each line so that a
-    test's captured stderr receives them); ``every``: seconds between lines (0: every update)."""
+    test's captured stderr receives them); ``every``: seconds between lines (0: every update;
+    default :attr:`EVERY`)."""
 
-    def __init__(self, label, total, *, every=5.0, stream=None, clock=time.monotonic):
-        self.label, self.total, self.every = label, max(int(total), 1), float(every)
+    EVERY = 5.0
+
+    def __init__(self, label, total, *, every=None, stream=None, clock=time.monotonic):
+        self.label, self.total = label, max(int(total), 1)
+        self.every = float(self.EVERY if every is None else every)
         self.stream, self.clock = stream, clock
         self.start = self.last = clock()
         self.lines = 0

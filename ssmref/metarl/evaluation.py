@@ -39,6 +39,7 @@ from ssmref.metarl.report import format_table, plot_adaptation
 from ssmref.metarl.rundir import RUN_FILES, RunError, load_trainer, one_line, read_config
 from ssmref.metarl.run_config import is_rl
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
+from ssmref.progress import Progress
 from ssmref.storage import write_json
 
 EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)
@@ -64,11 +65,11 @@ def _summary(values, key):
             key.replace("_by_step", "_stderr_by_step"): [float(v) for v in err]}
 
 
-def _rl_goal_set(trainer, tasks, seed, steps, later_inner_lr, episodes):
+def _rl_goal_set(trainer, tasks, seed, steps, later_inner_lr, episodes, callback=None):
     """Returns, per-task returns and the adaptation diagnostics on one goal set."""
     values, diag = trainer.evaluate(tasks, onp.random.default_rng([EVAL_SEED, seed]), steps=steps,
                                     per_task=True, later_inner_lr=later_inner_lr,
-                                    episodes=episodes, diagnostics=True)
+                                    episodes=episodes, diagnostics=True, callback=callback)
     out = _summary(values, "returns_by_step")
     out["returns_per_task"] = values.round(6).tolist()                      # (steps + 1, tasks)
     out["step_norm_by_step"] = [float(v) for v in diag["step_norm"].mean(axis=1)]
@@ -118,13 +119,17 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
         result["inner_lr_by_step"] = [alpha if k == 0 or later_inner_lr is None
                                       else float(later_inner_lr) for k in range(steps)]
         result["episodes_per_step"] = episodes or trainer.config.episodes_per_task
-        result.update(_rl_goal_set(trainer, held_out, 1, steps, later_inner_lr, episodes))
-        if protocol == "finn" and config["env"] == "navigation2d":
+        sets = 2 if protocol == "finn" and config["env"] == "navigation2d" else 1
+        progress = Progress(f"evaluate ({protocol} protocol)", sets * (steps + 1))
+        result.update(_rl_goal_set(trainer, held_out, 1, steps, later_inner_lr, episodes,
+                                   lambda k: progress.update(k + 1)))
+        if sets == 2:
             result["finn_goals"] = _rl_goal_set(trainer, finn_goals(), 2, steps, later_inner_lr,
-                                                episodes)
+                                                episodes, lambda k: progress.update(steps + k + 2))
     else:
+        progress = Progress("evaluate", tasks)
         values = trainer.evaluate(held_out, onp.random.default_rng([EVAL_SEED, 1]), steps=steps,
-                                  per_task=True)
+                                  per_task=True, callback=lambda j: progress.update(j + 1))
         result.update(_summary(values, "mse_by_step"))
     result["seconds"] = time.perf_counter() - t0
     if config["env"] == "navigation2d":
