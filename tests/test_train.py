@@ -235,7 +235,7 @@ def test_finn_protocol(tmp_path):
     assert len(f["policy_std_by_step"]) == 3 and len(f["step_norm_by_step"]) == 2
     table = TR.format_table(finn)
     assert "Finn's 40 goals" in table and "0.3, 0.15" in table
-    with pytest.raises(ValueError, match="later_inner_lr"):
+    with pytest.raises(ValueError, match="--later-inner-lr applies to --protocol ssmref"):
         TR.evaluate(run, tasks=3, steps=2, protocol="finn", later_inner_lr=0.1)
     assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--protocol", "finn"]) == 0
 

@@ -101,11 +101,15 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
     trainer = load_trainer(run_dir, config)
     trainer.blas_threads = blas_threads_limit
     rl = is_rl(config["env"])
-    if not rl and (later_inner_lr is not None or protocol != "ssmref"):
-        raise ValueError("later_inner_lr and protocol 'finn' apply to the RL envs only")
+    if not rl and protocol != "ssmref":
+        raise ValueError(f"--protocol {protocol} applies to the RL envs (navigation2d, bandit); "
+                         f"{run_dir} is a {config['env']} run, evaluated by its grid MSE")
+    if not rl and later_inner_lr is not None:
+        raise ValueError(f"--later-inner-lr applies to the RL envs (navigation2d, bandit); "
+                         f"{run_dir} is a {config['env']} run")
     if protocol == "finn" and later_inner_lr is not None:
-        raise ValueError("protocol 'finn' sets the later step size (alpha / 2); "
-                         "later_inner_lr applies to the 'ssmref' protocol")
+        raise ValueError("--protocol finn sets the later step size (alpha / 2); "
+                         "--later-inner-lr applies to --protocol ssmref")
     alpha = trainer.config.inner_lr
     if protocol == "finn":
         later_inner_lr = alpha / 2
@@ -148,8 +152,9 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
 
 def add_evaluate_arguments(p):
     p.add_argument("run_dir", help="a directory written by `python -m ssmref train`")
-    p.add_argument("--tasks", type=int, default=40, help="held-out tasks (default 40)")
-    p.add_argument("--steps", type=int, default=3, help="inner steps (default 3)")
+    p.add_argument("--tasks", type=int, default=40, help="held-out tasks")
+    p.add_argument("--steps", type=int, default=3,
+                   help="inner steps (0: the returns before adaptation only)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="ssmref",
                    help="RL: 'ssmref' (the run's episodes, alpha at every step) or 'finn' (Finn "
                         "et al.: 40 episodes per step, alpha then alpha/2, also on Finn's goals)")
@@ -157,8 +162,9 @@ def add_evaluate_arguments(p):
                    help="RL, ssmref protocol: step size of the 2nd and later steps "
                         "(default: the run's inner_lr)")
     p.add_argument("--out-name", default=None,
-                   help="file name in RUN_DIR for the result (default evaluation.json, or "
-                        "evaluation_finn.json with --protocol finn)")
+                   help="file name in RUN_DIR for the result (default: one named by the "
+                        "settings, e.g. evaluation_ssmref_40tasks_3steps.json, so the files "
+                        "train wrote stay; --out-name evaluation.json replaces train's)")
     add_blas_threads_argument(p)
 
 
@@ -169,11 +175,23 @@ def add_blas_threads_argument(p):
                         f"products are small; 0 leaves the BLAS settings as they are)")
 
 
+def cli_result_name(protocol, tasks, steps, later_inner_lr=None):
+    """The file ``evaluate`` writes without ``--out-name``: named by its settings
+    (``evaluation_finn_40tasks_3steps.json``), never one that ``train`` wrote."""
+    later = "" if later_inner_lr is None else f"_later{later_inner_lr:g}"
+    return f"evaluation_{protocol}_{tasks}tasks_{steps}steps{later}.json"
+
+
 def run_evaluate(args):
     try:
+        name = args.out_name or cli_result_name(args.protocol, args.tasks, args.steps,
+                                                args.later_inner_lr)
+        if args.steps == 0:
+            print("--steps 0: no inner step; the result holds the returns (or MSE) before "
+                  "adaptation only", file=sys.stderr)
         result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps,
                           later_inner_lr=args.later_inner_lr, protocol=args.protocol,
-                          name=args.out_name, blas_threads_limit=args.blas_threads or None)
+                          name=name, blas_threads_limit=args.blas_threads or None)
         print(format_table(result))
     except (RunError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

@@ -45,9 +45,11 @@ def format_table(result):
         if ref:
             line += f"  {ref[str(k)] if str(k) in ref else '':>16}"
         lines.append(line)
-    if "inner_lr_by_step" in result:
+    if result.get("inner_lr_by_step"):
         lines.append("inner step sizes: " + ", ".join(f"{a:g}" for a in result["inner_lr_by_step"])
                      + f"; {result['episodes_per_step']} episodes per step")
+    elif "inner_lr_by_step" in result:
+        lines.append(f"no inner step; {result['episodes_per_step']} episodes")
     if "oracle_return" in result:
         lines.append(f"best-arm oracle: {result['oracle_return']:.3f}")
     return "\n".join(lines)
