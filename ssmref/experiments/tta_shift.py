@@ -312,11 +312,15 @@ def format_table(result):
 
 def add_arguments(parser):
     """The options of :func:`main`, added to an ``argparse`` parser (or subparser)."""
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--shifts", nargs="+", choices=list(SHIFTS), default=None)
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="training seeds; each trains the classifier once")
+    parser.add_argument("--shifts", nargs="+", choices=list(SHIFTS), default=None,
+                        help="shifted target dynamics to adapt to (default: all)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
+                        help="adaptation variants to compare (default: all)")
     parser.add_argument("--batches", type=int, default=50, help="test batches per stream")
-    parser.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write the full result as JSON (default: none)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a quick check")
     return parser
 

@@ -140,6 +140,8 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
         result["reference_finn2017"] = {str(k): v for k, v in FINN_NAVIGATION.items()}
     if config["env"] == "bandit":
         result["oracle_return"] = float(onp.mean(trainer.family.oracle_return(held_out)))
+        result["random_arm_return"] = float(trainer.family.horizon * onp.mean(    # E[p_a], a ~ U
+            [t["p"] for t in held_out]))
     write_json(run_dir / name, result)
     if plot:
         png_name = "adaptation.png" if name == "evaluation.json" else name[:-len(".json")] + ".png"

@@ -34,6 +34,7 @@ The configuration and the trainer it builds: :mod:`ssmref.metarl.run_config`; th
 :mod:`ssmref.metarl.rundir`; the table and the plot: :mod:`ssmref.metarl.report`.
 """
 
+import argparse
 import json
 import math
 import os
@@ -48,6 +49,7 @@ from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, PROTOCOLS,  # 
                                       add_blas_threads_argument, add_evaluate_arguments,
                                       evaluate, finn_goals, run_evaluate)
 from ssmref.metarl.interrupt import TrainingInterrupted, interruptible_step, resume_command
+from ssmref.metarl.plots import draw_run
 from ssmref.metarl.report import format_table, progress_line
 from ssmref.metarl.rundir import (RunError, load_trainer, one_line, read_config,  # noqa: F401
                                   read_json, read_metrics, run_file, save_trainer)
@@ -178,8 +180,9 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
         protocols = PROTOCOLS if config["env"] == "navigation2d" else ("ssmref",)
         for protocol in protocols:
             result = evaluate(run_dir, tasks=eval_tasks, steps=eval_steps, protocol=protocol,
-                              log=log, blas_threads_limit=blas_threads_limit)
+                              log=log, plot=False, blas_threads_limit=blas_threads_limit)
             log(format_table(result))
+        draw_run(run_dir, log=log)                 # the pictures (ssmref.metarl.plots)
     return trainer
 
 
@@ -188,7 +191,11 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
 # ---------------------------------------------------------------------------------------------
 
 def _hidden(text):
-    return [int(h) for h in text.split(",") if h]
+    try:
+        return [int(h) for h in text.split(",") if h]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"hidden sizes must be ints separated by commas (e.g. "
+                                         f"64,64), got {text!r}") from None
 
 
 def add_train_arguments(p):
@@ -197,41 +204,60 @@ def add_train_arguments(p):
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="a measured configuration (docs/train.md): finn2017 = Finn et al.'s MLP "
                         "policy with the TRPO outer step; ssm2step = the SSM policy meta-trained "
-                        "through two inner steps (alpha, then alpha/2)")
+                        "through two inner steps (alpha, then alpha/2); default: none, the "
+                        "env's defaults")
     p.add_argument("--out", default=None, help="run directory (default: runs/ENV or runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
-    p.add_argument("--iterations", type=int, default=None, help="meta-iterations (env default)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="default 25")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="meta-iterations (default: navigation2d 250, bandit 150, sinusoid "
+                        "10000, or the preset's; with --resume: the stored run's)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="write checkpoint.npz every N meta-iterations (default 25)")
     p.add_argument("--policy", choices=POLICY_KINDS, default=None,
                    help="RL: 'ssm' (default) or 'mlp' (Finn et al.'s Gaussian MLP on the "
                         "observation, ReLU, --hidden 100,100 by default)")
     p.add_argument("--outer", choices=OUTERS, default=None,
                    help="RL outer optimiser: 'adam' (default) or 'trpo' (Finn et al.)")
-    p.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (0.01)")
+    p.add_argument("--max-kl", type=float, default=None,
+                   help="TRPO trust region (default 0.01)")
     p.add_argument("--adapt-rounds", type=int, default=None,
                    help="RL: sampled inner steps in meta-training, each on fresh episodes of "
                         "the policy adapted so far (default 1)")
     p.add_argument("--later-lr-scale", type=float, default=None,
                    help="RL: rounds after the first step with alpha times this (default 1; "
                         "Finn et al.'s evaluation: 0.5)")
-    p.add_argument("--meta-batch-size", type=int, default=None, help="tasks per meta-iteration")
-    p.add_argument("--episodes-per-task", type=int, default=None, help="RL: episodes per task")
-    p.add_argument("--inner-lr", type=float, default=None)
-    p.add_argument("--outer-lr", type=float, default=None)
-    p.add_argument("--first-order", action="store_true", help="FOMAML")
+    p.add_argument("--meta-batch-size", type=int, default=None,
+                   help="tasks per meta-iteration (default 20; sinusoid 25; finn2017 40)")
+    p.add_argument("--episodes-per-task", type=int, default=None,
+                   help="RL: episodes per task and inner step (default 20)")
+    p.add_argument("--inner-lr", type=float, default=None,
+                   help="inner step size alpha (default: navigation2d 0.1, bandit 0.5, "
+                        "sinusoid 0.01, the presets 0.5)")
+    p.add_argument("--outer-lr", type=float, default=None,
+                   help="Adam learning rate of the meta-parameters (default: navigation2d "
+                        "3e-3, bandit 1e-2, sinusoid 1e-3)")
+    p.add_argument("--first-order", action="store_true",
+                   help="FOMAML: the inner gradients are constants in the meta-gradient")
     p.add_argument("--estimator", choices=("reinforce", "dice"), default=None,
                    help="RL inner loss (default reinforce)")
     p.add_argument("--max-grad-norm", type=float, default=None,
-                   help="RL, Adam: clip the meta-gradient's global norm (0: off)")
+                   help="RL, Adam: clip the meta-gradient's global norm (0: off; default: "
+                        "navigation2d 1, bandit 0)")
     p.add_argument("--constant-lr", action="store_true",
                    help="RL: no linear decay of the outer lr (navigation2d decays by default)")
-    p.add_argument("--horizon", type=int, default=None, help="RL: episode length")
-    p.add_argument("--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 64,64")
-    p.add_argument("--state-dim", type=int, default=None, help="SSM policy: state size")
+    p.add_argument("--horizon", type=int, default=None,
+                   help="RL: episode length (default: navigation2d 100, bandit 10)")
+    p.add_argument("--hidden", type=_hidden, default=None,
+                   help="hidden sizes, e.g. 64,64 (default: navigation2d 64,64, bandit 32, "
+                        "sinusoid 40,40, --policy mlp 100,100)")
+    p.add_argument("--state-dim", type=int, default=None,
+                   help="SSM policy: state size (default 8)")
     add_blas_threads_argument(p)
-    p.add_argument("--eval-tasks", type=int, default=40)
-    p.add_argument("--eval-steps", type=int, default=3)
+    p.add_argument("--eval-tasks", type=int, default=40,
+                   help="held-out tasks of the evaluation at the end")
+    p.add_argument("--eval-steps", type=int, default=3,
+                   help="inner steps of the evaluation at the end")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
 
 

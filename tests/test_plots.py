@@ -1,0 +1,79 @@
+"""The pictures of a run: drawn by train, redrawn by ``plot``, and optional (no matplotlib: one
+line, no crash)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssmref.cli import main
+from ssmref.metarl.report import NO_MATPLOTLIB
+
+TINY = ["--meta-batch-size", "2", "--episodes-per-task", "3", "--horizon", "8", "--hidden", "8",
+        "--state-dim", "3"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    assert path.read_bytes()[:8] == PNG, path
+    image = plt.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
+
+
+def test_train_draws_the_pictures_and_plot_redraws_them(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "nav"
+    assert main(["train", "--env", "navigation2d", *TINY, "--out", str(run), "--iterations", "2",
+                 "--eval-tasks", "2", "--eval-steps", "2"]) == 0
+    pictures = ("learning_curve.png", "adaptation.png", "trajectories.png")
+    for name in pictures:
+        assert_png(run / name)
+        (run / name).unlink()
+    assert "wrote " + str(run / "trajectories.png") in capsys.readouterr().out
+    assert main(["plot", str(run)]) == 0
+    for name in pictures:
+        assert_png(run / name)
+    assert main(["plot", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+
+
+def test_bandit_reference_lines_and_the_sinusoid_fit(tmp_path):
+    pytest.importorskip("matplotlib")
+    bandit = tmp_path / "bandit"
+    assert main(["train", "--env", "bandit", *TINY, "--out", str(bandit), "--iterations", "1",
+                 "--eval-tasks", "30", "--eval-steps", "1"]) == 0
+    ev = json.loads((bandit / "evaluation.json").read_text())
+    assert ev["random_arm_return"] < ev["oracle_return"]
+    assert abs(ev["random_arm_return"] - 0.5 * 8) < 1.0          # horizon * E[p], p ~ U[0, 1)
+    assert_png(bandit / "adaptation.png")
+    sin = tmp_path / "sin"
+    assert main(["train", "--env", "sinusoid", "--hidden", "4", "--out", str(sin),
+                 "--iterations", "2", "--eval-tasks", "2", "--eval-steps", "1"]) == 0
+    for name in ("learning_curve.png", "adaptation.png", "sinusoid_fit.png"):
+        assert_png(sin / name)
+
+
+def test_without_matplotlib_one_line_and_no_crash(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)         # import matplotlib fails
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    run = tmp_path / "nav"
+    assert main(["train", *TINY, "--out", str(run), "--iterations", "1", "--eval-tasks", "2",
+                 "--eval-steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(NO_MATPLOTLIB) == 1 and "Traceback" not in out
+    assert not list(run.glob("*.png"))
+    assert main(["plot", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "matplotlib is not installed" in err
+
+
+def test_the_core_imports_without_matplotlib():
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "import ssmref, ssmref.cli, ssmref.metarl.plots, ssmref.metarl.train, ssmref.ssm\n"
+            "assert 'matplotlib.pyplot' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
