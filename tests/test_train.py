@@ -214,7 +214,7 @@ def test_format_table_names_the_reference():
 # Finn et al.'s protocol, the MLP policy and TRPO, --resume conflicts, runs of earlier versions
 # ---------------------------------------------------------------------------------------------
 
-OLD_RUN = Path(__file__).parent / "data" / "run_before_issue14"
+OLD_RUN = Path(__file__).parent / "data" / "run_without_policy_kind"
 
 
 def test_finn_protocol(tmp_path):
@@ -318,7 +318,7 @@ def test_resume_refuses_settings_that_differ_from_the_stored_run(tmp_path, capsy
     assert records(run)[-1]["iteration"] == 2
 
 
-def test_runs_written_before_issue_14_evaluate_and_resume(tmp_path):
+def test_runs_without_policy_kind_evaluate_and_resume(tmp_path):
     run = tmp_path / "old"
     shutil.copytree(OLD_RUN, run)
     config = json.loads((run / "config.json").read_text())
