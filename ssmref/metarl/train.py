@@ -14,10 +14,11 @@
 ``policy.npz``                the SSM policy, loadable with :meth:`SSMMetaPolicy.load`
 ``evaluation.json``           written by ``evaluate`` (and at the end of ``train``)
 ``evaluation_finn.json``      navigation2d: ``evaluate --protocol finn`` (and the end of ``train``)
-``adaptation.png``            the adaptation curve, when matplotlib is installed
+``*.png``                     the pictures (:mod:`ssmref.metarl.plots`), when matplotlib is installed
 ============================  =====================================================================
 
-Meta-iteration ``i`` draws from ``numpy.random.default_rng([seed, i])``, so a run resumed from a
+Ctrl-C keeps every finished meta-iteration in the checkpoint and exits 130 with one line
+(:mod:`ssmref.metarl.interrupt`).  Meta-iteration ``i`` draws from ``numpy.random.default_rng([seed, i])``, so a run resumed from a
 checkpoint (``--resume``) continues exactly as the uninterrupted run would have.
 
 ``--resume`` continues a run with its stored settings; a setting given on the command line that
