@@ -59,7 +59,8 @@ def test_the_console_command():
     cfg.read(ROOT / "setup.cfg")
     assert cfg["options.entry_points"]["console_scripts"].split() == \
         ["ssmref", "=", "ssmref.cli:console"]
-    code = "import sys; sys.argv = ['ssmref', 'train', '--help']; from ssmref.cli import console; console()"
+    code = ("import sys; sys.argv = ['ssmref', 'train', '--help']\n"
+            "from ssmref.cli import console; console()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=ROOT)
     assert out.returncode == 0 and out.stdout.startswith("usage: ssmref train"), out.stderr

@@ -135,6 +135,7 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
         values = trainer.evaluate(held_out, onp.random.default_rng([EVAL_SEED, 1]), steps=steps,
                                   per_task=True, callback=lambda j: progress.update(j + 1))
         result.update(_summary(values, "mse_by_step"))
+        result.update(inner_lr=alpha, k_shot=trainer.config.k_shot)        # every step's
     result["seconds"] = time.perf_counter() - t0
     if config["env"] == "navigation2d":
         result["reference_finn2017"] = {str(k): v for k, v in FINN_NAVIGATION.items()}

@@ -79,7 +79,8 @@ def plot_learning_curve(records, env, path):
 def navigation_paths(trainer, goals, steps=2, episodes=FINN_EPISODES, shown=5, seed=3):
     """``paths[k]``: ``(len(goals), shown, T, 2)`` positions of the first ``shown`` of the
     ``episodes`` episodes per goal after ``k = 0..steps`` inner steps of Finn et al.'s protocol
-    (``α``, then ``α/2``), every step on fresh episodes; and ``masks[k] (len(goals), shown, T)``."""
+    (``α``, then ``α/2``), every step on fresh episodes; and the step masks ``masks[k]``
+    ``(len(goals), shown, T)``."""
     rng = onp.random.default_rng([EVAL_SEED, seed])
     M, c = len(goals), trainer.config
     paths, masks = [], []

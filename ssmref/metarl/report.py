@@ -85,8 +85,10 @@ def save_figure(fig, path):
 def curve_label(result, finn_goals=False):
     """``"finn protocol, α 0.1 then 0.05, 40 episodes/step, 40 held-out goals"``."""
     n = result["num_tasks"]
-    if "inner_lr_by_step" not in result:
-        return f"{n} held-out tasks"
+    if "inner_lr_by_step" not in result:                    # sinusoid: α and K at every step
+        if "k_shot" not in result:
+            return f"{n} held-out tasks"
+        return f"α {result['inner_lr']:g} at every step on {result['k_shot']} points, {n} tasks"
     lrs = result["inner_lr_by_step"]
     steps = ("no step" if not lrs else f"α {lrs[0]:g}" if len(set(lrs)) == 1
              else f"α {lrs[0]:g} then {lrs[1]:g}")

@@ -12,13 +12,16 @@
                               ``--checkpoint-every`` iterations and at the end
 ``params.npz``                the final meta-parameters (dotted names, :func:`ssmref.storage.save_npz`)
 ``policy.npz``                the SSM policy, loadable with :meth:`SSMMetaPolicy.load`
-``evaluation.json``           written by ``evaluate`` (and at the end of ``train``)
-``evaluation_finn.json``      navigation2d: ``evaluate --protocol finn`` (and the end of ``train``)
-``*.png``                     the pictures (:mod:`ssmref.metarl.plots`), when matplotlib is installed
+``evaluation.json``           the evaluation at the end of ``train``
+``evaluation_finn.json``      navigation2d: the same with ``--protocol finn``
+``evaluation_*.json``         ``evaluate``'s results, named by their settings (or ``--out-name``)
+``*.png``                     the pictures (:mod:`ssmref.metarl.plots`), with matplotlib
 ============================  =====================================================================
 
 Ctrl-C keeps every finished meta-iteration in the checkpoint and exits 130 with one line
-(:mod:`ssmref.metarl.interrupt`).  Meta-iteration ``i`` draws from ``numpy.random.default_rng([seed, i])``, so a run resumed from a
+(:mod:`ssmref.metarl.interrupt`).
+
+Meta-iteration ``i`` draws from ``numpy.random.default_rng([seed, i])``, so a run resumed from a
 checkpoint (``--resume``) continues exactly as the uninterrupted run would have.
 
 ``--resume`` continues a run with its stored settings; a setting given on the command line that
