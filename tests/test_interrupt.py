@@ -59,3 +59,26 @@ def test_sigint_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     assert iterations(ref) == list(range(1, reached + 3)) and records(run) == records(ref)
     assert P.tree_allclose(P.unflatten_dict(storage.load_npz(run / "params.npz")),
                            P.unflatten_dict(storage.load_npz(ref / "params.npz")), rtol=0, atol=0)
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_goes_back_one_iteration(tmp_path, monkeypatch,
+                                                                       capsys):
+    from ssmref.metarl import train as TR
+    real, calls = TR.save_trainer, []
+
+    def interrupted_once(run_dir, trainer):
+        calls.append(trainer.iteration)
+        if len(calls) == 1:                       # the periodic checkpoint after iteration 2
+            raise KeyboardInterrupt
+        real(run_dir, trainer)
+    monkeypatch.setattr(TR, "save_trainer", interrupted_once)
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    flags = [*TINY[:-4], "--checkpoint-every", "2", "--constant-lr", "--no-eval"]
+    assert main(["train", *flags, "--out", str(run), "--iterations", "4"]) == 130
+    assert calls == [2, 1]                        # then the checkpoint of iteration 1
+    assert "interrupted at iteration 1/4" in capsys.readouterr().err
+    assert iterations(run) == [1, 2]              # line 2 is dropped on resume
+    monkeypatch.undo()
+    assert main(["train", "--resume", "--out", str(run), "--no-eval"]) == 0
+    assert main(["train", *flags, "--out", str(ref), "--iterations", "4"]) == 0
+    assert records(run) == records(ref)

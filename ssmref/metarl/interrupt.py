@@ -2,10 +2,12 @@
 
 A meta-iteration replaces the trainer's ``params`` and ``opt_state`` by new objects and counts
 itself at its end (:meth:`ssmref.metarl.trainer.MetaTrainer.apply_meta_gradient`), and iteration
-``i`` draws from ``default_rng([seed, i])``.  So the state before a step is three references, and
-a ``KeyboardInterrupt`` anywhere inside the step is undone by putting them back: the checkpoint
-then written is the one the uninterrupted run had after its last finished iteration, and
-``--resume`` continues bit for bit.
+``i`` draws from ``default_rng([seed, i])``.  So the state at the start of an iteration is three
+references, and a ``KeyboardInterrupt`` anywhere in the iteration (its step, its metrics line, its
+checkpoint) is undone by putting them back: the checkpoint then written is the one the
+uninterrupted run had after its last finished iteration, a metrics line of the unfinished one is
+dropped on resume (:func:`ssmref.metarl.rundir.read_metrics`), and ``--resume`` continues bit for
+bit.
 """
 
 import shlex
@@ -24,14 +26,29 @@ def resume_command(run_dir):
     return f"python -m ssmref train --resume --out {shlex.quote(str(run_dir))}"
 
 
-def interruptible_step(trainer, rng, run_dir, total, save):
-    """``trainer.meta_step(rng)``; on ``KeyboardInterrupt`` the trainer is put back to its state
-    before the step, ``save(run_dir, trainer)`` writes its checkpoint and
-    :class:`TrainingInterrupted` is raised."""
-    before = (trainer.params, trainer.opt_state, trainer.iteration)
-    try:
-        return trainer.meta_step(rng)
-    except KeyboardInterrupt:
-        trainer.params, trainer.opt_state, trainer.iteration = before
-        save(run_dir, trainer)
-        raise TrainingInterrupted(run_dir, trainer.iteration, total) from None
+class KeepFinishedIterations:
+    """``with KeepFinishedIterations(trainer, run_dir, total, save) as guard:`` around the loop,
+    ``guard.mark()`` at the start of each iteration.  On ``KeyboardInterrupt`` the trainer goes
+    back to its state at the last mark, ``save(run_dir, trainer)`` writes its checkpoint and
+    :class:`TrainingInterrupted` is raised instead."""
+
+    def __init__(self, trainer, run_dir, total, save):
+        self.trainer, self.run_dir, self.total, self.save = trainer, run_dir, total, save
+        self.state = None
+
+    def mark(self):
+        """Remember the trainer's state (three references, nothing copied)."""
+        t = self.trainer
+        self.state = (t.params, t.opt_state, t.iteration)
+
+    def __enter__(self):
+        self.mark()
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None or not issubclass(kind, KeyboardInterrupt):
+            return False
+        t = self.trainer
+        t.params, t.opt_state, t.iteration = self.state
+        self.save(self.run_dir, t)
+        raise TrainingInterrupted(self.run_dir, t.iteration, self.total) from None

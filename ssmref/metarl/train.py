@@ -52,7 +52,7 @@ import numpy as onp
 from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, PROTOCOLS,  # noqa: F401
                                       add_blas_threads_argument, add_evaluate_arguments,
                                       evaluate, finn_goals, run_evaluate)
-from ssmref.metarl.interrupt import TrainingInterrupted, interruptible_step, resume_command
+from ssmref.metarl.interrupt import KeepFinishedIterations, TrainingInterrupted, resume_command
 from ssmref.metarl.plots import draw_run
 from ssmref.metarl.report import format_table, progress_line
 from ssmref.metarl.rundir import (RunError, load_trainer, one_line, read_config,  # noqa: F401
@@ -163,12 +163,12 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
     total = config["iterations"]
     log_every = log_every or max(1, total // 50)
     rate = None
-    with open(run_dir / "metrics.jsonl", "a") as metrics:
+    with open(run_dir / "metrics.jsonl", "a") as metrics, \
+            KeepFinishedIterations(trainer, run_dir, total, save_trainer) as guard:
         while trainer.iteration < total:
             t0 = time.perf_counter()
-            rec = interruptible_step(trainer, onp.random.default_rng([config["seed"],
-                                                                      trainer.iteration]),
-                                     run_dir, total, save_trainer)
+            guard.mark()                         # Ctrl-C goes back to here (interrupt.py)
+            rec = trainer.meta_step(onp.random.default_rng([config["seed"], trainer.iteration]))
             rec["seconds"] = time.perf_counter() - t0
             rate = rec["seconds"] if rate is None else 0.9 * rate + 0.1 * rec["seconds"]
             check_finite_step(rec, trainer, run_dir)
