@@ -28,6 +28,11 @@ def test_evaluate_keeps_the_files_train_wrote(tmp_path, capsys):
     assert main(["evaluate", str(run), "--tasks", "2", "--steps", "2",
                  "--out-name", "evaluation.json"]) == 0
     assert json.loads((run / "evaluation.json").read_text())["steps"] == [0, 1, 2]
+    # the default settings write train's file (the contract's evaluation.json)
+    assert cli_result_name("ssmref", 40, 3) == "evaluation.json"
+    assert cli_result_name("finn", 40, 3) == "evaluation_finn.json"
+    assert cli_result_name("ssmref", 40, 3, 0.05) == \
+        "evaluation_ssmref_40tasks_3steps_later0.05.json"
 
 
 def test_messages_name_the_options_the_user_typed(tmp_path, capsys):
@@ -40,3 +45,15 @@ def test_messages_name_the_options_the_user_typed(tmp_path, capsys):
     assert "--protocol finn applies to the RL envs" in err and "later_inner_lr" not in err
     assert main(["evaluate", str(sin), "--later-inner-lr", "0.1"]) == 2
     assert "--later-inner-lr applies to the RL envs" in capsys.readouterr().err
+
+
+def test_evaluate_with_the_defaults_rewrites_trains_result_unchanged(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run), "--iterations", "1"]) == 0
+    before = {n: json.loads((run / n).read_text()) for n in ("evaluation.json",
+                                                            "evaluation_finn.json")}
+    for protocol, name in (("ssmref", "evaluation.json"), ("finn", "evaluation_finn.json")):
+        assert main(["evaluate", str(run), "--protocol", protocol]) == 0
+        after = json.loads((run / name).read_text())
+        assert {k: v for k, v in after.items() if k != "seconds"} == \
+            {k: v for k, v in before[name].items() if k != "seconds"}

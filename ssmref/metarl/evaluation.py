@@ -35,8 +35,9 @@ import numpy as onp
 
 from ssmref import __version__
 from ssmref.checks import check_choice, check_int
-from ssmref.metarl.report import format_table, plot_adaptation
-from ssmref.metarl.rundir import RUN_FILES, RunError, load_trainer, one_line, read_config
+from ssmref.metarl.report import format_table, plot_results
+from ssmref.metarl.rundir import (RUN_FILES, RunError, load_trainer, one_line, read_config,
+                                  read_json)
 from ssmref.metarl.run_config import is_rl
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
 from ssmref.progress import Progress
@@ -44,6 +45,7 @@ from ssmref.storage import write_json
 
 EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)
 PROTOCOLS = ("ssmref", "finn")
+TRAIN_RESULTS = ("evaluation.json", "evaluation_finn.json")     # train's, per protocol
 FINN_EPISODES = 40          # test_maml_point.py: batch_size=4000 steps of horizon 100
 
 # Finn et al. 2017 (fig. 4 / table in sec. 5.3): 2-D navigation, MAML, mean return after 0/1/2 steps.
@@ -144,9 +146,13 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
         result["random_arm_return"] = float(trainer.family.horizon * onp.mean(    # E[p_a], a ~ U
             [t["p"] for t in held_out]))
     write_json(run_dir / name, result)
-    if plot:
-        png_name = "adaptation.png" if name == "evaluation.json" else name[:-len(".json")] + ".png"
-        png = plot_adaptation(result, run_dir / png_name)
+    if plot:                  # train's results share one picture, both protocols on it
+        if name in TRAIN_RESULTS:
+            png = plot_results([read_json(run_dir / n, what="evaluation result")
+                                for n in TRAIN_RESULTS if (run_dir / n).exists()],
+                               run_dir / "adaptation.png")
+        else:
+            png = plot_results([result], run_dir / (name[:-len(".json")] + ".png"))
         if png:
             log(f"wrote {png}")
     log(f"wrote {run_dir / name}")
@@ -165,9 +171,10 @@ def add_evaluate_arguments(p):
                    help="RL, ssmref protocol: step size of the 2nd and later steps "
                         "(default: the run's inner_lr)")
     p.add_argument("--out-name", default=None,
-                   help="file name in RUN_DIR for the result (default: one named by the "
-                        "settings, e.g. evaluation_ssmref_40tasks_3steps.json, so the files "
-                        "train wrote stay; --out-name evaluation.json replaces train's)")
+                   help="file name in RUN_DIR for the result (default: evaluation.json or "
+                        "evaluation_finn.json with the default --tasks and --steps, as train "
+                        "writes them; with other settings a file named by them, e.g. "
+                        "evaluation_ssmref_40tasks_0steps.json, so train's result stays)")
     add_blas_threads_argument(p)
 
 
@@ -179,8 +186,13 @@ def add_blas_threads_argument(p):
 
 
 def cli_result_name(protocol, tasks, steps, later_inner_lr=None):
-    """The file ``evaluate`` writes without ``--out-name``: named by its settings
-    (``evaluation_finn_40tasks_3steps.json``), never one that ``train`` wrote."""
+    """The file ``evaluate`` writes without ``--out-name``: with the default settings (40 tasks,
+    3 steps) the file ``train`` writes with them, ``evaluation.json`` (``evaluation_finn.json``
+    for ``--protocol finn``), the same result again; with any other settings a file named by
+    them (``evaluation_ssmref_40tasks_0steps.json``), so a different result never replaces
+    ``train``'s."""
+    if (tasks, steps, later_inner_lr) == (40, 3, None):
+        return TRAIN_RESULTS[PROTOCOLS.index(protocol)]
     later = "" if later_inner_lr is None else f"_later{later_inner_lr:g}"
     return f"evaluation_{protocol}_{tasks}tasks_{steps}steps{later}.json"
 

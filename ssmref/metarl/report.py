@@ -137,8 +137,3 @@ def plot_results(results, path):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def plot_adaptation(result, path):
-    """The adaptation curve of one evaluation result (:func:`plot_results`)."""
-    return plot_results([result], path)
