@@ -64,3 +64,15 @@ def test_the_console_command():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=ROOT)
     assert out.returncode == 0 and out.stdout.startswith("usage: ssmref train"), out.stderr
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["--inner-lr", "-1"], "--inner-lr"), (["--meta-batch-size", "0"], "--meta-batch-size"),
+    (["--state-dim", "0"], "--state-dim"), (["--hidden", "4,0"], "--hidden"),
+    (["--seed", "-1"], "--seed"), (["--env", "sinusoid", "--hidden", "0"], "--hidden"),
+    (["--max-kl", "0"], "--max-kl")])
+def test_refused_settings_are_named_by_their_option(argv, option, tmp_path, capsys):
+    assert main(["train", *argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {option} must be") and "_" not in err.split(" must")[0], err
+    assert not (tmp_path / "run").exists()

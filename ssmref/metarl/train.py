@@ -42,6 +42,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict
@@ -294,14 +295,36 @@ def given_settings(args):
                                         ("maml", maml)) if v}}
 
 
+# the setting a refusal names -> the option that sets it (the others are "--" + name with "-")
+OPTION_OF = {"hidden_sizes": "--hidden", "state_dim": "--state-dim",
+             "ssm_output_dim": "--state-dim", "kind": "--policy"}
+SETTING = re.compile(r"^(?:policy |family |maml )?([a-z][a-z_]*)(?:\[\d+\])?(?= must| is )")
+
+
+def in_option_words(message, given):
+    """``message`` of a refused setting, naming the option the user typed instead of the
+    setting (``inner_lr must be >= 0.0`` -> ``--inner-lr must be >= 0.0``) when ``given``
+    (:func:`given_settings`) holds that setting."""
+    names = set(given) | {k for v in given.values() if isinstance(v, dict) for k in v}
+    match = SETTING.match(message)
+    if not match or match.group(1) not in names:
+        return message
+    name = match.group(1)
+    option = OPTION_OF.get(name, "--" + name.replace("_", "-"))
+    return option + message[match.end():]
+
+
 def config_from_args(args):
     g = given_settings(args)
     if g.get("policy", {}).get("kind") == "mlp" and "state_dim" in g["policy"]:
         raise ValueError("--state-dim applies to the SSM policy, not --policy mlp")
-    return make_config(g.get("env"), seed=g.get("seed", 0), iterations=args.iterations,
-                       checkpoint_every=g.get("checkpoint_every", 25), family=g.get("family"),
-                       policy=g.get("policy"), maml=g.get("maml"), lr_decay=g.get("lr_decay"),
-                       preset=g.get("preset"))
+    try:
+        return make_config(g.get("env"), seed=g.get("seed", 0), iterations=args.iterations,
+                           checkpoint_every=g.get("checkpoint_every", 25),
+                           family=g.get("family"), policy=g.get("policy"), maml=g.get("maml"),
+                           lr_decay=g.get("lr_decay"), preset=g.get("preset"))
+    except ValueError as e:
+        raise ValueError(in_option_words(str(e), g)) from None
 
 
 def run_train(args):
