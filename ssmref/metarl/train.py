@@ -42,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import asdict
@@ -53,6 +52,7 @@ import numpy as onp
 from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, PROTOCOLS,  # noqa: F401
                                       add_blas_threads_argument, add_evaluate_arguments,
                                       evaluate, finn_goals, run_evaluate)
+from ssmref.metarl.option_words import in_option_words
 from ssmref.metarl.interrupt import KeepFinishedIterations, TrainingInterrupted, resume_command
 from ssmref.metarl.plots import draw_run
 from ssmref.metarl.report import format_table, progress_line
@@ -293,25 +293,6 @@ def given_settings(args):
         top["lr_decay"] = False
     return {**top, **{k: v for k, v in (("family", family), ("policy", policy),
                                         ("maml", maml)) if v}}
-
-
-# the setting a refusal names -> the option that sets it (the others are "--" + name with "-")
-OPTION_OF = {"hidden_sizes": "--hidden", "state_dim": "--state-dim",
-             "ssm_output_dim": "--state-dim", "kind": "--policy"}
-SETTING = re.compile(r"^(?:policy |family |maml )?([a-z][a-z_]*)(?:\[\d+\])?(?= must| is )")
-
-
-def in_option_words(message, given):
-    """``message`` of a refused setting, naming the option the user typed instead of the
-    setting (``inner_lr must be >= 0.0`` -> ``--inner-lr must be >= 0.0``) when ``given``
-    (:func:`given_settings`) holds that setting."""
-    names = set(given) | {k for v in given.values() if isinstance(v, dict) for k in v}
-    match = SETTING.match(message)
-    if not match or match.group(1) not in names:
-        return message
-    name = match.group(1)
-    option = OPTION_OF.get(name, "--" + name.replace("_", "-"))
-    return option + message[match.end():]
 
 
 def config_from_args(args):
