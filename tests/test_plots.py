@@ -23,37 +23,21 @@ def assert_png(path):
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
 
 
-def test_train_draws_the_pictures_and_plot_redraws_them(tmp_path, capsys):
+def test_plot_draws_the_pictures_of_a_run(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     run = tmp_path / "nav"
     assert main(["train", "--env", "navigation2d", *TINY, "--out", str(run), "--iterations", "2",
-                 "--eval-tasks", "2", "--eval-steps", "2"]) == 0
-    pictures = ("learning_curve.png", "adaptation.png", "trajectories.png")
-    for name in pictures:
-        assert_png(run / name)
-        (run / name).unlink()
+                 "--no-eval"]) == 0
+    assert not list(run.glob("*.png"))
+    assert main(["plot", str(run)]) == 0                  # no evaluation yet: no adaptation.png
     assert "wrote " + str(run / "trajectories.png") in capsys.readouterr().out
-    assert main(["plot", str(run)]) == 0
-    for name in pictures:
+    for name in ("learning_curve.png", "trajectories.png"):
         assert_png(run / name)
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "2", "--protocol", "finn",
+                 "--out-name", "evaluation_finn.json"]) == 0
+    assert_png(run / "adaptation.png")                    # train's file: the shared picture
     assert main(["plot", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.startswith("error:")
-
-
-def test_bandit_reference_lines_and_the_sinusoid_fit(tmp_path):
-    pytest.importorskip("matplotlib")
-    bandit = tmp_path / "bandit"
-    assert main(["train", "--env", "bandit", *TINY, "--out", str(bandit), "--iterations", "1",
-                 "--eval-tasks", "30", "--eval-steps", "1"]) == 0
-    ev = json.loads((bandit / "evaluation.json").read_text())
-    assert ev["random_arm_return"] < ev["oracle_return"]
-    assert abs(ev["random_arm_return"] - 0.5 * 8) < 1.0          # horizon * E[p], p ~ U[0, 1)
-    assert_png(bandit / "adaptation.png")
-    sin = tmp_path / "sin"
-    assert main(["train", "--env", "sinusoid", "--hidden", "4", "--out", str(sin),
-                 "--iterations", "2", "--eval-tasks", "2", "--eval-steps", "1"]) == 0
-    for name in ("learning_curve.png", "adaptation.png", "sinusoid_fit.png"):
-        assert_png(sin / name)
 
 
 def test_without_matplotlib_one_line_and_no_crash(tmp_path, capsys, monkeypatch):

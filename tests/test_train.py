@@ -1,5 +1,6 @@
 """`python -m ssmref train` / `evaluate`: run directories, resume, evaluation, errors."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from ssmref.cli import main
 from ssmref.metarl import MetaMAML
 from ssmref.metarl.policy import SSMMetaPolicy
 
+PLOT_MODULES = {"matplotlib"} if importlib.util.find_spec("matplotlib") else set()
 TINY_NAV = ["--env", "navigation2d", "--meta-batch-size", "2", "--episodes-per-task", "3",
             "--horizon", "8", "--hidden", "8", "--state-dim", "3", "--checkpoint-every", "2"]
 
@@ -174,6 +176,7 @@ def test_bandit_and_sinusoid_runs(tmp_path):
     ev = json.loads((bandit / "evaluation.json").read_text())
     assert len(ev["returns_by_step"]) == 2 and 0 <= ev["returns_by_step"][0] <= 5
     assert ev["oracle_return"] <= 5
+    assert 0 < ev["random_arm_return"] < ev["oracle_return"]     # horizon * E[p] < horizon * max p
     SSMMetaPolicy.load(bandit / "policy.npz")
     sin = tmp_path / "sin"
     assert main(["train", "--env", "sinusoid", "--out", str(sin), "--iterations", "3",
@@ -181,6 +184,9 @@ def test_bandit_and_sinusoid_runs(tmp_path):
     ev = json.loads((sin / "evaluation.json").read_text())
     assert len(ev["mse_by_step"]) == 4 and "returns_by_step" not in ev
     assert all(v > 0 for v in ev["mse_by_step"])
+    if "matplotlib" in PLOT_MODULES:                          # the pictures, when matplotlib is there
+        assert (bandit / "adaptation.png").read_bytes()[:4] == b"\x89PNG"
+        assert (sin / "sinusoid_fit.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_dice_estimator_and_the_plot(tmp_path):

@@ -263,7 +263,9 @@ def add_train_arguments(p):
                    help="held-out tasks of the evaluation at the end")
     p.add_argument("--eval-steps", type=int, default=3,
                    help="inner steps of the evaluation at the end")
-    p.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the evaluation and the pictures at the end (python -m ssmref "
+                        "evaluate and plot make them later)")
 
 
 def given_settings(args):
