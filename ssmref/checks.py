@@ -11,7 +11,10 @@ was expected and what was received, and returns the (normalised) value, so a bou
 
 Values may be autograd boxes (a traced learning rate, a traced array); only their values are
 inspected, and boxes are returned unchanged so that differentiation flows through.  ``bool`` is
-never accepted as a number (``True`` is an ``int`` in Python, and ``steps=True`` is a bug).
+never accepted as a number (``True`` is an ``int`` in Python, and ``steps=True`` is a bug).  Every
+validator reads values through :func:`values`, which refuses ``numpy.ma`` masked arrays: the math
+would compute on the hidden entries (a NaN behind a mask passes a finiteness check that honours
+the mask), so a caller unmasks explicitly (``x.filled(0.0)``, ``x.data``).
 """
 
 import math
@@ -19,6 +22,17 @@ import numbers
 
 import numpy as onp
 from autograd.tracer import getval
+
+
+def values(name, x):
+    """The plain ``ndarray`` of ``x`` (an array, a scalar or an autograd box holding one), read
+    once by every validator; a ``numpy.ma.MaskedArray`` is refused."""
+    raw = getval(x)
+    if isinstance(raw, onp.ma.MaskedArray):
+        raise ValueError(f"{name} is a numpy.ma masked array of shape {onp.shape(raw)}: ssmref "
+                         f"computes on every entry, masked or not; unmask it explicitly "
+                         f"({name}.filled(value) or {name}.data)")
+    return onp.asarray(raw)
 
 
 def check_int(name, value, *, minimum=None, maximum=None):
@@ -47,7 +61,8 @@ def check_scalar(name, value, *, low=None, high=None, low_open=False, high_open=
     are refused.
     """
     raw = getval(value)
-    if isinstance(raw, (bool, onp.bool_)) or onp.ndim(raw) != 0 or onp.asarray(raw).dtype.kind not in "iuf":
+    if isinstance(raw, (bool, onp.bool_)) or onp.ndim(raw) != 0 \
+            or values(name, raw).dtype.kind not in "iuf":
         raise ValueError(f"{name} must be a real scalar{_bounds(low, high, low_open, high_open)}, "
                          f"got {raw!r}")
     x = float(raw)
@@ -92,13 +107,13 @@ def check_shape(name, x, shape, *, hint=""):
 def check_real_array(name, x, *, finite=False):
     """``x`` is a real (bool, integer or floating) array or scalar: complex, object and string
     arrays are refused, and with ``finite=True`` so are NaN and infinities.  Returns ``x``."""
-    raw = getval(x)
-    kind = onp.asarray(raw).dtype.kind
+    raw = values(name, x)
+    kind = raw.dtype.kind
     if kind == "c":
         raise ValueError(f"{name} must be real, got a complex array of shape {shape_of(x)} "
                          f"(complex SSMs are separate functions; see docs/)")
     if kind not in "biuf":
-        raise ValueError(f"{name} must be a numeric array, got dtype {onp.asarray(raw).dtype}")
+        raise ValueError(f"{name} must be a numeric array, got dtype {raw.dtype}")
     if finite and not onp.all(onp.isfinite(raw)):
         raise ValueError(f"{name} has non-finite entries (shape {shape_of(x)})")
     return x
@@ -106,10 +121,27 @@ def check_real_array(name, x, *, finite=False):
 
 def check_numeric_array(name, x, *, finite=False):
     """``x`` is a real or complex numeric array or scalar (object/string refused); returns ``x``."""
-    raw = getval(x)
-    kind = onp.asarray(raw).dtype.kind
+    raw = values(name, x)
+    kind = raw.dtype.kind
     if kind not in "biufc":
-        raise ValueError(f"{name} must be a numeric array, got dtype {onp.asarray(raw).dtype}")
+        raise ValueError(f"{name} must be a numeric array, got dtype {raw.dtype}")
     if finite and not onp.all(onp.isfinite(raw)):
         raise ValueError(f"{name} has non-finite entries (shape {shape_of(x)})")
     return x
+
+
+#: The most parameters a model built from a file or a configuration may have (checkpoints,
+#: ``config.json``, policy files): 10⁷ float64 (80 MB; a meta-trainer holds several copies and a
+#: second-order tape), far above any published setting (Finn et al.'s policy: 10⁴).  Checked
+#: from the declared sizes, before anything is allocated.
+MAX_MODEL_PARAMETERS = 10_000_000
+
+
+def check_parameter_count(name, shapes, maximum=MAX_MODEL_PARAMETERS):
+    """``ValueError`` if the arrays of ``shapes`` (``{name: shape}``) hold more than ``maximum``
+    entries together; counted with Python ints, before any allocation."""
+    total = sum(math.prod(shape) for shape in shapes.values())
+    if total > maximum:
+        raise ValueError(f"{name} declares {total:,} parameters, more than the {maximum:,} "
+                         f"ssmref builds (MAX_MODEL_PARAMETERS)")
+    return total

@@ -33,6 +33,14 @@ def _selftest(args):
     return run_cases(SSM_CASES + STRUCTURED_CASES + SELECTIVE_CASES + DELTA_CASES)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line on stderr and exit status 2, as every other
+    refusal of the command line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
 DESCRIPTION = ("ssmref: the float64 reference for state space models, MAML meta-learning and "
                "test-time adaptation. Each subcommand has its own --help.")
 
@@ -53,8 +61,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser(prog="python -m ssmref"):
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
-                                     formatter_class=HelpFormatter)
+    parser = _OneLineParser(prog=prog, description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"ssmref {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 

@@ -45,7 +45,7 @@ from autograd.core import VJPNode, add_outgrads
 from autograd.extend import defvjp, primitive, vspace
 from autograd.tracer import getval, isbox, new_box, toposort, trace_stack
 
-from ssmref.checks import check_flag, check_int
+from ssmref.checks import check_flag, check_int, values
 from ssmref.params import (flatten_dict, is_node, stop_gradient, tree_leaves, tree_map,
                            unflatten_dict)
 
@@ -61,7 +61,7 @@ def _check_params(params):
     if not is_node(params):
         raise ValueError(f"params: expected a dict of arrays, got {type(getval(params)).__name__}")
     for path, leaf in zip(_paths(params), tree_leaves(params)):
-        a = onp.asarray(getval(leaf))
+        a = values(f"params[{path!r}]", leaf)
         if a.dtype.kind != "f":
             raise ValueError(f"params[{path!r}]: expected a floating array, got dtype {a.dtype}")
 

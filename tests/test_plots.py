@@ -61,3 +61,28 @@ def test_the_core_imports_without_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
+
+
+def test_plot_refuses_a_run_another_writer_holds(tmp_path, capsys):
+    import threading
+    from ssmref.metarl.runlock import run_lock
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "nav"
+    assert main(["train", *TINY, "--out", str(run), "--iterations", "1", "--no-eval"]) == 0
+    held, done = threading.Event(), threading.Event()
+
+    def writer():
+        with run_lock(run, "train"):
+            held.set()
+            done.wait(60)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert held.wait(60)
+        assert main(["plot", str(run)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "train" in err and "\n" not in err
+        assert not list(run.glob("*.png"))
+    finally:
+        done.set()
+        thread.join()

@@ -29,16 +29,19 @@ draws its episodes from its own fixed seed, so a result does not depend on the o
 import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as onp
 
 from ssmref import __version__
-from ssmref.checks import check_choice, check_int
+from ssmref.checks import check_choice, check_flag, check_int
 from ssmref.metarl.report import format_table, plot_results
 from ssmref.metarl.rundir import (RUN_FILES, RunError, load_trainer, one_line, read_config,
                                   read_json)
-from ssmref.metarl.run_config import is_rl
+from ssmref.metarl.run_config import (MAX_BATCH_STEPS, MAX_COUNT, build_family, is_rl,
+                                      maml_config)
+from ssmref.metarl.runlock import RunLocked, run_lock
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
 from ssmref.progress import Progress
 from ssmref.storage import write_json
@@ -47,6 +50,7 @@ EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of 
 PROTOCOLS = ("ssmref", "finn")
 TRAIN_RESULTS = ("evaluation.json", "evaluation_finn.json")     # train's, per protocol
 FINN_EPISODES = 40          # test_maml_point.py: batch_size=4000 steps of horizon 100
+MAX_EVAL_STEPS = 100        # inner steps an evaluation may take (Finn et al.: 3)
 
 # Finn et al. 2017 (fig. 4 / table in sec. 5.3): 2-D navigation, MAML, mean return after 0/1/2 steps.
 FINN_NAVIGATION = {0: -40.4, 1: -11.7, 2: -3.3}
@@ -80,26 +84,67 @@ def _rl_goal_set(trainer, tasks, seed, steps, later_inner_lr, episodes, callback
     return out
 
 
+def check_eval_batch(config, tasks, protocol):
+    """``ValueError`` if evaluating ``tasks`` tasks of the run ``config`` with ``protocol`` would
+    sample more than ``MAX_BATCH_STEPS`` steps per inner step (tasks x episodes x horizon)."""
+    if not is_rl(config["env"]):
+        return
+    episodes = FINN_EPISODES if protocol == "finn" else maml_config(config).episodes_per_task
+    batch = tasks * episodes * build_family(config).horizon
+    if batch > MAX_BATCH_STEPS:
+        raise ValueError(f"{tasks} evaluation tasks would sample {batch:,} steps per inner step "
+                         f"(tasks x episodes x horizon), more than {MAX_BATCH_STEPS:,}")
+
+
 def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmref", name=None,
-             log=print, plot=True, blas_threads_limit=DEFAULT_BLAS_THREADS):
+             log=print, plot=True, blas_threads_limit=DEFAULT_BLAS_THREADS, write=True,
+             name_asked=None):
     """Evaluate the checkpoint of ``run_dir`` on ``tasks`` held-out tasks after ``0..steps``
     inner steps with ``protocol`` (module docstring); writes and returns the result
     (``evaluation.json``, or ``evaluation_finn.json`` for ``protocol="finn"``, unless ``name``
     says otherwise).  RL runs: ``later_inner_lr`` is the step size of the second and later
     steps (``ssmref`` protocol only; default: the run's ``inner_lr``).  ``blas_threads_limit``:
-    BLAS threads while evaluating (``None``: the BLAS settings as they are)."""
+    BLAS threads while evaluating (``None``: the BLAS settings as they are).
+
+    Writing holds the run's write lock (:mod:`ssmref.metarl.runlock`).  If another process holds
+    it (a ``train`` of this run), an explicit ``name`` is refused (``RunLocked``), and the default
+    evaluation is computed and returned without writing (said through ``log``): the run's files
+    stay its writer's.  ``write=False`` writes nothing (no result, no plot) and takes no lock.
+    ``name_asked=False``: ``name`` is the command line's default name for these settings
+    (:func:`cli_result_name`), not one the user asked for, so a locked run falls back as above
+    (default: ``name is not None``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a directory")
-    tasks = check_int("tasks", tasks, minimum=1)
-    steps = check_int("steps", steps, minimum=0)
+    tasks = check_int("tasks", tasks, minimum=1, maximum=MAX_COUNT)
+    steps = check_int("steps", steps, minimum=0, maximum=MAX_EVAL_STEPS)
+    check_flag("write", write)
     check_choice("protocol", protocol, PROTOCOLS)
+    explicit_name = name is not None if name_asked is None else bool(name_asked)
     name = name or ("evaluation.json" if protocol == "ssmref" else f"evaluation_{protocol}.json")
     if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(".json") \
             or name.startswith(".") or name in RUN_FILES:
         raise ValueError(f"--out-name must be a plain file name ending in .json and not one of "
                          f"the run's own files {list(RUN_FILES)}, got {name!r}")
     config = read_config(run_dir)
+    check_eval_batch(config, tasks, protocol)
+    with ExitStack() as stack:
+        if write:
+            try:
+                stack.enter_context(run_lock(run_dir, "evaluate"))
+            except RunLocked as e:
+                if explicit_name:
+                    raise
+                log(f"{run_dir} is being written by another writer ({e.holder}): this "
+                    f"evaluation is not written to {name}")
+                write = False
+        return _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
+                         blas_threads_limit, write)
+
+
+def _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
+              blas_threads_limit, write):
+    # evaluate() once its arguments and config.json are checked (and the lock is held to write)
     trainer = load_trainer(run_dir, config)
     trainer.blas_threads = blas_threads_limit
     rl = is_rl(config["env"])
@@ -145,6 +190,8 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
         result["oracle_return"] = float(onp.mean(trainer.family.oracle_return(held_out)))
         result["random_arm_return"] = float(trainer.family.horizon * onp.mean(    # E[p_a], a ~ U
             [t["p"] for t in held_out]))
+    if not write:
+        return result
     write_json(run_dir / name, result)
     if plot:                  # train's results share one picture, both protocols on it
         if name in TRAIN_RESULTS:
@@ -175,6 +222,9 @@ def add_evaluate_arguments(p):
                         "evaluation_finn.json with the default --tasks and --steps, as train "
                         "writes them; with other settings a file named by them, e.g. "
                         "evaluation_ssmref_40tasks_0steps.json, so train's result stays)")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the table only: write nothing into RUN_DIR and take no lock (a "
+                        "run that another process is writing is read so anyway)")
     add_blas_threads_argument(p)
 
 
@@ -206,7 +256,8 @@ def run_evaluate(args):
                   "adaptation only", file=sys.stderr)
         result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps,
                           later_inner_lr=args.later_inner_lr, protocol=args.protocol,
-                          name=name, blas_threads_limit=args.blas_threads or None)
+                          name=name, blas_threads_limit=args.blas_threads or None,
+                          write=not args.no_write, name_asked=args.out_name is not None)
         print(format_table(result))
     except (RunError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

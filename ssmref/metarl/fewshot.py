@@ -21,7 +21,7 @@ import autograd.numpy as np
 import numpy as onp
 
 from ssmref import maml
-from ssmref.checks import check_int, check_scalar
+from ssmref.checks import check_int, check_parameter_count, check_scalar
 from ssmref.metarl.threads import blas_threads
 from ssmref.metarl.trainer import MetaTrainer
 from ssmref.nn import mlp_apply, mlp_init
@@ -51,6 +51,9 @@ class MetaRegressionConfig:
             check_int(f"hidden_sizes[{i}]", h, minimum=1) for i, h in enumerate(sizes)))
         for name in ("meta_batch_size", "k_shot", "inner_steps"):
             check_int(name, getattr(self, name), minimum=1)
+        sizes = [1, *self.hidden_sizes, 1]
+        check_parameter_count("the regressor", {i: (a + 1, b) for i, (a, b) in
+                                                enumerate(zip(sizes[:-1], sizes[1:]))})
         for name in ("inner_lr", "outer_lr"):
             check_scalar(name, getattr(self, name), low=0.0)
 

@@ -35,6 +35,7 @@ from ssmref.metarl.policy.tasks import tasks_rollout, tile_values
 from ssmref.metarl.report import NO_MATPLOTLIB, plot_results, pyplot, save_figure
 from ssmref.metarl.rundir import RunError, load_trainer, read_config, read_json, read_metrics
 from ssmref.metarl.run_config import is_rl
+from ssmref.metarl.runlock import run_lock
 from ssmref.metarl.threads import blas_threads
 from ssmref.nn import mlp_apply
 from ssmref.params import stop_gradient
@@ -184,11 +185,15 @@ def draw_run(run_dir, log=print):
 
 
 def run_plot(args):
-    """``python -m ssmref plot RUN_DIR``: exit 0, or 2 with one line (no matplotlib, no run)."""
+    """``python -m ssmref plot RUN_DIR``: exit 0, or 2 with one line (no matplotlib, no run,
+    another process writing the run)."""
     try:
         if pyplot() is None:
             raise RunError(NO_MATPLOTLIB)
-        draw_run(args.run_dir)
+        if not Path(args.run_dir).is_dir():
+            raise RunError(f"{args.run_dir} is not a directory")
+        with run_lock(args.run_dir, "plot"):          # one writer at a time (runlock.py)
+            draw_run(args.run_dir)
     except (RunError, ValueError, OSError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from ssmref.checks import check_choice, check_int, check_scalar
 from ssmref.metarl.envs import ENVS, make
 from ssmref.metarl.fewshot import MetaRegression, MetaRegressionConfig, regression_init
 from ssmref.metarl.maml_rl import MetaMAML, MetaMAMLConfig
-from ssmref.metarl.policy.kinds import POLICY_KINDS, init_policy
+from ssmref.metarl.policy.kinds import POLICY_KINDS, init_policy, policy_spec
 
 # Per-env defaults.  navigation2d: Finn et al.'s setting (20 tasks x 20 episodes x 100 steps,
 # alpha = 0.1, one inner step) with an Adam outer loop sized to finish in 10 minutes on 2 cores.
@@ -126,7 +126,7 @@ def make_config(env=None, *, seed=0, iterations=None, checkpoint_every=25, famil
     config = {"env": env, "seed": check_int("seed", seed, minimum=0),
               "ssmref_version": __version__, "preset": preset,
               "iterations": check_int("iterations", d["iterations"] if iterations is None
-                                      else iterations, minimum=1),
+                                      else iterations, minimum=1, maximum=MAX_ITERATIONS),
               "checkpoint_every": check_int("checkpoint_every", checkpoint_every, minimum=1),
               "lr_decay": bool(d.get("lr_decay", False) if lr_decay is None else lr_decay),
               "family": {**d["family"], **(family or {})},
@@ -144,8 +144,20 @@ def make_config(env=None, *, seed=0, iterations=None, checkpoint_every=25, famil
 
 
 #: The largest width or state size a policy may declare: far above any published setting, and
-#: low enough that a hostile configuration cannot ask for terabytes before it is refused.
+#: low enough that a hostile configuration cannot ask for terabytes before it is refused (the
+#: total is bounded too: ``ssmref.checks.MAX_MODEL_PARAMETERS``).
 MAX_POLICY_SIZE = 100_000
+#: The most meta-iterations a run may ask for (Finn et al.: 100 to 70 000).
+MAX_ITERATIONS = 10_000_000
+#: The longest episode (Finn et al.: 100; RL^2's bandits: up to 500).
+MAX_HORIZON = 10_000
+#: The largest count of tasks, episodes, arms, support points, inner steps or rounds, CG or
+#: line-search iterations a configuration may ask for.
+MAX_COUNT = 10_000
+#: The most environment steps (tasks x episodes x horizon, times the sampled rounds) or support
+#: points (tasks x k_shot) one meta-iteration or one evaluation step may sample: 10⁷ (Finn et
+#: al.'s navigation: 8 x 10⁴), so that a configuration cannot ask for an unbounded allocation.
+MAX_BATCH_STEPS = 10_000_000
 
 
 def check_config(config):
@@ -154,22 +166,27 @@ def check_config(config):
     arguments, the MAML settings, the policy's kind and sizes."""
     check_choice("env", config["env"], TRAINABLE_ENVS)
     check_int("seed", config["seed"], minimum=0)
-    check_int("iterations", config["iterations"], minimum=0)
+    check_int("iterations", config["iterations"], minimum=0, maximum=MAX_ITERATIONS)
     check_int("checkpoint_every", config["checkpoint_every"], minimum=1)
+    if config.get("preset") is not None:
+        check_choice("preset", config["preset"], tuple(PRESETS))
     for key in ("family", "policy", "maml"):
         if not isinstance(config[key], dict):
             raise ValueError(f"{key} must be an object, got {type(config[key]).__name__}")
+    for key, bound in (("horizon", MAX_HORIZON), ("num_arms", MAX_COUNT)):
+        if key in config["family"]:
+            check_int(f"family {key}", config["family"][key], minimum=1, maximum=bound)
     try:
-        build_family(config)
+        family = build_family(config)
     except TypeError as e:                  # a keyword the task family does not take
         raise ValueError(f"family settings {sorted(config['family'])} do not apply to env "
                          f"{config['env']!r} ({e})") from None
-    maml_config(config)
+    check_batch(family, maml_config(config))
     if not is_rl(config["env"]):
         if config["policy"]:
             raise ValueError(f"policy settings apply to the RL envs only, not {config['env']!r}")
         return
-    check_choice("policy kind", config["policy"].get("kind", "ssm"), POLICY_KINDS)
+    kind = check_choice("policy kind", config["policy"].get("kind", "ssm"), POLICY_KINDS)
     sizes = dict(config["policy"])
     hidden = sizes.pop("hidden_sizes", [])
     if not isinstance(hidden, (list, tuple)):
@@ -181,6 +198,27 @@ def check_config(config):
             check_int(f"policy {name}", sizes[name], minimum=1, maximum=MAX_POLICY_SIZE)
     if "ssm_scale" in sizes:             # the initial spectral radius of the SSM's A
         check_scalar("policy ssm_scale", sizes["ssm_scale"], low=0.0)
+    if kind == "mlp" and "state_dim" in sizes:
+        raise ValueError("policy state_dim applies to the SSM policy, not the MLP policy")
+    policy_spec(kind, family, **{k: v for k, v in config["policy"].items() if k != "kind"})
+
+
+def check_batch(family, mc):
+    """``ValueError`` if the MAML settings ``mc`` ask one meta-iteration of ``family`` for more
+    than :data:`MAX_COUNT` of anything or :data:`MAX_BATCH_STEPS` steps (support points)."""
+    counts = ("meta_batch_size", "episodes_per_task", "inner_steps", "adapt_rounds", "cg_iters",
+              "ls_max_steps", "k_shot")
+    for name in counts:
+        if hasattr(mc, name):
+            check_int(f"maml {name}", getattr(mc, name), minimum=1, maximum=MAX_COUNT)
+    if hasattr(mc, "episodes_per_task"):
+        steps = mc.meta_batch_size * mc.episodes_per_task * family.horizon * (mc.adapt_rounds + 1)
+        what = "meta_batch_size x episodes_per_task x horizon x (adapt_rounds + 1)"
+    else:
+        steps, what = mc.meta_batch_size * mc.k_shot * 2, "meta_batch_size x k_shot x 2"
+    if steps > MAX_BATCH_STEPS:
+        raise ValueError(f"one meta-iteration would sample {what} = {steps:,} steps, more than "
+                         f"{MAX_BATCH_STEPS:,} (MAX_BATCH_STEPS)")
 
 
 def build_family(config):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ssmref.metarl.maml_rl import MetaMAML
 from ssmref.metarl.policy import SSMMetaPolicy
+from ssmref.metarl.policy.kinds import policy_spec
 from ssmref.metarl.run_config import (TRAINABLE_ENVS, build_family, check_config, maml_config,
                                       trainer_class)
 from ssmref.params import flatten_dict
@@ -31,7 +32,8 @@ class RunError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 #: The files a run directory holds (``evaluate --out-name`` may not name one of them).
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.npz", "params.npz", "policy.npz")
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.npz", "params.npz", "policy.npz",
+             "run.lock")
 #: The keys every run configuration has (runs written before the MLP policy lack ``preset``).
 CONFIG_KEYS = ("env", "seed", "iterations", "checkpoint_every", "family", "policy", "maml")
 
@@ -73,16 +75,18 @@ def read_metrics(path, upto):
     """The metric records of ``path`` with ``iteration <= upto`` (later ones belong to iterations
     after the last checkpoint and are dropped on resume).
 
-    Every line must be a JSON object with an integer ``iteration``, except the last line, which an
-    interruption may have cut short (it is dropped).  A bad line anywhere else raises ``RunError``
-    naming it, so that nothing is dropped silently."""
+    Every line must be a JSON object with an integer ``iteration``, except a last line without
+    its newline, which an interruption cut short (it is dropped).  A bad line anywhere else, also a
+    complete last line, raises ``RunError`` naming it, so that nothing is dropped silently."""
     path = Path(path)
     if not os.path.lexists(path):
         return []
     try:
         regular_file(path, what="metrics file")
         with open(path, "rb") as f:
-            lines = f.read().decode("utf-8").splitlines()
+            text = f.read().decode("utf-8")
+        lines = text.splitlines()
+        cut_short = not text.endswith("\n")       # the writer ends every record with "\n"
     except (ValueError, OSError) as e:
         raise RunError(one_line(e)) from None
     records = []
@@ -96,7 +100,7 @@ def read_metrics(path, upto):
                 raise ValueError(f"{path}: line {number} is not a record with an integer "
                                  f"'iteration'")
         except ValueError as e:
-            if number == len(lines):
+            if number == len(lines) and cut_short:
                 break                            # the last line, cut short by an interruption
             raise RunError(f"{one_line(e)}; fix or remove that line (the metrics are never "
                            f"rewritten over a bad record)") from None
@@ -123,6 +127,13 @@ def load_trainer(run_dir, config):
         stored["lr_decay_iterations"] = want.lr_decay_iterations
     if stored != asdict(want):
         raise RunError(f"{path}: its MAML settings differ from {Path(run_dir) / 'config.json'}")
+    if isinstance(trainer, MetaMAML):
+        settings = {k: v for k, v in config["policy"].items() if k != "kind"}
+        spec = policy_spec(config["policy"].get("kind", "ssm"), trainer.family, **settings)
+        if trainer.spec != spec:
+            raise RunError(f"{path} holds a policy {trainer.spec} but "
+                           f"{Path(run_dir) / 'config.json'} describes {spec}: the checkpoint "
+                           f"belongs to another run")
     trainer.config = want
     return trainer
 

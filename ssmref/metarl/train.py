@@ -16,6 +16,8 @@
 ``evaluation_finn.json``      navigation2d: the same with ``--protocol finn``
 ``evaluation_*.json``         ``evaluate``'s results, named by their settings (or ``--out-name``)
 ``*.png``                     the pictures (:mod:`ssmref.metarl.plots`), with matplotlib
+``run.lock``                  the write lock: one ``train``/``evaluate`` writes a run at a time
+                              (:mod:`ssmref.metarl.runlock`; holder's pid, command, start time)
 ============================  =====================================================================
 
 Ctrl-C keeps every finished meta-iteration in the checkpoint and exits 130 with one line
@@ -49,17 +51,19 @@ from pathlib import Path
 
 import numpy as onp
 
-from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, PROTOCOLS,  # noqa: F401
-                                      add_blas_threads_argument, add_evaluate_arguments,
-                                      evaluate, finn_goals, run_evaluate)
+from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, MAX_EVAL_STEPS,  # noqa: F401
+                                      PROTOCOLS, add_blas_threads_argument, add_evaluate_arguments,
+                                      check_eval_batch, evaluate, finn_goals, run_evaluate)
 from ssmref.metarl.option_words import in_option_words
 from ssmref.metarl.interrupt import KeepFinishedIterations, TrainingInterrupted, resume_command
 from ssmref.metarl.plots import draw_run
 from ssmref.metarl.report import format_table, progress_line
 from ssmref.metarl.rundir import (RunError, load_trainer, one_line, read_config,  # noqa: F401
                                   read_json, read_metrics, run_file, save_trainer)
-from ssmref.metarl.run_config import (PRESETS, TRAINABLE_ENVS, is_rl, maml_config,  # noqa: F401
-                                      make_config, new_trainer)
+from ssmref.metarl.runlock import run_lock
+from ssmref.metarl.run_config import (MAX_COUNT, MAX_ITERATIONS, PRESETS,  # noqa: F401
+                                      TRAINABLE_ENVS, is_rl, maml_config, make_config,
+                                      new_trainer)
 from ssmref.metarl.policy.kinds import POLICY_KINDS
 from ssmref.metarl.maml_rl import OUTERS
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
@@ -112,6 +116,18 @@ def check_new_run_dir(run_dir):
         raise RunError(f"--out {run_dir}: {parent} is not writable")
 
 
+def final_protocols(config):
+    """The protocols of the evaluation at the end of a run: both for navigation2d."""
+    return PROTOCOLS if config["env"] == "navigation2d" else ("ssmref",)
+
+
+def check_final_evaluation(config, evaluate_at_end, eval_tasks):
+    """The evaluation at the end of the run, checked before the run starts (its sizes)."""
+    if evaluate_at_end:
+        for protocol in final_protocols(config):
+            check_eval_batch(config, eval_tasks, protocol)
+
+
 def check_finite_step(record, trainer, run_dir):
     """``RunError`` if a meta-iteration produced non-finite metrics or parameters: the run stops,
     and its last checkpoint (all finite) is kept."""
@@ -130,33 +146,64 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
     ``resume``: ``config`` may hold only ``iterations`` (``None``: the stored length);
     ``given``: the settings the caller asked for, refused when they differ from the stored ones
     (:func:`check_resume_settings`).  At the end, navigation2d runs are evaluated with both
-    protocols (``evaluation.json``, ``evaluation_finn.json``), the others with the default."""
+    protocols (``evaluation.json``, ``evaluation_finn.json``), the others with the default.
+    The run's write lock (:mod:`ssmref.metarl.runlock`) is held throughout: ``RunError`` naming
+    the holder if another process writes ``run_dir``."""
     run_dir = Path(run_dir)
     if resume:
-        stored = read_config(run_dir)
-        check_resume_settings(run_dir, stored, given or {})
-        extend = config.get("iterations") is not None and config["iterations"] != stored["iterations"]
-        if extend:
-            stored["iterations"] = check_int("iterations", config["iterations"], minimum=1)
-        config = stored
-        if os.path.lexists(run_file(run_dir, "checkpoint.npz")):
-            trainer = load_trainer(run_dir, config)
-        else:                    # killed before its first checkpoint: start it again, exactly
-            trainer = new_trainer(config)
-        if trainer.iteration > config["iterations"]:
-            raise RunError(f"{run_dir} is at iteration {trainer.iteration}; --iterations "
-                           f"{config['iterations']} would go back")
-        history = read_metrics(run_file(run_dir, "metrics.jsonl"), trainer.iteration)
-        if extend:                                   # only once everything has loaded
-            write_json(run_dir / "config.json", config)
-        log(f"resuming {run_dir} at iteration {trainer.iteration}/{config['iterations']}")
+        if not run_dir.is_dir() or not os.path.lexists(run_dir / "config.json"):
+            raise RunError(f"{run_dir} holds no run (no config.json): nothing to resume")
+        command = "train --resume"
     else:
-        check_new_run_dir(run_dir)
+        check_final_evaluation(config, evaluate_at_end, eval_tasks)
+        check_new_run_dir(run_dir)                   # before anything is created
         run_dir.mkdir(parents=True, exist_ok=True)
+        command = "train"
+    with run_lock(run_dir, command):                 # one writer at a time (ssmref.metarl.runlock)
+        config, trainer, history = (
+            _resume(run_dir, config, given, log, evaluate_at_end, eval_tasks) if resume
+            else _start(run_dir, config, log))
+        return _run(run_dir, config, trainer, history, log, log_every, evaluate_at_end,
+                    eval_tasks, eval_steps, blas_threads_limit)
+
+
+def _start(run_dir, config, log):
+    # a new run: (config, trainer, metrics so far)
+    # under the lock, the directory is checked again: a run started at the same moment won it
+    check_new_run_dir(run_dir)
+    write_json(run_dir / "config.json", config)
+    log(f"training {config['env']} for {config['iterations']} meta-iterations "
+        f"(seed {config['seed']}) -> {run_dir}")
+    return config, new_trainer(config), []
+
+
+def _resume(run_dir, config, given, log, evaluate_at_end, eval_tasks):
+    # the stored run, checked against the options given: (config, trainer, metrics so far)
+    stored = read_config(run_dir)
+    check_resume_settings(run_dir, stored, given or {})
+    check_final_evaluation(stored, evaluate_at_end, eval_tasks)
+    extend = config.get("iterations") is not None and config["iterations"] != stored["iterations"]
+    if extend:
+        stored["iterations"] = check_int("iterations", config["iterations"], minimum=1,
+                                         maximum=MAX_ITERATIONS)
+    config = stored
+    if os.path.lexists(run_file(run_dir, "checkpoint.npz")):
+        trainer = load_trainer(run_dir, config)
+    else:                        # killed before its first checkpoint: start it again, exactly
+        trainer = new_trainer(config)
+    if trainer.iteration > config["iterations"]:
+        raise RunError(f"{run_dir} is at iteration {trainer.iteration}; --iterations "
+                       f"{config['iterations']} would go back")
+    history = read_metrics(run_file(run_dir, "metrics.jsonl"), trainer.iteration)
+    if extend:                                   # only once everything has loaded
         write_json(run_dir / "config.json", config)
-        trainer, history = new_trainer(config), []
-        log(f"training {config['env']} for {config['iterations']} meta-iterations "
-            f"(seed {config['seed']}) -> {run_dir}")
+    log(f"resuming {run_dir} at iteration {trainer.iteration}/{config['iterations']}")
+    return config, trainer, history
+
+
+def _run(run_dir, config, trainer, history, log, log_every, evaluate_at_end, eval_tasks,
+         eval_steps, blas_threads_limit):
+    # the meta-iterations, checkpoints and final evaluation of a started or resumed run
     trainer.blas_threads = blas_threads_limit
     # rewrite the metrics up to the checkpoint (drops records of iterations that were lost)
     text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in history)
@@ -182,8 +229,7 @@ def train(config, run_dir, *, resume=False, log=print, log_every=None, evaluate_
     if not (run_dir / "checkpoint.npz").exists():
         save_trainer(run_dir, trainer)
     if evaluate_at_end:
-        protocols = PROTOCOLS if config["env"] == "navigation2d" else ("ssmref",)
-        for protocol in protocols:
+        for protocol in final_protocols(config):
             result = evaluate(run_dir, tasks=eval_tasks, steps=eval_steps, protocol=protocol,
                               log=log, plot=False, blas_threads_limit=blas_threads_limit)
             log(format_table(result))
@@ -314,10 +360,10 @@ def run_train(args):
     out = args.out or os.path.join("runs", args.preset or args.env or "navigation2d")
     try:
         check_int("--blas-threads", args.blas_threads, minimum=0)
-        check_int("--eval-tasks", args.eval_tasks, minimum=1)      # checked before any work
-        check_int("--eval-steps", args.eval_steps, minimum=0)
+        check_int("--eval-tasks", args.eval_tasks, minimum=1, maximum=MAX_COUNT)   # before any work
+        check_int("--eval-steps", args.eval_steps, minimum=0, maximum=MAX_EVAL_STEPS)
         if args.iterations is not None:
-            check_int("--iterations", args.iterations, minimum=1)
+            check_int("--iterations", args.iterations, minimum=1, maximum=MAX_ITERATIONS)
         if args.resume:
             config, given = {"iterations": args.iterations}, given_settings(args)
         else:

@@ -12,7 +12,7 @@ import numbers
 import numpy as onp
 from autograd.tracer import getval, isbox
 
-from ssmref.checks import check_choice, check_flag, check_int, shape_of
+from ssmref.checks import check_choice, check_flag, check_int, shape_of, values
 
 
 def _fmt(shape, names):
@@ -22,8 +22,8 @@ def _fmt(shape, names):
 def array(name, x, shape, names, *, complex_ok=False, note=""):
     """``x`` as a finite float64 (complex128 if ``complex_ok`` and complex) array of ``shape``
     (``None`` = any size, but at least 1); ``names`` label the dims in the error message."""
-    raw = getval(x)
-    dtype = onp.asarray(raw).dtype
+    raw = values(name, x)
+    dtype = raw.dtype
     want = _fmt(shape, names)
     if dtype.kind == "b":
         raise ValueError(f"{name} must be a float array {want}, got a bool array of shape {shape_of(x)}")
@@ -178,7 +178,7 @@ def dt_limit_arg(dt_limit):
 def seq_idx_arg(seq_idx, b, L):
     if seq_idx is None:
         return None
-    raw = onp.asarray(getval(seq_idx))
+    raw = values("seq_idx", seq_idx)
     if raw.dtype.kind not in "iu":
         raise ValueError(f"seq_idx must be an integer array (batch={b}, seqlen={L}), got dtype {raw.dtype}")
     if raw.shape != (b, L):
@@ -203,7 +203,9 @@ def ssd_args(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
     if h % g:
         raise ValueError(f"B has ngroups={g}, which must divide nheads={h} (shape {shape_of(B)})")
     C = array("C", C, (b, L, g, n), ("batch", "seqlen", "ngroups", "dstate"))
-    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    # a chunk longer than the sequence is the whole sequence: the same result, and memory bounded
+    # by L² instead of chunk_size² (a chunk of 32768 on 5 steps would allocate 1 GiB)
+    chunk_size = min(check_int("chunk_size", chunk_size, minimum=1), L)
     if D is not None:
         ndim_of("D", D, (1, 2), "(nheads,) or (nheads, headdim)")
         D = array("D", D, (h,) if len(shape_of(D)) == 1 else (h, p), ("nheads", "headdim"))

@@ -67,7 +67,8 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
     ``(h, p)``, ``dt_bias (h,)``, ``initial_states (b, h, p, n)``, ``seq_idx (b, L)`` int >= 0 (the
     state restarts from zero where it changes; ``initial_states`` belongs to id 0).  The clamp to
     ``dt_limit`` is always applied, so with the default ``(0, inf)`` a negative ``Δ`` becomes 0,
-    as in mamba's kernels.  ``chunk_size >= 1`` (any ``L``); the result does not depend on it.
+    as in mamba's kernels.  ``chunk_size >= 1`` (any ``L``); the result does not depend on it,
+    and a chunk size above ``L`` is taken as ``L`` (memory ``O(min(chunk_size, L)²)`` per head).
     ``method``: ``"chunked"`` (default), ``"recurrence"`` or ``"parallel"`` (see module docs).
     """
     x, dt, A, B, C, Q, D, z, dt_bias, initial_states, seq_idx, dt_limit = args.ssd_args(

@@ -21,7 +21,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.extend import defvjp_argnums, primitive
 
-from ssmref.checks import check_int, shape_of
+from ssmref.checks import check_int, check_real_array, shape_of
 from ssmref.recurrence import matmul_last
 from ssmref.ssm.dims import PARAM_NAMES, check_sequence_inputs, ssm_dims
 
@@ -115,6 +115,8 @@ def causal_fft_conv(K, u):
     T, m = u_shape[-2:]
     if len(K_shape) != 3 or K_shape[0] != T or K_shape[2] != m:
         raise ValueError(f"K must have shape ({T}, p, {m}) for u of shape {u_shape}, got {K_shape}")
+    check_real_array("K", K)
+    check_real_array("u", u)
     return fft_conv(K, u)
 
 

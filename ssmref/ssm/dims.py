@@ -29,6 +29,9 @@ def ssm_dims(params):
             raise ValueError(f"params[{k!r}] must be a matrix (2-d), got shape {shapes[k]}")
         check_real_array(f"params[{k!r}]", params[k])
     n, m, p = shapes["A"][0], shapes["B"][1], shapes["C"][0]
+    if min(n, m, p) < 1:
+        raise ValueError(f"params must have at least one state, input and output, got A "
+                         f"{shapes['A']}, B {shapes['B']}, C {shapes['C']} (n={n}, m={m}, p={p})")
     for k, want in (("A", (n, n)), ("B", (n, m)), ("C", (p, n)), ("D", (p, m))):
         if shapes[k] != want:
             raise ValueError(f"params[{k!r}] has shape {shapes[k]}, expected {want} "

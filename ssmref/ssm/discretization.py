@@ -16,6 +16,7 @@ import autograd.numpy as np
 import numpy as onp
 import scipy.linalg
 from autograd.extend import defvjp, primitive
+from autograd.tracer import getval
 
 from ssmref.checks import check_choice, check_real_array, check_scalar, shape_of
 
@@ -59,15 +60,34 @@ def _check_system(A, B, dt, method):
     return n, B_shape[1]
 
 
+#: The largest ``dt · ‖[A B]‖₁`` zero-order hold accepts: for some ``B`` the relative error of
+#: ``expm``'s scaling and squaring grows like ε · dt‖[A B]‖ (benchmarks/domain_edges.py, worst of
+#: five: 3e-9 at 1e8, 2e-7 at 1e10, 0.2% at 1e14, NaN at 1e100), so beyond this the result is
+#: no longer the exponential to the digits a reference owes.
+MAX_ZOH_SCALE = 1e8
+
+
+def _check_zoh_scale(A, B, dt):
+    a, b = onp.asarray(getval(A), dtype=float), onp.asarray(getval(B), dtype=float)
+    scale = float(getval(dt)) * max(onp.abs(a).sum(axis=0).max(initial=0.0),
+                                    onp.abs(b).sum(axis=0).max(initial=0.0))
+    if scale > MAX_ZOH_SCALE:
+        raise ValueError(f"dt * ||[A B]||_1 = {scale:.3g} is more than {MAX_ZOH_SCALE:g}, where "
+                         f"zero-order hold's matrix exponential loses its digits (a smaller dt, or "
+                         f"method='bilinear')")
+
+
 def discretize(A, B, dt, method="zoh"):
     """Continuous ``(A, B)`` -> discrete ``(Ad, Bd)`` for step ``dt`` (the module's equations).
 
     ``zoh`` is computed exactly, also for singular ``A``, as blocks of one exponential,
-    ``expm(dt [[A, B], [0, 0]]) = [[Ad, Bd], [0, I]]``.  ``scipy.signal.cont2discrete(...,
+    ``expm(dt [[A, B], [0, 0]]) = [[Ad, Bd], [0, I]]``, for ``dt ‖[A B]‖₁ ≤ 1e8``
+    (:data:`MAX_ZOH_SCALE`; ``ValueError`` beyond).  ``scipy.signal.cont2discrete(...,
     "bilinear")`` gives the same ``Ad, Bd`` but also transforms ``C, D``; see ``docs/ssm.md``.
     """
     n, m = _check_system(A, B, dt, method)
     if method == "zoh":
+        _check_zoh_scale(A, B, dt)
         top = np.concatenate([A, B], axis=1)                         # (n, n+m)
         block = np.concatenate([top, np.zeros((m, n + m))], axis=0)   # (n+m, n+m)
         E = expm(dt * block)

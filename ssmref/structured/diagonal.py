@@ -65,7 +65,7 @@ def diag_discretize(Lambda, B, dt, method):
     if len(shape_of(Lambda)) != 1:
         raise ValueError(f"Lambda must have shape (n,), got {shape_of(Lambda)}")
     n = shape_of(Lambda)[0]
-    Lam = validate.complex_array("Lambda", Lambda, (n,))
+    Lam = validate.eigenvalues("Lambda", Lambda, (n,))
     B = validate.complex_array("B", B, (n, None))
     dt = validate.step("dt", dt, n)
     check_choice("method", method, validate.METHODS)

@@ -41,6 +41,7 @@ References: Gu, Goel, Ré, "Efficiently Modeling Long Sequences with Structured 
 
 import autograd.numpy as np
 import numpy as onp
+from autograd.tracer import getval
 
 from ssmref.ssm.convolution import matrix_power
 from ssmref.structured import validate
@@ -135,6 +136,28 @@ def unit_roots(L):
     return 2.0 * s * s + 1j * s2, 2.0 * c * c - 1j * s2
 
 
+#: How near ``ΔΛ_n`` may come to a pole ``2(1 − ω_j)/(1 + ω_j)`` of the Cauchy kernel: the error
+#: of the Woodbury form grows like ε / distance (benchmarks/domain_edges.py: 1e-11 relative at
+#: 1e-6, 1e-9 at 1e-8; 1e-3 at 1e-14).
+CAUCHY_GAP = 1e-8
+
+
+def cauchy_poles(Lam, dt, L):
+    """Refuse ``Λ_n`` whose bilinear image ``Λ̄_n`` is (within :data:`CAUCHY_GAP`) a root of unity
+    ``1/ω_j``: the diagonal resolvent ``r_n(ω_j)`` is infinite there while the kernel is finite
+    (``Λ_n = 0`` is one, at ``ω_0 = 1``); ``|2(1 − ω) − ΔΛ_n(1 + ω)| < CAUCHY_GAP |1 + ω|``."""
+    one_minus, one_plus = unit_roots(L)
+    lam, d = onp.asarray(getval(Lam)), float(getval(dt))
+    gap = onp.abs(2.0 * one_minus[:, None] - d * lam[None, :] * one_plus[:, None])     # (L, N)
+    near = gap < CAUCHY_GAP * onp.abs(one_plus)[:, None]
+    if onp.any(near):
+        j, n = (int(i[0]) for i in onp.nonzero(near))
+        raise ValueError(f"params['Lambda'][{n}] = {lam[n]:.6g} puts a pole of the Cauchy kernel "
+                         f"within {CAUCHY_GAP:g} of the root of unity omega_{j} of length {L} "
+                         f"(Lambda_bar on the unit circle; Lambda = 0 is one): the DPLR kernel "
+                         f"cannot be formed there; the dense kernel of dplr_to_dense(params) can")
+
+
 def _kernel(Lam, P, Q, B, Ct, dt, L):
     one_minus, one_plus = unit_roots(L)
     R = 2.0 * dt / (2.0 * one_minus[:, None] - dt * Lam[None, :] * one_plus[:, None])   # (L, N)
@@ -157,12 +180,14 @@ def dplr_kernel(params, length, *, allow_unstable=False):
     ``params``: ``{"Lambda": (N,), "P": (N, r), "Q": (N, r), "B": (N, m), "Ct": (p, N), "dt": ()}``
     with ``Ct = C (I − Ā^L)`` (:func:`dplr_truncate`; ``length`` must be the ``L`` of ``C̃``).
     Cost O(L N (p m + r (p + m + r))) plus the FFT.  Refuses ``Re Λ > 0`` unless
-    ``allow_unstable=True`` (with ``Q = P`` and ``Re Λ ≤ 0``, ``A + A^* ⪯ 0``: the system is stable).
+    ``allow_unstable=True`` (with ``Q = P`` and ``Re Λ ≤ 0``, ``A + A^* ⪯ 0``: the system is
+    stable), and ``Λ_n`` at a pole of the Cauchy kernel (:func:`cauchy_poles`; ``Λ_n = 0`` is one).
     """
     Lam, P, Q, B, dt = validate.dplr_core(params)
     Ct = validate.output_matrix(params, "Ct", np.shape(Lam)[0])
     L = validate.length(length)
     validate.stable(Lam, allow_unstable)
+    cauchy_poles(Lam, dt, L)
     return _kernel(Lam, P, Q, B, Ct, dt, L)
 
 

@@ -19,7 +19,7 @@ complex discretization, because ``expm`` and the bilinear inverse commute with t
 
 import autograd.numpy as np
 
-from ssmref.checks import check_choice, check_flag, shape_of
+from ssmref.checks import check_choice, check_flag, check_shape, shape_of
 from ssmref.structured import validate
 from ssmref.structured.diagonal import discrete_system, output_scale
 from ssmref.structured.dplr import dplr_discrete_system
@@ -64,6 +64,13 @@ def complex_to_real_system(A, B, C, D, *, scale=1.0):
     ``A``: ``(n,)`` (diagonal) or ``(n, n)`` complex, ``B (n, m)``, ``C (p, n)`` complex, ``D (p, m)``
     real; the output is ``scale · Re(C x) + D u``.  Works for continuous or discrete matrices.
     """
+    if len(shape_of(A)) not in (1, 2) or len(shape_of(B)) != 2 or len(shape_of(C)) != 2:
+        raise ValueError(f"A must have shape (n,) or (n, n), B (n, m) and C (p, n), got "
+                         f"{shape_of(A)}, {shape_of(B)} and {shape_of(C)}")
+    n, m, p = shape_of(A)[0], shape_of(B)[1], shape_of(C)[0]
+    for name, x, shape in (("A", A, (n,) * len(shape_of(A))), ("B", B, (n, m)), ("C", C, (p, n)),
+                           ("D", D, (p, m))):
+        check_shape(name, x, shape)
     A = np.diag(A) if len(shape_of(A)) == 1 else A
     return {"A": real_matrix(A), "B": real_columns(B), "C": real_rows(C, scale), "D": D}
 

@@ -25,7 +25,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.tracer import getval
 
-from ssmref.checks import shape_of
+from ssmref.checks import check_shape, shape_of
 from ssmref.structured import validate
 from ssmref.structured.accurate import power
 from ssmref.structured.diagonal import discrete_system, output_scale
@@ -41,7 +41,7 @@ def _s4d_params(params):
     if len(shape_of(Lam)) != 2:
         raise ValueError(f"params['Lambda'] must have shape (H, N) (one copy per channel), got {shape_of(Lam)}")
     H, N = shape_of(Lam)
-    Lam = validate.complex_array("params['Lambda']", Lam, (H, N))
+    Lam = validate.eigenvalues("params['Lambda']", Lam, (H, N))
     B = validate.complex_array("params['B']", params["B"], (H, N))
     C = params["C"]
     if shape_of(C) == (H, N):
@@ -92,6 +92,7 @@ def s4d_kernel(params, length, *, method, output, allow_unstable=False):
     ``K = 2·Re(sum_i C_i (exp(ΔΛ_i) − 1)/Λ_i exp(kΔΛ_i))`` with ``B = 1`` (``output="2re"``).
     """
     validate.options(method, output)
+    validate.params_dict(params, S4D_KEYS, "S4D channel layout")
     single = shape_of(params["C"]) == shape_of(params["Lambda"])
     Lam, B, C, D, dt = _s4d_params(params)
     L = validate.length(length)
@@ -110,11 +111,25 @@ def from_real(raw):
         Lambda = −exp(log_neg_re) + i·im,   B = B_re + i B_im,   C = C_re + i C_im,   dt = exp(log_dt)
 
     ``raw``: ``{"log_neg_re": (n,), "im": (n,), "B_re", "B_im": (n, m), "C_re", "C_im": (p, n),
-    "D": (p, m), "log_dt": () or (n,)}``, all real.  ``Re Λ < 0`` for every finite input.
+    "D": (p, m), "log_dt": () or (n,)}``, all real, with exactly these shapes (nothing is
+    broadcast).  ``Re Λ < 0`` for every finite input.
     """
     validate.params_dict(raw, REAL_KEYS, "real parametrisation")
     for k in REAL_KEYS:
         validate.real_array(f"raw[{k!r}]", raw[k], shape_of(raw[k]))
+    if len(shape_of(raw["log_neg_re"])) != 1 or len(shape_of(raw["B_re"])) != 2 \
+            or len(shape_of(raw["C_re"])) != 2:
+        raise ValueError(f"raw['log_neg_re'] must have shape (n,), raw['B_re'] (n, m) and "
+                         f"raw['C_re'] (p, n), got {shape_of(raw['log_neg_re'])}, "
+                         f"{shape_of(raw['B_re'])} and {shape_of(raw['C_re'])}")
+    (n,), (p, m) = shape_of(raw["log_neg_re"]), (shape_of(raw["C_re"])[0], shape_of(raw["B_re"])[1])
+    want = {"im": (n,), "B_re": (n, m), "B_im": (n, m), "C_re": (p, n), "C_im": (p, n),
+            "D": (p, m)}
+    for k, shape in want.items():               # exact shapes: nothing is broadcast
+        check_shape(f"raw[{k!r}]", raw[k], shape)
+    if shape_of(raw["log_dt"]) not in ((), (n,)):
+        raise ValueError(f"raw['log_dt'] must be a scalar or have shape ({n},), got "
+                         f"{shape_of(raw['log_dt'])}")
     return {"Lambda": -np.exp(raw["log_neg_re"]) + 1j * raw["im"],
             "B": raw["B_re"] + 1j * raw["B_im"], "C": raw["C_re"] + 1j * raw["C_im"],
             "D": raw["D"], "dt": np.exp(raw["log_dt"])}

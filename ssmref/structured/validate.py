@@ -8,16 +8,18 @@ shape or type.  Conventions enforced here (see ``docs/structured.md``):
 - real arguments (``D``, ``dt``, ``u``) refuse complex arrays;
 - bool arrays are refused everywhere (``True`` is not a number), as are object/string arrays and
   non-finite entries;
-- the step ``dt`` is positive: a scalar, or one value per state (``(n,)``);
+- the step ``dt`` is positive: a scalar, or one value per state (``(n,)``); ``dt`` and the real and
+  imaginary parts of ``Λ`` are at most :data:`MAX_MAGNITUDE` (``1e100``) in magnitude;
 - ``Re Λ > 0`` (an unstable mode) is refused where it matters, the kernel and convolution paths,
-  unless ``allow_unstable=True``; the bilinear map's pole ``ΔΛ = 2`` is refused always.
+  unless ``allow_unstable=True``; the bilinear map's pole ``ΔΛ = 2`` is refused always (for DPLR
+  systems within :data:`WOODBURY_GAP`, the pole of the Woodbury form's diagonal part).
 """
 
 import numpy as onp
 from autograd.tracer import getval
 
 from ssmref.params import is_node
-from ssmref.checks import check_choice, check_flag, check_int, check_shape, shape_of
+from ssmref.checks import check_choice, check_flag, check_int, check_shape, shape_of, values
 
 METHODS = ("zoh", "bilinear")
 OUTPUTS = ("re", "2re")
@@ -26,7 +28,7 @@ DPLR_KEYS = ("Lambda", "P", "Q", "B", "dt")
 
 
 def _kind(name, x):
-    raw = onp.asarray(getval(x))
+    raw = values(name, x)
     if raw.dtype.kind == "b":
         raise ValueError(f"{name} must be numeric, got a bool array of shape {raw.shape}")
     if raw.dtype.kind not in "iufc":
@@ -53,15 +55,41 @@ def real_array(name, x, shape):
     return x if hasattr(x, "_value") else onp.asarray(x, dtype=float)
 
 
+#: The largest magnitude of a step and of an eigenvalue's real or imaginary part.  Far beyond any
+#: model (steps are ~1e-3..1e-1, |Λ| ~1e4), and small enough that the error-free products of
+#: :mod:`ssmref.structured.accurate` (exact below ~1e300) never overflow: outside it a finite
+#: input gave a NaN.
+MAX_MAGNITUDE = 1e100
+
+
+def bounded(name, x):
+    """``ValueError`` unless every real and imaginary part of ``x`` is at most
+    :data:`MAX_MAGNITUDE` in magnitude; returns ``x``."""
+    raw = values(name, x)
+    big = max(float(onp.max(onp.abs(raw.real), initial=0.0)),
+              float(onp.max(onp.abs(raw.imag), initial=0.0)))
+    if big > MAX_MAGNITUDE:
+        parts = " (real and imaginary parts)" if raw.dtype.kind == "c" else ""
+        raise ValueError(f"{name} must have entries of magnitude at most {MAX_MAGNITUDE:g}{parts}, "
+                         f"got {big:.3g}")
+    return x
+
+
+def eigenvalues(name, Lam, shape):
+    """``Λ`` checked (numeric, finite, ``shape``, bounded by :data:`MAX_MAGNITUDE`), as complex."""
+    return bounded(name, complex_array(name, Lam, shape))
+
+
 def step(name, dt, n):
-    """``dt``: a positive finite scalar or ``(n,)`` vector (one step per state)."""
+    """``dt``: a positive finite scalar or ``(n,)`` vector (one step per state), at most
+    :data:`MAX_MAGNITUDE`."""
     if shape_of(dt) not in ((), (n,)):
         raise ValueError(f"{name} must be a scalar or have shape ({n},) (one step per state), "
                          f"got shape {shape_of(dt)}")
     dt = real_array(name, dt, shape_of(dt))
     if not onp.all(onp.asarray(getval(dt)) > 0):
         raise ValueError(f"{name} must be > 0, got min {onp.min(getval(dt))}")
-    return dt
+    return bounded(name, dt)
 
 
 def options(method, output):
@@ -106,7 +134,7 @@ def diag_params(params):
         raise ValueError(f"params['B'] must be (n, m) and params['C'] (p, n), got {shape_of(B)} "
                          f"and {shape_of(C)}")
     m, p = shape_of(B)[1], shape_of(C)[0]
-    Lam = complex_array("params['Lambda']", Lam, (n,))
+    Lam = eigenvalues("params['Lambda']", Lam, (n,))
     B = complex_array("params['B']", B, (n, m))
     C = complex_array("params['C']", C, (p, n))
     D = real_array("params['D']", D, (p, m))
@@ -141,7 +169,7 @@ def dplr_core(params):
     if len(shape_of(Lam)) != 1:
         raise ValueError(f"params['Lambda'] must have shape (N,), got {shape_of(Lam)}")
     N = shape_of(Lam)[0]
-    Lam = complex_array("params['Lambda']", Lam, (N,))
+    Lam = eigenvalues("params['Lambda']", Lam, (N,))
     P = complex_array("params['P']", params["P"], (N, None))
     r = shape_of(P)[1]
     if r < 1:
@@ -151,7 +179,27 @@ def dplr_core(params):
     if shape_of(params["dt"]) != ():
         raise ValueError(f"params['dt'] must be a scalar for a DPLR system, got shape {shape_of(params['dt'])}")
     dt = step("params['dt']", params["dt"], N)
+    woodbury_pole(Lam, dt)
     return Lam, P, Q, B, dt
+
+
+#: How close ``ΔΛ_n / 2`` may come to 1 in a DPLR system (relative): nearer, the diagonal part
+#: ``(2/Δ − Λ)^{-1}`` of the Woodbury form is infinite, or so large that the form cancels its
+#: digits.
+WOODBURY_GAP = 1e-8
+
+
+def woodbury_pole(Lam, dt):
+    """Refuse ``|1 − ΔΛ_n/2| < WOODBURY_GAP``: ``Λ_n = 2/Δ`` is the pole of the Woodbury form's
+    diagonal part, although ``2/Δ·I − A`` itself may be well conditioned."""
+    lam, d = onp.asarray(getval(Lam)), float(getval(dt))
+    gap = onp.abs(1.0 - d * lam / 2.0)
+    if onp.any(gap < WOODBURY_GAP):
+        n = int(onp.argmin(gap))
+        raise ValueError(f"params['Lambda'][{n}] = {lam[n]:.6g} is within {WOODBURY_GAP:g} "
+                         f"(relative) of 2/dt = {2.0 / d:.6g}, the pole of the DPLR form's "
+                         f"diagonal part (2/dt - Lambda)^-1; the dense form (dplr_to_dense(params, "
+                         f"discrete=False) with ssmref.ssm.discretize) has no such pole")
 
 
 def output_matrix(params, key, N):

@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as onp
 
-from ssmref.checks import check_choice, check_int, check_scalar
+from ssmref.checks import check_choice, check_int, check_parameter_count, check_scalar
 from ssmref.metarl.policy.spec import decode_spec, encode_spec
 from ssmref.nn import ACTIVATIONS, mlp_apply
 from ssmref.rng import as_rng
@@ -53,6 +53,7 @@ class MLPPolicySpec:
         object.__setattr__(self, "hidden_sizes", tuple(
             check_int(f"hidden_sizes[{i}]", h, minimum=1) for i, h in enumerate(sizes)))
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        check_parameter_count("the policy", mlp_policy_param_shapes(self))
 
     def to_json(self):
         """The spec as a JSON string (sorted keys, with the format tag)."""

@@ -19,10 +19,11 @@ import json
 import autograd.numpy as np
 import numpy as onp
 
-from ssmref.checks import check_choice, check_flag, check_int
+from ssmref.checks import check_choice, check_flag, check_int, check_parameter_count
 from ssmref.nn import mlp_init
 from ssmref.params import flatten_dict
 from ssmref.rng import as_rng
+from ssmref.storage import parse_json
 from ssmref.ssm import MODES, init_ssm
 
 FORMAT = "ssmref.policy/1"      # written into saved files; load refuses anything else
@@ -60,6 +61,7 @@ class PolicySpec:
         if self.discrete and self.action_dim < 2:
             raise ValueError(f"a discrete policy needs action_dim (the number of actions) >= 2, "
                              f"got {self.action_dim}")
+        check_parameter_count("the policy", policy_param_shapes(self))
 
     @property
     def input_dim(self):
@@ -93,10 +95,7 @@ def encode_spec(spec, format_tag):
 def decode_spec(cls, text, format_tag):
     """Inverse of :func:`encode_spec`: exactly the fields of ``cls`` and the format tag, or
     ``ValueError``; the field values are then checked by ``cls`` itself."""
-    try:
-        d = json.loads(text)
-    except ValueError as e:
-        raise ValueError(f"spec is not valid JSON ({e})") from None
+    d = parse_json(text, "spec")                     # bounded depth: never a RecursionError
     fields = {f.name for f in dataclasses.fields(cls)}
     if not isinstance(d, dict) or set(d) != fields | {"format"}:
         got = sorted(d) if isinstance(d, dict) else type(d).__name__
