@@ -90,7 +90,7 @@ from ssmref.metarl.policy.mlp import mlp_policy_init  # noqa: E402
 
 NAV_TARGET_S = 3.0          # seconds per navigation meta-iteration, on 2 cores
 PAUSE = 0.02                # seconds before each timed sinusoid call
-NAV_TORCH_RATIO = 0.5       # ssmref default / torch MAML-TRPO peer, per sampled step (issue 14)
+NAV_TORCH_RATIO = 0.5       # ssmref default / torch MAML-TRPO peer, per sampled step (a measured ratio)
 TORCH_TARGET_RATIO = 1.0    # ssmref / torch.func, sinusoid second-order meta-gradient (issue 13)
 
 

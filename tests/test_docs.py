@@ -1,6 +1,7 @@
 """The code in ``docs/*.md`` and ``README.md`` is part of the spec: every ```python block runs.
 
-The blocks of one file run in order in one namespace, in a temporary working directory.  A block
+The blocks of one file run in order in one namespace, in a temporary working directory; each
+block of README.md also runs alone, in a fresh namespace, as a reader pastes it.  A block
 fenced ```python file=NAME.py is a test file of a user's own suite instead: it is written to
 ``NAME.py`` and run by pytest in a fresh process.
 """
@@ -38,6 +39,16 @@ def test_doc_examples_run(path, tmp_path, monkeypatch):
     namespace = {"__name__": f"docs_{path.stem}"}
     for i, code in enumerate(blocks):
         exec(compile(code, f"{path.name}[block {i}]", "exec"), namespace)
+
+
+README_BLOCKS = python_blocks(ROOT / "README.md")
+
+
+@pytest.mark.parametrize("index", range(len(README_BLOCKS)))
+def test_each_readme_example_runs_when_pasted_alone(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = README_BLOCKS[index]
+    exec(compile(code, f"README.md[block {index}]", "exec"), {"__name__": "readme_block"})
 
 
 def file_blocks(path):

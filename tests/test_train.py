@@ -1,5 +1,6 @@
 """`python -m ssmref train` / `evaluate`: run directories, resume, evaluation, errors."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from ssmref.cli import main
 from ssmref.metarl import MetaMAML
 from ssmref.metarl.policy import SSMMetaPolicy
 
+PLOT_MODULES = {"matplotlib"} if importlib.util.find_spec("matplotlib") else set()
 TINY_NAV = ["--env", "navigation2d", "--meta-batch-size", "2", "--episodes-per-task", "3",
             "--horizon", "8", "--hidden", "8", "--state-dim", "3", "--checkpoint-every", "2"]
 
@@ -54,7 +56,7 @@ def test_train_writes_the_run_directory(tmp_path, capsys):
     assert P.tree_allclose(policy.params, P.unflatten_dict(flat), rtol=0, atol=0)
 
 
-def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", *TINY_NAV, "--out", str(a), "--iterations", "4", "--no-eval"]) == 0
     step = MetaMAML.meta_step
@@ -64,10 +66,11 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return step(self, rng)
     monkeypatch.setattr(MetaMAML, "meta_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main(["train", *TINY_NAV, "--out", str(b), "--iterations", "4", "--no-eval"])
+    assert main(["train", *TINY_NAV, "--out", str(b), "--iterations", "4", "--no-eval"]) == 130
     monkeypatch.undo()
     assert [r["iteration"] for r in records(b)] == [1, 2, 3]
+    assert TR.load_trainer(b, json.loads((b / "config.json").read_text())).iteration == 3
+    assert "interrupted at iteration 3/4" in capsys.readouterr().err
     with open(b / "metrics.jsonl", "a") as f:      # and a line cut short
         f.write('{"iterat')
     assert main(["train", "--resume", "--out", str(b), "--no-eval"]) == 0
@@ -173,6 +176,7 @@ def test_bandit_and_sinusoid_runs(tmp_path):
     ev = json.loads((bandit / "evaluation.json").read_text())
     assert len(ev["returns_by_step"]) == 2 and 0 <= ev["returns_by_step"][0] <= 5
     assert ev["oracle_return"] <= 5
+    assert 0 < ev["random_arm_return"] < ev["oracle_return"]     # horizon * E[p] < horizon * max p
     SSMMetaPolicy.load(bandit / "policy.npz")
     sin = tmp_path / "sin"
     assert main(["train", "--env", "sinusoid", "--out", str(sin), "--iterations", "3",
@@ -180,6 +184,9 @@ def test_bandit_and_sinusoid_runs(tmp_path):
     ev = json.loads((sin / "evaluation.json").read_text())
     assert len(ev["mse_by_step"]) == 4 and "returns_by_step" not in ev
     assert all(v > 0 for v in ev["mse_by_step"])
+    if "matplotlib" in PLOT_MODULES:                          # the pictures, when matplotlib is there
+        assert (bandit / "adaptation.png").read_bytes()[:4] == b"\x89PNG"
+        assert (sin / "sinusoid_fit.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_dice_estimator_and_the_plot(tmp_path):
@@ -213,7 +220,7 @@ def test_format_table_names_the_reference():
 # Finn et al.'s protocol, the MLP policy and TRPO, --resume conflicts, runs of earlier versions
 # ---------------------------------------------------------------------------------------------
 
-OLD_RUN = Path(__file__).parent / "data" / "run_before_issue14"
+OLD_RUN = Path(__file__).parent / "data" / "run_without_policy_kind"
 
 
 def test_finn_protocol(tmp_path):
@@ -234,7 +241,7 @@ def test_finn_protocol(tmp_path):
     assert len(f["policy_std_by_step"]) == 3 and len(f["step_norm_by_step"]) == 2
     table = TR.format_table(finn)
     assert "Finn's 40 goals" in table and "0.3, 0.15" in table
-    with pytest.raises(ValueError, match="later_inner_lr"):
+    with pytest.raises(ValueError, match="--later-inner-lr applies to --protocol ssmref"):
         TR.evaluate(run, tasks=3, steps=2, protocol="finn", later_inner_lr=0.1)
     assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--protocol", "finn"]) == 0
 
@@ -317,7 +324,7 @@ def test_resume_refuses_settings_that_differ_from_the_stored_run(tmp_path, capsy
     assert records(run)[-1]["iteration"] == 2
 
 
-def test_runs_written_before_issue_14_evaluate_and_resume(tmp_path):
+def test_runs_without_policy_kind_evaluate_and_resume(tmp_path):
     run = tmp_path / "old"
     shutil.copytree(OLD_RUN, run)
     config = json.loads((run / "config.json").read_text())

@@ -64,11 +64,12 @@ def add_check_arguments(parser):
     parser.add_argument("--skip-missing", action="store_true",
                         help="check only the cases that have a results file (the others are "
                              "listed as skipped); by default a missing results file is an error")
-    parser.add_argument("--rtol", type=float, default=None, help="replace the table's rtol")
+    parser.add_argument("--rtol", type=float, default=None, help="replace the table's rtol (default: the table's)")
     parser.add_argument("--atol", type=float, default=None,
-                        help="replace the table's atol (relative to each output's max |y|)")
+                        help="replace the table's atol, relative to each output's max |y| "
+                             "(default: the table's)")
     parser.add_argument("--json", metavar="PATH", default=None,
-                        help="also write the report as JSON")
+                        help="also write the report as JSON (default: none)")
     return parser
 
 

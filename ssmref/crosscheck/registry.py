@@ -26,6 +26,7 @@ from ssmref.crosscheck.files import (SPEC_VERSION, UnknownNameError, VectorsErro
 from ssmref.crosscheck.kinds import case_seed
 from ssmref.crosscheck.precision import check_dtype, round_to_dtype, rounder
 from ssmref.checks import check_flag
+from ssmref.progress import Progress
 from ssmref.storage import atomic_write, inside
 
 _FAMILIES = (ssm, structured, learning, selective, mamba3, delta)
@@ -210,7 +211,9 @@ def write_vectors(out_dir, dtype="float64", cases=None, certify=False):
     _check_out_dir(out_dir, names)
     os.makedirs(out_dir, exist_ok=True)
     entries = []
-    for name in names:
+    progress = Progress("vectors" + (" --certify" if certify else ""), len(names))
+    for done, name in enumerate(names):
+        progress.update(done, note=name)
         inputs, outputs, attrs = build_case(name, dtype)
         write_npz(os.path.join(out_dir, f"{name}.npz"), {**inputs, **outputs})
         entries.append({"name": name, "file": f"{name}.npz", "kind": CASES[name].kind,

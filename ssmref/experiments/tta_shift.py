@@ -54,6 +54,7 @@ from ssmref.adaptation import AdaptationConfig, SSMHook, create_adapter
 from ssmref.checks import check_int
 from ssmref.nn import log_softmax
 from ssmref.optim import adam
+from ssmref.progress import Progress
 from ssmref.rng import as_rng
 from ssmref.ssm import init_ssm, ssm_convolve
 from ssmref.storage import write_json
@@ -242,6 +243,7 @@ def run(seeds=(0, 1, 2, 3, 4), *, shifts=None, variants=None, n_train=2048, trai
     variants = dict(VARIANTS) if variants is None else (
         variants if isinstance(variants, dict) else {k: VARIANTS[k] for k in variants})
     per_seed, fshift = {}, {k: [] for k in shifts}
+    progress = Progress("adapt", len(seeds) * (1 + len(shifts)))
     for seed in seeds:
         rng = onp.random.default_rng(seed)
         u, y = oscillator_sequences(n_train, rng=rng, rho=source_rho, length=length)
@@ -251,6 +253,7 @@ def run(seeds=(0, 1, 2, 3, 4), *, shifts=None, variants=None, n_train=2048, trai
         iid_correct = sum(int(onp.sum(onp.argmax(classify(params, ub, stats)[0], -1) == yb))
                           for ub, yb in source_batches)
         res = {"iid": 100.0 * iid_correct / (n_batches * batch_size)}
+        progress.update(len(per_seed) * (1 + len(shifts)) + 1, note=f"seed {seed} trained")
         for shift, (rho, noise) in shifts.items():
             stream = [oscillator_sequences(batch_size, rng=rng, rho=rho, obs_noise=noise,
                                            length=length) for _ in range(n_batches)]
@@ -258,6 +261,8 @@ def run(seeds=(0, 1, 2, 3, 4), *, shifts=None, variants=None, n_train=2048, trai
                           for name, (method, cfg) in variants.items()}
             fshift[shift].append(measured_shift(params, stats, [b[0] for b in source_batches[:11]],
                                                 stream[0][0]))
+            progress.update(len(per_seed) * (1 + len(shifts)) + 2 + list(shifts).index(shift),
+                            note=f"seed {seed} {shift}")
             if verbose:
                 print(f"seed {seed} {shift:>8}: " + "  ".join(
                     f"{n} {r['accuracy']:.1f}" for n, r in res[shift].items()), flush=True)
@@ -307,11 +312,15 @@ def format_table(result):
 
 def add_arguments(parser):
     """The options of :func:`main`, added to an ``argparse`` parser (or subparser)."""
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--shifts", nargs="+", choices=list(SHIFTS), default=None)
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="training seeds; each trains the classifier once")
+    parser.add_argument("--shifts", nargs="+", choices=list(SHIFTS), default=None,
+                        help="shifted target dynamics to adapt to (default: all)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
+                        help="adaptation variants to compare (default: all)")
     parser.add_argument("--batches", type=int, default=50, help="test batches per stream")
-    parser.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write the full result as JSON (default: none)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a quick check")
     return parser
 

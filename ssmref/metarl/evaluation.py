@@ -36,16 +36,19 @@ import numpy as onp
 
 from ssmref import __version__
 from ssmref.checks import check_choice, check_flag, check_int
-from ssmref.metarl.report import format_table, plot_adaptation
-from ssmref.metarl.rundir import RUN_FILES, RunError, load_trainer, one_line, read_config
+from ssmref.metarl.report import format_table, plot_results
+from ssmref.metarl.rundir import (RUN_FILES, RunError, load_trainer, one_line, read_config,
+                                  read_json)
 from ssmref.metarl.run_config import (MAX_BATCH_STEPS, MAX_COUNT, build_family, is_rl,
                                       maml_config)
 from ssmref.metarl.runlock import RunLocked, run_lock
 from ssmref.metarl.threads import DEFAULT_BLAS_THREADS
+from ssmref.progress import Progress
 from ssmref.storage import write_json
 
 EVAL_SEED = 20170309        # held-out tasks and their episodes (independent of --seed)
 PROTOCOLS = ("ssmref", "finn")
+TRAIN_RESULTS = ("evaluation.json", "evaluation_finn.json")     # train's, per protocol
 FINN_EPISODES = 40          # test_maml_point.py: batch_size=4000 steps of horizon 100
 MAX_EVAL_STEPS = 100        # inner steps an evaluation may take (Finn et al.: 3)
 
@@ -68,11 +71,11 @@ def _summary(values, key):
             key.replace("_by_step", "_stderr_by_step"): [float(v) for v in err]}
 
 
-def _rl_goal_set(trainer, tasks, seed, steps, later_inner_lr, episodes):
+def _rl_goal_set(trainer, tasks, seed, steps, later_inner_lr, episodes, callback=None):
     """Returns, per-task returns and the adaptation diagnostics on one goal set."""
     values, diag = trainer.evaluate(tasks, onp.random.default_rng([EVAL_SEED, seed]), steps=steps,
                                     per_task=True, later_inner_lr=later_inner_lr,
-                                    episodes=episodes, diagnostics=True)
+                                    episodes=episodes, diagnostics=True, callback=callback)
     out = _summary(values, "returns_by_step")
     out["returns_per_task"] = values.round(6).tolist()                      # (steps + 1, tasks)
     out["step_norm_by_step"] = [float(v) for v in diag["step_norm"].mean(axis=1)]
@@ -94,7 +97,8 @@ def check_eval_batch(config, tasks, protocol):
 
 
 def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmref", name=None,
-             log=print, plot=True, blas_threads_limit=DEFAULT_BLAS_THREADS, write=True):
+             log=print, plot=True, blas_threads_limit=DEFAULT_BLAS_THREADS, write=True,
+             name_asked=None):
     """Evaluate the checkpoint of ``run_dir`` on ``tasks`` held-out tasks after ``0..steps``
     inner steps with ``protocol`` (module docstring); writes and returns the result
     (``evaluation.json``, or ``evaluation_finn.json`` for ``protocol="finn"``, unless ``name``
@@ -105,7 +109,10 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
     Writing holds the run's write lock (:mod:`ssmref.metarl.runlock`).  If another process holds
     it (a ``train`` of this run), an explicit ``name`` is refused (``RunLocked``), and the default
     evaluation is computed and returned without writing (said through ``log``): the run's files
-    stay its writer's.  ``write=False`` writes nothing (no result, no plot) and takes no lock."""
+    stay its writer's.  ``write=False`` writes nothing (no result, no plot) and takes no lock.
+    ``name_asked=False``: ``name`` is the command line's default name for these settings
+    (:func:`cli_result_name`), not one the user asked for, so a locked run falls back as above
+    (default: ``name is not None``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a directory")
@@ -113,7 +120,7 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
     steps = check_int("steps", steps, minimum=0, maximum=MAX_EVAL_STEPS)
     check_flag("write", write)
     check_choice("protocol", protocol, PROTOCOLS)
-    explicit_name = name is not None
+    explicit_name = name is not None if name_asked is None else bool(name_asked)
     name = name or ("evaluation.json" if protocol == "ssmref" else f"evaluation_{protocol}.json")
     if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(".json") \
             or name.startswith(".") or name in RUN_FILES:
@@ -141,11 +148,15 @@ def _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log
     trainer = load_trainer(run_dir, config)
     trainer.blas_threads = blas_threads_limit
     rl = is_rl(config["env"])
-    if not rl and (later_inner_lr is not None or protocol != "ssmref"):
-        raise ValueError("later_inner_lr and protocol 'finn' apply to the RL envs only")
+    if not rl and protocol != "ssmref":
+        raise ValueError(f"--protocol {protocol} applies to the RL envs (navigation2d, bandit); "
+                         f"{run_dir} is a {config['env']} run, evaluated by its grid MSE")
+    if not rl and later_inner_lr is not None:
+        raise ValueError(f"--later-inner-lr applies to the RL envs (navigation2d, bandit); "
+                         f"{run_dir} is a {config['env']} run")
     if protocol == "finn" and later_inner_lr is not None:
-        raise ValueError("protocol 'finn' sets the later step size (alpha / 2); "
-                         "later_inner_lr applies to the 'ssmref' protocol")
+        raise ValueError("--protocol finn sets the later step size (alpha / 2); "
+                         "--later-inner-lr applies to --protocol ssmref")
     alpha = trainer.config.inner_lr
     if protocol == "finn":
         later_inner_lr = alpha / 2
@@ -159,25 +170,36 @@ def _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log
         result["inner_lr_by_step"] = [alpha if k == 0 or later_inner_lr is None
                                       else float(later_inner_lr) for k in range(steps)]
         result["episodes_per_step"] = episodes or trainer.config.episodes_per_task
-        result.update(_rl_goal_set(trainer, held_out, 1, steps, later_inner_lr, episodes))
-        if protocol == "finn" and config["env"] == "navigation2d":
+        sets = 2 if protocol == "finn" and config["env"] == "navigation2d" else 1
+        progress = Progress(f"evaluate ({protocol} protocol)", sets * (steps + 1))
+        result.update(_rl_goal_set(trainer, held_out, 1, steps, later_inner_lr, episodes,
+                                   lambda k: progress.update(k + 1)))
+        if sets == 2:
             result["finn_goals"] = _rl_goal_set(trainer, finn_goals(), 2, steps, later_inner_lr,
-                                                episodes)
+                                                episodes, lambda k: progress.update(steps + k + 2))
     else:
+        progress = Progress("evaluate", tasks)
         values = trainer.evaluate(held_out, onp.random.default_rng([EVAL_SEED, 1]), steps=steps,
-                                  per_task=True)
+                                  per_task=True, callback=lambda j: progress.update(j + 1))
         result.update(_summary(values, "mse_by_step"))
+        result.update(inner_lr=alpha, k_shot=trainer.config.k_shot)        # every step's
     result["seconds"] = time.perf_counter() - t0
     if config["env"] == "navigation2d":
         result["reference_finn2017"] = {str(k): v for k, v in FINN_NAVIGATION.items()}
     if config["env"] == "bandit":
         result["oracle_return"] = float(onp.mean(trainer.family.oracle_return(held_out)))
+        result["random_arm_return"] = float(trainer.family.horizon * onp.mean(    # E[p_a], a ~ U
+            [t["p"] for t in held_out]))
     if not write:
         return result
     write_json(run_dir / name, result)
-    if plot:
-        png_name = "adaptation.png" if name == "evaluation.json" else name[:-len(".json")] + ".png"
-        png = plot_adaptation(result, run_dir / png_name)
+    if plot:                  # train's results share one picture, both protocols on it
+        if name in TRAIN_RESULTS:
+            png = plot_results([read_json(run_dir / n, what="evaluation result")
+                                for n in TRAIN_RESULTS if (run_dir / n).exists()],
+                               run_dir / "adaptation.png")
+        else:
+            png = plot_results([result], run_dir / (name[:-len(".json")] + ".png"))
         if png:
             log(f"wrote {png}")
     log(f"wrote {run_dir / name}")
@@ -186,8 +208,9 @@ def _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log
 
 def add_evaluate_arguments(p):
     p.add_argument("run_dir", help="a directory written by `python -m ssmref train`")
-    p.add_argument("--tasks", type=int, default=40, help="held-out tasks (default 40)")
-    p.add_argument("--steps", type=int, default=3, help="inner steps (default 3)")
+    p.add_argument("--tasks", type=int, default=40, help="held-out tasks")
+    p.add_argument("--steps", type=int, default=3,
+                   help="inner steps (0: the returns before adaptation only)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="ssmref",
                    help="RL: 'ssmref' (the run's episodes, alpha at every step) or 'finn' (Finn "
                         "et al.: 40 episodes per step, alpha then alpha/2, also on Finn's goals)")
@@ -195,8 +218,10 @@ def add_evaluate_arguments(p):
                    help="RL, ssmref protocol: step size of the 2nd and later steps "
                         "(default: the run's inner_lr)")
     p.add_argument("--out-name", default=None,
-                   help="file name in RUN_DIR for the result (default evaluation.json, or "
-                        "evaluation_finn.json with --protocol finn)")
+                   help="file name in RUN_DIR for the result (default: evaluation.json or "
+                        "evaluation_finn.json with the default --tasks and --steps, as train "
+                        "writes them; with other settings a file named by them, e.g. "
+                        "evaluation_ssmref_40tasks_0steps.json, so train's result stays)")
     p.add_argument("--no-write", action="store_true",
                    help="print the table only: write nothing into RUN_DIR and take no lock (a "
                         "run that another process is writing is read so anyway)")
@@ -210,12 +235,29 @@ def add_blas_threads_argument(p):
                         f"products are small; 0 leaves the BLAS settings as they are)")
 
 
+def cli_result_name(protocol, tasks, steps, later_inner_lr=None):
+    """The file ``evaluate`` writes without ``--out-name``: with the default settings (40 tasks,
+    3 steps) the file ``train`` writes with them, ``evaluation.json`` (``evaluation_finn.json``
+    for ``--protocol finn``), the same result again; with any other settings a file named by
+    them (``evaluation_ssmref_40tasks_0steps.json``), so a different result never replaces
+    ``train``'s."""
+    if (tasks, steps, later_inner_lr) == (40, 3, None):
+        return TRAIN_RESULTS[PROTOCOLS.index(protocol)]
+    later = "" if later_inner_lr is None else f"_later{later_inner_lr:g}"
+    return f"evaluation_{protocol}_{tasks}tasks_{steps}steps{later}.json"
+
+
 def run_evaluate(args):
     try:
+        name = args.out_name or cli_result_name(args.protocol, args.tasks, args.steps,
+                                                args.later_inner_lr)
+        if args.steps == 0:
+            print("--steps 0: no inner step; the result holds the returns (or MSE) before "
+                  "adaptation only", file=sys.stderr)
         result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps,
                           later_inner_lr=args.later_inner_lr, protocol=args.protocol,
-                          name=args.out_name, blas_threads_limit=args.blas_threads or None,
-                          write=not args.no_write)
+                          name=name, blas_threads_limit=args.blas_threads or None,
+                          write=not args.no_write, name_asked=args.out_name is not None)
         print(format_table(result))
     except (RunError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

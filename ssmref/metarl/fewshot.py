@@ -130,10 +130,11 @@ class MetaRegression(MetaTrainer):
         return {"iteration": self.iteration, "meta_loss": float(loss), "pre_loss": pre,
                 "post_loss": float(loss), "grad_norm": float(global_norm(grads))}
 
-    def evaluate(self, tasks, rng=None, steps=3, per_task=False):
+    def evaluate(self, tasks, rng=None, steps=3, per_task=False, callback=None):
         """``mse_by_step[k]``: mean over ``tasks`` of the grid MSE after ``k`` inner steps on
         ``k_shot`` support points drawn per task, ``k = 0..steps``.  ``per_task=True`` returns the
-        ``(steps + 1, len(tasks))`` array of per-task values instead."""
+        ``(steps + 1, len(tasks))`` array of per-task values instead.  ``callback(j)`` (optional)
+        is called once task ``j`` is done."""
         rng = as_rng(rng)
         out = onp.zeros((steps + 1, len(tasks)))
         with blas_threads(self.blas_threads):
@@ -146,6 +147,8 @@ class MetaRegression(MetaTrainer):
                     if k < steps:
                         params = maml.adapt(params, mse_loss, support,
                                             inner_lr=self.config.inner_lr)
+                if callback is not None:
+                    callback(j)
         return out if per_task else [float(v) for v in out.mean(axis=1)]
 
     # ----------------------------------------------------------------------------- checkpoint

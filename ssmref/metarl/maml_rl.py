@@ -311,7 +311,7 @@ class MetaMAML(MetaTrainer):
         return tree_map(lambda p: p[0], theta)
 
     def evaluate(self, tasks, rng=None, steps=3, per_task=False, later_inner_lr=None,
-                 episodes=None, diagnostics=False):
+                 episodes=None, diagnostics=False, callback=None):
         """``returns_by_step[k]``: mean return over ``tasks`` (and their episodes) after ``k``
         inner steps, each step on fresh episodes of the previous parameters, ``k = 0..steps``;
         all tasks at once.  ``per_task=True`` returns the ``(steps + 1, len(tasks))`` array of
@@ -319,7 +319,8 @@ class MetaMAML(MetaTrainer):
         step on, ``later_inner_lr`` when it is given; ``episodes`` per step (default the config's
         ``episodes_per_task``).  ``diagnostics=True`` also returns a dict of per-task arrays:
         ``step_norm (steps, M)`` (``|θ_{k+1} − θ_k|``), ``std (steps + 1, M)`` (the policy's
-        mean standard deviation, Gaussian policies) and ``returns (steps + 1, M)``."""
+        mean standard deviation, Gaussian policies) and ``returns (steps + 1, M)``.
+        ``callback(k)`` (optional) is called once the returns after ``k`` steps are measured."""
         rng = as_rng(rng)
         if later_inner_lr is not None:
             check_scalar("later_inner_lr", later_inner_lr, low=0.0)
@@ -330,6 +331,8 @@ class MetaMAML(MetaTrainer):
             for k in range(steps + 1):
                 traj = self._sample(theta, tasks, rng, episodes)
                 out[k] = _returns(traj, M)
+                if callback is not None:
+                    callback(k)
                 if not self.spec.discrete:
                     stds.append(onp.exp(theta["log_std"]).mean(axis=1))
                 if k < steps:

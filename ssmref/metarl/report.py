@@ -45,38 +45,95 @@ def format_table(result):
         if ref:
             line += f"  {ref[str(k)] if str(k) in ref else '':>16}"
         lines.append(line)
-    if "inner_lr_by_step" in result:
+    if result.get("inner_lr_by_step"):
         lines.append("inner step sizes: " + ", ".join(f"{a:g}" for a in result["inner_lr_by_step"])
                      + f"; {result['episodes_per_step']} episodes per step")
+    elif "inner_lr_by_step" in result:
+        lines.append(f"no inner step; {result['episodes_per_step']} episodes")
     if "oracle_return" in result:
         lines.append(f"best-arm oracle: {result['oracle_return']:.3f}")
     return "\n".join(lines)
 
 
-def plot_adaptation(result, path):
-    """The adaptation curve as a PNG (``None`` when matplotlib is not installed)."""
+#: The one line a command prints instead of its pictures when matplotlib is missing.
+NO_MATPLOTLIB = ("pictures skipped: matplotlib is not installed (pip install 'ssmref[plot]', or "
+                 "pip install matplotlib)")
+
+
+def pyplot():
+    """``matplotlib.pyplot`` with the file-only Agg backend, or ``None`` when matplotlib is not
+    installed (the pictures are optional; the core never needs matplotlib)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    key = "mse_by_step" if "mse_by_step" in result else "returns_by_step"
-    err = result[key.replace("_by_step", "_stderr_by_step")]
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.errorbar(result["steps"], result[key], yerr=err, marker="o", capsize=3, label="ssmref")
-    ref = result.get("reference_finn2017")
-    if ref:
-        ks = sorted(int(k) for k in ref)
-        ax.plot(ks, [ref[str(k)] for k in ks], "s--", color="gray", label="Finn et al. 2017")
-    ax.set_xlabel("inner gradient steps")
-    ax.set_ylabel("grid MSE" if key == "mse_by_step" else "mean return")
-    ax.set_title(f"{result['env']}: {result['num_tasks']} held-out tasks")
-    ax.set_xticks(result["steps"])
-    ax.legend()
-    fig.tight_layout()
+    return plt
+
+
+def save_figure(fig, path):
+    """Write ``fig`` as a PNG to ``path`` atomically and close it; returns ``Path(path)``."""
+    plt = pyplot()
     try:
         atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def curve_label(result, finn_goals=False):
+    """``"finn protocol, α 0.1 then 0.05, 40 episodes/step, 40 held-out goals"``."""
+    n = result["num_tasks"]
+    if "inner_lr_by_step" not in result:                    # sinusoid: α and K at every step
+        if "k_shot" not in result:
+            return f"{n} held-out tasks"
+        return f"α {result['inner_lr']:g} at every step on {result['k_shot']} points, {n} tasks"
+    lrs = result["inner_lr_by_step"]
+    steps = ("no step" if not lrs else f"α {lrs[0]:g}" if len(set(lrs)) == 1
+             else f"α {lrs[0]:g} then {lrs[1]:g}")
+    where = "Finn's 40 goals" if finn_goals else f"{n} held-out goals"
+    return (f"{result.get('protocol', 'ssmref')} protocol, {steps}, "
+            f"{result['episodes_per_step']} episodes/step, {where}")
+
+
+def plot_results(results, path):
+    """The adaptation curves of one or more evaluation results of a run (e.g. both protocols) on
+    one axes, as a PNG: value after ``k`` inner steps with ± 1 standard error over tasks; Finn
+    et al.'s goals when a result has them, Finn et al.'s reported row (navigation2d), the
+    random-arm and best-arm lines (bandit).  ``None`` when matplotlib is not installed."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    first = results[0]
+    key = "mse_by_step" if "mse_by_step" in first else "returns_by_step"
+    err_key = key.replace("_by_step", "_stderr_by_step")
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    markers = iter("os^vD<>")
+    for result in results:
+        ax.errorbar(result["steps"], result[key], yerr=result[err_key], marker=next(markers),
+                    capsize=3, label=curve_label(result))
+        finn = result.get("finn_goals")
+        if finn:
+            ax.errorbar(result["steps"], finn[key], yerr=finn[err_key], marker=next(markers),
+                        capsize=3, label=curve_label(result, finn_goals=True))
+    ref = first.get("reference_finn2017")
+    if ref:
+        ks = sorted(int(k) for k in ref)
+        ax.plot(ks, [ref[str(k)] for k in ks], "s--", color="gray",
+                label="Finn et al. 2017, reported (their protocol and goals)")
+    if "oracle_return" in first:
+        ax.axhline(first["oracle_return"], color="green", ls=":", label="best arm (oracle)")
+    if "random_arm_return" in first:
+        ax.axhline(first["random_arm_return"], color="red", ls=":", label="uniformly random arm")
+    ax.set_xlabel("inner gradient steps at test time")
+    what = "grid MSE (100 points)" if key == "mse_by_step" else "mean return per episode"
+    ax.set_ylabel(what)
+    ax.set_title(f"{first['env']}, meta-iteration {first['iteration']}: {what} after k steps\n"
+                 f"error bars: ± 1 standard error over the "
+                 f"{'goals' if first['env'] == 'navigation2d' else 'tasks'}", fontsize=10)
+    ax.set_xticks(first["steps"])
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)

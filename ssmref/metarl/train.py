@@ -12,12 +12,16 @@
                               ``--checkpoint-every`` iterations and at the end
 ``params.npz``                the final meta-parameters (dotted names, :func:`ssmref.storage.save_npz`)
 ``policy.npz``                the SSM policy, loadable with :meth:`SSMMetaPolicy.load`
-``evaluation.json``           written by ``evaluate`` (and at the end of ``train``)
-``evaluation_finn.json``      navigation2d: ``evaluate --protocol finn`` (and the end of ``train``)
-``adaptation.png``            the adaptation curve, when matplotlib is installed
+``evaluation.json``           the evaluation at the end of ``train``
+``evaluation_finn.json``      navigation2d: the same with ``--protocol finn``
+``evaluation_*.json``         ``evaluate``'s results, named by their settings (or ``--out-name``)
+``*.png``                     the pictures (:mod:`ssmref.metarl.plots`), with matplotlib
 ``run.lock``                  the write lock: one ``train``/``evaluate`` writes a run at a time
                               (:mod:`ssmref.metarl.runlock`; holder's pid, command, start time)
 ============================  =====================================================================
+
+Ctrl-C keeps every finished meta-iteration in the checkpoint and exits 130 with one line
+(:mod:`ssmref.metarl.interrupt`).
 
 Meta-iteration ``i`` draws from ``numpy.random.default_rng([seed, i])``, so a run resumed from a
 checkpoint (``--resume``) continues exactly as the uninterrupted run would have.
@@ -50,6 +54,9 @@ import numpy as onp
 from ssmref.metarl.evaluation import (EVAL_SEED, FINN_NAVIGATION, MAX_EVAL_STEPS,  # noqa: F401
                                       PROTOCOLS, add_blas_threads_argument, add_evaluate_arguments,
                                       check_eval_batch, evaluate, finn_goals, run_evaluate)
+from ssmref.metarl.option_words import in_option_words
+from ssmref.metarl.interrupt import KeepFinishedIterations, TrainingInterrupted, resume_command
+from ssmref.metarl.plots import draw_run
 from ssmref.metarl.report import format_table, progress_line
 from ssmref.metarl.rundir import (RunError, load_trainer, one_line, read_config,  # noqa: F401
                                   read_json, read_metrics, run_file, save_trainer)
@@ -204,9 +211,11 @@ def _run(run_dir, config, trainer, history, log, log_every, evaluate_at_end, eva
     total = config["iterations"]
     log_every = log_every or max(1, total // 50)
     rate = None
-    with open(run_dir / "metrics.jsonl", "a") as metrics:
+    with open(run_dir / "metrics.jsonl", "a") as metrics, \
+            KeepFinishedIterations(trainer, run_dir, total, save_trainer) as guard:
         while trainer.iteration < total:
             t0 = time.perf_counter()
+            guard.mark()                         # Ctrl-C goes back to here (interrupt.py)
             rec = trainer.meta_step(onp.random.default_rng([config["seed"], trainer.iteration]))
             rec["seconds"] = time.perf_counter() - t0
             rate = rec["seconds"] if rate is None else 0.9 * rate + 0.1 * rec["seconds"]
@@ -222,8 +231,9 @@ def _run(run_dir, config, trainer, history, log, log_every, evaluate_at_end, eva
     if evaluate_at_end:
         for protocol in final_protocols(config):
             result = evaluate(run_dir, tasks=eval_tasks, steps=eval_steps, protocol=protocol,
-                              log=log, blas_threads_limit=blas_threads_limit)
+                              log=log, plot=False, blas_threads_limit=blas_threads_limit)
             log(format_table(result))
+        draw_run(run_dir, log=log)                 # the pictures (ssmref.metarl.plots)
     return trainer
 
 
@@ -245,42 +255,63 @@ def add_train_arguments(p):
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="a measured configuration (docs/train.md): finn2017 = Finn et al.'s MLP "
                         "policy with the TRPO outer step; ssm2step = the SSM policy meta-trained "
-                        "through two inner steps (alpha, then alpha/2)")
+                        "through two inner steps (alpha, then alpha/2); default: none, the "
+                        "env's defaults")
     p.add_argument("--out", default=None, help="run directory (default: runs/ENV or runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
-    p.add_argument("--iterations", type=int, default=None, help="meta-iterations (env default)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="default 25")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="meta-iterations (default: navigation2d 250, bandit 150, sinusoid "
+                        "10000, or the preset's; with --resume: the stored run's)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="write checkpoint.npz every N meta-iterations (default 25)")
     p.add_argument("--policy", choices=POLICY_KINDS, default=None,
                    help="RL: 'ssm' (default) or 'mlp' (Finn et al.'s Gaussian MLP on the "
                         "observation, ReLU, --hidden 100,100 by default)")
     p.add_argument("--outer", choices=OUTERS, default=None,
                    help="RL outer optimiser: 'adam' (default) or 'trpo' (Finn et al.)")
-    p.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (0.01)")
+    p.add_argument("--max-kl", type=float, default=None,
+                   help="TRPO trust region (default 0.01)")
     p.add_argument("--adapt-rounds", type=int, default=None,
                    help="RL: sampled inner steps in meta-training, each on fresh episodes of "
                         "the policy adapted so far (default 1)")
     p.add_argument("--later-lr-scale", type=float, default=None,
                    help="RL: rounds after the first step with alpha times this (default 1; "
                         "Finn et al.'s evaluation: 0.5)")
-    p.add_argument("--meta-batch-size", type=int, default=None, help="tasks per meta-iteration")
-    p.add_argument("--episodes-per-task", type=int, default=None, help="RL: episodes per task")
-    p.add_argument("--inner-lr", type=float, default=None)
-    p.add_argument("--outer-lr", type=float, default=None)
-    p.add_argument("--first-order", action="store_true", help="FOMAML")
+    p.add_argument("--meta-batch-size", type=int, default=None,
+                   help="tasks per meta-iteration (default 20; sinusoid 25; finn2017 40)")
+    p.add_argument("--episodes-per-task", type=int, default=None,
+                   help="RL: episodes per task and inner step (default 20)")
+    p.add_argument("--inner-lr", type=float, default=None,
+                   help="inner step size alpha (default: navigation2d 0.1, bandit 0.5, "
+                        "sinusoid 0.01, the presets 0.5)")
+    p.add_argument("--outer-lr", type=float, default=None,
+                   help="Adam learning rate of the meta-parameters (default: navigation2d "
+                        "3e-3, bandit 1e-2, sinusoid 1e-3)")
+    p.add_argument("--first-order", action="store_true",
+                   help="FOMAML: the inner gradients are constants in the meta-gradient")
     p.add_argument("--estimator", choices=("reinforce", "dice"), default=None,
                    help="RL inner loss (default reinforce)")
     p.add_argument("--max-grad-norm", type=float, default=None,
-                   help="RL, Adam: clip the meta-gradient's global norm (0: off)")
+                   help="RL, Adam: clip the meta-gradient's global norm (0: off; default: "
+                        "navigation2d 1, bandit 0)")
     p.add_argument("--constant-lr", action="store_true",
                    help="RL: no linear decay of the outer lr (navigation2d decays by default)")
-    p.add_argument("--horizon", type=int, default=None, help="RL: episode length")
-    p.add_argument("--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 64,64")
-    p.add_argument("--state-dim", type=int, default=None, help="SSM policy: state size")
+    p.add_argument("--horizon", type=int, default=None,
+                   help="RL: episode length (default: navigation2d 100, bandit 10)")
+    p.add_argument("--hidden", type=_hidden, default=None,
+                   help="hidden sizes, e.g. 64,64 (default: navigation2d 64,64, bandit 32, "
+                        "sinusoid 40,40, --policy mlp 100,100)")
+    p.add_argument("--state-dim", type=int, default=None,
+                   help="SSM policy: state size (default 8)")
     add_blas_threads_argument(p)
-    p.add_argument("--eval-tasks", type=int, default=40)
-    p.add_argument("--eval-steps", type=int, default=3)
-    p.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+    p.add_argument("--eval-tasks", type=int, default=40,
+                   help="held-out tasks of the evaluation at the end")
+    p.add_argument("--eval-steps", type=int, default=3,
+                   help="inner steps of the evaluation at the end")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the evaluation and the pictures at the end (python -m ssmref "
+                        "evaluate and plot make them later)")
 
 
 def given_settings(args):
@@ -316,10 +347,13 @@ def config_from_args(args):
     g = given_settings(args)
     if g.get("policy", {}).get("kind") == "mlp" and "state_dim" in g["policy"]:
         raise ValueError("--state-dim applies to the SSM policy, not --policy mlp")
-    return make_config(g.get("env"), seed=g.get("seed", 0), iterations=args.iterations,
-                       checkpoint_every=g.get("checkpoint_every", 25), family=g.get("family"),
-                       policy=g.get("policy"), maml=g.get("maml"), lr_decay=g.get("lr_decay"),
-                       preset=g.get("preset"))
+    try:
+        return make_config(g.get("env"), seed=g.get("seed", 0), iterations=args.iterations,
+                           checkpoint_every=g.get("checkpoint_every", 25),
+                           family=g.get("family"), policy=g.get("policy"), maml=g.get("maml"),
+                           lr_decay=g.get("lr_decay"), preset=g.get("preset"))
+    except ValueError as e:
+        raise ValueError(in_option_words(str(e), g)) from None
 
 
 def run_train(args):
@@ -340,4 +374,12 @@ def run_train(args):
     except (RunError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"interrupted at iteration {e.iteration}/{e.total}, checkpoint saved; continue "
+              f"with: {resume_command(out)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:            # outside a meta-iteration: the last checkpoint stands
+        print(f"interrupted; {out} keeps its last checkpoint; continue with: "
+              f"{resume_command(out)}", file=sys.stderr)
+        return 130
     return 0
