@@ -79,17 +79,18 @@ from ssmref.crosscheck.files import (SPEC_VERSION, UnknownNameError, VectorsErro
 from ssmref.crosscheck.inprocess import (CaseAssertionError, CaseReport, OutputCheck, assert_case,
                                          assert_case_matches, check_case)
 from ssmref.crosscheck.kinds import Case, Kind
-from ssmref.crosscheck.precision import (DEFAULT_K, DTYPES, GRAD_FACTOR, LENGTH_REF,
+from ssmref.crosscheck.precision import (DEFAULT_K, DTYPES, GRAD_FACTOR, LENGTH_REF, POWER_LIMIT,
+                                         detectable,
                                          VALUE_TOLERANCES, length_factor, round_to_dtype,
                                          tolerance)
-from ssmref.crosscheck.registry import (CASES, KIND_RULES, KINDS, REQUIRED_INPUTS, build_case,
+from ssmref.crosscheck.registry import (CASES, KIND_RULES, KINDS, REQUIRED_INPUTS, build_case, condition,
                                         effective_length, load_case, load_expected, load_results,
                                         load_vectors, naive_outputs, output_class, sequence_axis,
                                         write_vectors)
 from ssmref.crosscheck.report import format_report
 
 __all__ = ["SPEC_VERSION", "DTYPES", "KINDS", "CASES", "VALUE_TOLERANCES", "GRAD_FACTOR",
-           "DEFAULT_K", "VectorsError", "UnknownNameError", "round_to_dtype", "tolerance",
+           "DEFAULT_K", "POWER_LIMIT", "detectable", "condition", "VectorsError", "UnknownNameError", "round_to_dtype", "tolerance",
            "length_factor", "effective_length", "write_vectors", "load_vectors", "load_case",
            "load_expected", "naive_outputs", "check", "report_case", "format_report",
            "check_case", "assert_case", "CaseReport", "OutputCheck", "CaseAssertionError",

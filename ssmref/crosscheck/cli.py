@@ -9,7 +9,7 @@ import time
 
 from ssmref.crosscheck.checker import check
 from ssmref.crosscheck.files import one_line
-from ssmref.crosscheck.precision import DEFAULT_K, DTYPES
+from ssmref.crosscheck.precision import DEFAULT_K, DTYPES, POWER_LIMIT
 from ssmref.crosscheck.registry import CASES, write_vectors
 from ssmref.crosscheck.report import format_report
 from ssmref.storage import atomic_write
@@ -67,14 +67,22 @@ def add_check_arguments(parser):
     parser.add_argument("--rtol", type=float, default=None, help="replace the table's rtol")
     parser.add_argument("--atol", type=float, default=None,
                         help="replace the table's atol (relative to each output's max |y|)")
+    parser.add_argument("--power-limit", type=float, default=POWER_LIMIT,
+                        help=f"an output within a tolerance that cannot detect a relative error "
+                             f"of this size is inconclusive, not passed (default "
+                             f"{POWER_LIMIT:g}; exit 3)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="a table for every case (default: one line per passing case)")
     parser.add_argument("--json", metavar="PATH", default=None,
-                        help="also write the report as JSON")
+                        help="also write the report as JSON (not inside the vectors or "
+                             "results directory)")
     return parser
 
 
 def run_check(args):
-    """Check; exit status 0 (all pass), 1 (some output out of tolerance or not finite), or 2
-    (unusable input: a one-line message on stderr, no traceback)."""
+    """Check; exit status 0 (all pass), 1 (some output out of tolerance or not finite), 2
+    (unusable input: a one-line message on stderr, no traceback), or 3 (inconclusive: nothing
+    failed, but some output's tolerance cannot detect a relative error of ``--power-limit``)."""
     try:
         for flag in ("rtol", "atol"):
             v = getattr(args, flag, None)
@@ -83,15 +91,16 @@ def run_check(args):
         report = check(args.vectors_dir, args.results_dir, dtype=args.dtype, mode=args.mode,
                        k=args.k, cases=args.cases, rtol=getattr(args, "rtol", None),
                        atol=getattr(args, "atol", None),
-                       skip_missing=getattr(args, "skip_missing", False))
+                       skip_missing=getattr(args, "skip_missing", False),
+                       power_limit=getattr(args, "power_limit", POWER_LIMIT))
         if getattr(args, "json", None):
             text = json.dumps(report, indent=2, sort_keys=True) + "\n"
             atomic_write(args.json, lambda f: f.write(text.encode("utf-8")))
     except (ValueError, OSError) as e:
         print(f"ssmref check: error: {one_line(e)}", file=sys.stderr)
         return 2
-    print(format_report(report))
-    return 0 if report["passed"] else 1
+    print(format_report(report, verbose=getattr(args, "verbose", False)))
+    return 0 if report["passed"] else (3 if report["inconclusive"] else 1)
 
 
 def main(argv=None):

@@ -65,6 +65,15 @@ def sequence_axis(kind, name):
     return KIND_RULES[kind].sequence_axis(name)
 
 
+def condition(kind, inputs, attrs):
+    """``{output: κ}``: the cancellation factor ``κ = Σ|t_n| / |Σ t_n| >= 1`` of each output that
+    sums terms larger than itself (outputs not listed: 1).  Rounding the terms in any order and
+    precision leaves an error of ``u Σ|t_n| = u κ |Σ t_n|``, so the tolerance's ``atol`` is
+    multiplied by ``κ`` in every dtype, as the float64 certification target is."""
+    rules = KIND_RULES[kind]
+    return {} if rules.condition is None else dict(rules.condition(inputs, attrs))
+
+
 #: The forms of :func:`naive_outputs`.
 NAIVE_FORMS = ("sequential", "log_depth")
 
