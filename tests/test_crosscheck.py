@@ -1,6 +1,7 @@
 """The cross-check kit (ssmref.crosscheck): vectors, checker, exit codes, tolerances, API."""
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -70,14 +71,15 @@ def test_writing_twice_gives_identical_bytes(tmp_path):
 
 def test_manifest_keys_versions_and_the_contract_case(small_vectors):
     manifest = json.loads((small_vectors / "manifest.json").read_text())
-    assert set(manifest) == {"spec_version", "ssmref_version", "dtype", "cases"}
+    assert set(manifest) == {"spec_version", "ssmref_version", "dtype", "cases", "set_id"}
     assert manifest["spec_version"] == X.SPEC_VERSION == "1"
     assert manifest["ssmref_version"] == ssmref.__version__
     assert manifest["dtype"] == "float64"
     assert [c["name"] for c in manifest["cases"]] == SMALL
     for c in manifest["cases"]:
-        assert set(c) == {"name", "file", "kind", "inputs", "outputs", "attrs"}
+        assert set(c) == {"name", "file", "kind", "inputs", "outputs", "attrs", "sha256"}
         assert c["file"] == c["name"] + ".npz" and c["kind"] in X.KINDS
+        assert c["sha256"] == hashlib.sha256((small_vectors / c["file"]).read_bytes()).hexdigest()
         with np.load(small_vectors / c["file"], allow_pickle=False) as z:     # plain NumPy
             assert sorted(z.files) == sorted(c["inputs"] + c["outputs"])
             for k in c["outputs"]:

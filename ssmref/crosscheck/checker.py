@@ -12,8 +12,8 @@ from ssmref.checks import check_flag
 from ssmref.crosscheck.files import VectorsError, as_result, to_numpy
 from ssmref.crosscheck.precision import (DEFAULT_K, POWER_LIMIT, check_dtype, check_power_limit,
                                          detectable, length_factor, tolerance)
-from ssmref.crosscheck.registry import (KINDS, condition, effective_length, load_results,
-                                        load_vectors, naive_outputs, output_class, sequence_axis)
+from ssmref.crosscheck.registry import (KINDS, condition, effective_length, load_vectors,
+                                        naive_outputs, output_class, read_results, sequence_axis)
 from ssmref.crosscheck.report import format_report
 
 
@@ -219,15 +219,23 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
                            f"the vectors")
     if skipped:
         notes.append(f"skipped {len(skipped)} case(s) without results: {', '.join(skipped)}")
-    results = [report_case(case, load_results(results_dir, case), dtype, mode=mode, k=k,
-                           rtol=rtol, atol=atol, power_limit=power_limit)
-               for case in present.values()]
+    results, unrecorded = [], []
+    for case in present.values():
+        outputs, recorded = read_results(results_dir, case, vectors["set_id"])
+        if recorded is None and vectors["set_id"] is not None:
+            unrecorded.append(case["name"])
+        results.append(report_case(case, outputs, dtype, mode=mode, k=k, rtol=rtol, atol=atol,
+                                   power_limit=power_limit))
+    if unrecorded:
+        notes.append(f"{len(unrecorded)} of {len(results)} results files do not record the set "
+                     f"id of the vectors they were computed from (_set_id, these are "
+                     f"{vectors['set_id']}): they cannot be told from results of other vectors")
     passed, within, inconclusive = summary(results)
     return {"passed": passed, "within_tolerance": within, "inconclusive": inconclusive,
             "power_limit": check_power_limit(power_limit), "dtype": dtype, "vectors_dtype": vdtype,
             "mode": mode, "k": k if mode == "baseline" else None,
             "vectors_dir": os.fspath(vectors_dir), "results_dir": os.fspath(results_dir),
-            "notes": notes, "skipped": skipped, "cases": results}
+            "set_id": vectors["set_id"], "notes": notes, "skipped": skipped, "cases": results}
 
 
 # --- array assertions for other projects' tests ------------------------------------------------

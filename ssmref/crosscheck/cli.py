@@ -12,6 +12,7 @@ from ssmref.crosscheck.files import one_line
 from ssmref.crosscheck.precision import DEFAULT_K, DTYPES, POWER_LIMIT
 from ssmref.crosscheck.registry import CASES, write_vectors
 from ssmref.crosscheck.report import format_report
+from ssmref.crosscheck.vectorset import inside_any
 from ssmref.storage import atomic_write
 
 
@@ -40,8 +41,10 @@ def run_vectors(args):
     except (ValueError, OSError, ImportError) as e:
         print(f"ssmref vectors: error: {one_line(e)}", file=sys.stderr)
         return 2
-    print(f"wrote {len(manifest['cases'])} cases ({args.dtype}) to {args.out_dir} in "
-          f"{time.perf_counter() - t0:.1f} s")
+    written = len(args.cases) if args.cases else len(manifest["cases"])
+    print(f"wrote {written} cases ({args.dtype}) to {args.out_dir} in "
+          f"{time.perf_counter() - t0:.1f} s: a set of {len(manifest['cases'])} cases, set id "
+          f"{manifest['set_id']}")
     return 0
 
 
@@ -88,6 +91,11 @@ def run_check(args):
             v = getattr(args, flag, None)
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"--{flag} must be a finite number >= 0, got {v}")
+        if getattr(args, "json", None):
+            inside = inside_any(args.json, [args.vectors_dir, args.results_dir])
+            if inside is not None:
+                raise ValueError(f"--json {args.json} is inside {inside}, an input of the check; "
+                                 f"write the report elsewhere")
         report = check(args.vectors_dir, args.results_dir, dtype=args.dtype, mode=args.mode,
                        k=args.k, cases=args.cases, rtol=getattr(args, "rtol", None),
                        atol=getattr(args, "atol", None),
