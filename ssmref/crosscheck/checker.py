@@ -211,9 +211,15 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
     dtype = dtype or vdtype
     notes = dtype_notes(dtype, vdtype)
     check_flag("skip_missing", skip_missing)
-    present = {name: case for name, case in vectors["cases"].items()
-               if not skip_missing or os.path.lexists(os.path.join(results_dir, name + ".npz"))}
-    skipped = [name for name in vectors["cases"] if name not in present]
+    have = {name for name in vectors["cases"]
+            if os.path.lexists(os.path.join(results_dir, name + ".npz"))}
+    missing = [name for name in vectors["cases"] if name not in have]
+    if missing and not skip_missing:
+        raise VectorsError(f"{results_dir} has no results for {len(missing)} of "
+                           f"{len(vectors['cases'])} cases ({_listed(missing)}): check only the "
+                           f"cases present with --skip-missing, or name them with --cases")
+    present = {name: case for name, case in vectors["cases"].items() if name in have}
+    skipped = missing
     if not present:
         raise VectorsError(f"results directory {results_dir} holds no results for any case of "
                            f"the vectors")
@@ -236,6 +242,11 @@ def check(vectors_dir, results_dir, dtype=None, mode="table", k=DEFAULT_K, cases
             "mode": mode, "k": k if mode == "baseline" else None,
             "vectors_dir": os.fspath(vectors_dir), "results_dir": os.fspath(results_dir),
             "set_id": vectors["set_id"], "notes": notes, "skipped": skipped, "cases": results}
+
+
+def _listed(names, most=3):
+    """``a, b, c and 4 more``."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 # --- array assertions for other projects' tests ------------------------------------------------

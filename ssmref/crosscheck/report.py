@@ -1,12 +1,12 @@
-"""The checker's report as text: one line per case that passed (``verbose``: its table too), a
-table per case that failed or is inconclusive (one row per output), each failure and each
-inconclusive output in full, and a summary line."""
+"""The checker's report as text: one line per case that passed or is inconclusive (``verbose``:
+a table for every case), a table per case that failed (one row per output), each failure in
+full, the remedy for inconclusive outputs, and a summary line."""
 
 import numpy as onp
 
 #: What to do about an inconclusive output, in one line.
-REMEDY = ("compute in a higher precision (keep the state and outputs in float32, check with "
-          "--dtype float32), use --mode baseline, or check a shorter case")
+REMEDY = ("keep the state and the outputs in float32 and check them with --dtype float32, or "
+          "check a case with a shorter memory")
 
 
 def _where(o):
@@ -33,6 +33,10 @@ def _status(o):
     return "FAIL" + "".join(f" ({f})" for f in flags if f)
 
 
+def _names(names, most=4):
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def _verdict(c):
     return "PASS" if c["passed"] else ("INCONCLUSIVE" if c.get("inconclusive") else "FAIL")
 
@@ -49,8 +53,7 @@ def _failure(c, o):
 
 def _inconclusive(c, o, dtype, limit):
     return (f"INCONCLUSIVE {c['name']}/{o['name']}: within the {dtype} tolerance, which cannot "
-            f"detect relative errors below {o['detectable']:.2g} (limit {limit:.2g}); remedy: "
-            f"{REMEDY}")
+            f"detect relative errors below {o['detectable']:.2g} (limit {limit:.2g})")
 
 
 def _table(c, mode):
@@ -76,54 +79,55 @@ def _table(c, mode):
 
 
 def format_report(report, verbose=True):
-    """The report as text.  ``verbose``: a table for every case; otherwise one line per passing
-    case (its worst ``err_over_tol`` and the smallest relative error its tolerance detects) and
-    the table only for the cases that failed or are inconclusive."""
+    """The report as text.  ``verbose``: a table for every case and a line for every
+    inconclusive output; otherwise one line per case that passed or is inconclusive (its worst
+    ``err_over_tol`` and the smallest relative error its tolerance detects) and the table only
+    for the cases that failed.  Every failure gets its line, and an inconclusive run its remedy."""
     mode, dtype = report["mode"], report["dtype"]
     limit = report.get("power_limit", float("inf"))
     lines = [f"ssmref check: {dtype} tolerances, {mode} mode"
              + (f" (k = {report['k']:g})" if mode == "baseline" else "")
              + f", vectors {report['vectors_dir']} ({report['vectors_dtype']})"]
     lines += [f"note: {n}" for n in report.get("notes", [])]
-    problems = []
+    failures, inconclusive = [], []
     for c in report["cases"]:
-        full = verbose or not c["passed"] or c["notes"]
+        full = verbose or not c.get("within_tolerance", c["passed"]) or c["notes"]
         if full:
             lines.append("")
         factor = (f", length factor {c['length_factor']:.2f}" if mode == "table" or c["notes"]
                   else "")
+        weak = [o["name"] for o in c["outputs"] if o.get("inconclusive")]
         detects = max((o.get("detectable", 0.0) for o in c["outputs"]), default=0.0)
         lines.append(f"{c['name']} [{c['kind']}]  {_verdict(c)}  (effective length "
                      f"{c['length']:.0f}{factor}" + ("" if full else
                      f"; worst err_over_tol {c['err_over_tol']:.3g}, detects {detects:.1e}")
-                     + ")")
+                     + ")" + (f"  inconclusive: {_names(weak)}" if weak and not full else ""))
         for o in c["outputs"]:
-            if not o["passed"]:
-                problems.append(_inconclusive(c, o, dtype, limit) if o.get("inconclusive")
-                                else _failure(c, o))
+            if o.get("inconclusive"):
+                inconclusive.append(_inconclusive(c, o, dtype, limit))
+            elif not o["passed"]:
+                failures.append(_failure(c, o))
         if not full:
             continue
         lines += [f"  note: {n}" for n in c["notes"]]
         lines += _table(c, mode)
         lines.append(f"  worst err_over_tol {c['err_over_tol']:.3g} (at most 1 passes)")
     n_out = sum(len(c["outputs"]) for c in report["cases"])
-    n_fail = sum(not o["passed"] and not o.get("inconclusive")
-                 for c in report["cases"] for o in c["outputs"])
-    n_inc = sum(bool(o.get("inconclusive")) for c in report["cases"] for o in c["outputs"])
-    lines.append("")
-    lines += [p for p in problems if p.startswith("FAIL")]
-    lines += [p for p in problems if p.startswith("INCONCLUSIVE")]
     n_cases = len(report["cases"])
-    if report["passed"]:
-        lines.append(f"passed: {n_out} outputs in {n_cases} cases")
-    elif n_fail:
-        lines.append(f"FAILED: {n_fail} of {n_out} outputs in "
-                     f"{sum(not c.get('within_tolerance', c['passed']) for c in report['cases'])}"
-                     f" of {n_cases} cases out of tolerance or not finite"
-                     + (f"; {n_inc} inconclusive" if n_inc else ""))
-    else:
-        lines.append(f"INCONCLUSIVE: {n_inc} of {n_out} outputs in "
+    lines.append("")
+    lines += failures
+    if verbose:
+        lines += inconclusive
+    if inconclusive:
+        n_inc = len(inconclusive)
+        lines.append(f"{'' if failures else 'INCONCLUSIVE: '}{n_inc} of {n_out} outputs in "
                      f"{sum(bool(c.get('inconclusive')) for c in report['cases'])} of {n_cases} "
                      f"cases are within tolerances that cannot detect a {limit:.2g} relative "
-                     f"error; not a pass")
+                     f"error (column 'detects'), not a pass; remedy: {REMEDY}")
+    if report["passed"]:
+        lines.append(f"passed: {n_out} outputs in {n_cases} cases")
+    elif failures:
+        lines.append(f"FAILED: {len(failures)} of {n_out} outputs in "
+                     f"{sum(not c.get('within_tolerance', c['passed']) for c in report['cases'])}"
+                     f" of {n_cases} cases out of tolerance or not finite")
     return "\n".join(lines)
