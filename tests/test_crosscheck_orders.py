@@ -198,6 +198,8 @@ def run_orders(vec32, name):
     for form in forms:
         rep = errors(case, form)
         worst[form] = {o["name"]: round(o["err_over_tol"], 3) for o in rep["outputs"]}
+        top = max(rep["outputs"], key=lambda o: o["err_over_tol"])
+        print(f"{name} {form}: worst {top['name']} err/tol {top['err_over_tol']:.3f}")   # -s
         assert rep["passed"], (name, form, worst[form])
         assert rep["err_over_tol"] <= MARGIN, (name, form, worst[form])
     return worst
@@ -223,5 +225,9 @@ def test_ddt_cancels_and_the_tolerance_says_so(vec32):
     rep = errors(case, "recurrence")
     row = next(o for o in rep["outputs"] if o["name"] == "ddt")
     assert row["kappa"] == kappa and row["err_over_tol"] * kappa > 1     # without κ: a failure
+    for form in FORMS:                                                   # the docs' numbers (-s)
+        o = next(o for o in errors(case, form)["outputs"] if o["name"] == "ddt")
+        print(f"ddt {form}: max_rel {o['max_rel']:.2e} err/tol {o['err_over_tol']:.3f} "
+              f"without κ {o['err_over_tol'] * kappa:.2f}")
     assert X.condition("diag_scan_vjp", vec32["diag_scan_vjp_zoh"]["inputs"],
                        vec32["diag_scan_vjp_zoh"]["attrs"]) == {}        # a Δ per state: no sum

@@ -20,8 +20,12 @@ Contract (``CONTRACT.md``, "Cross-check kit"; ``docs/crosscheck.md`` is the same
   shape, any real dtype (cast to float64).
 * ``check`` exits 0 when every output is within tolerance, 1 when any is not or is non-finite (the
   report names case, output, error, tolerance and the first diverging index: for sequences, the
-  time step), 2 on unusable input (missing directory, file or key, wrong shape, bad manifest),
-  with a one-line message on stderr and no traceback.
+  time step), 2 on unusable input (missing directory, file or key, wrong shape, bad manifest, a
+  file whose hash does not match, results of another set), with a one-line message on stderr and
+  no traceback, and 3 when nothing failed but some output is within a tolerance that cannot
+  detect a relative error of :data:`POWER_LIMIT` (inconclusive: never a pass).
+* The manifest also holds ``"set_id"`` and each entry the ``"sha256"`` of its file
+  (:mod:`.vectorset`); a results file records the set id it was computed for as ``_set_id``.
 
 Error measures, per output, for the expected ``y`` (float64) and the candidate ``x``::
 
@@ -65,7 +69,8 @@ the tolerance table), :mod:`.files` (deterministic ``.npz`` files, the manifest'
 results), :mod:`.kinds` (what a case and a kind are), :mod:`.families` (the cases and the
 checker's rules of each family of models: :mod:`.families.ssm`, :mod:`.families.learning`
 (the policy; with :mod:`.families.maml` and :mod:`.families.adapter`)),
-:mod:`.registry` (every case and kind; writing and loading vectors), :mod:`.report`
+:mod:`.vectorset` (hashes, the set id, replacing a set whole), :mod:`.registry` (every case
+and kind; writing and loading vectors), :mod:`.report`
 (:func:`format_report`), :mod:`.checker` (comparing, :func:`check`, :func:`assert_close`),
 :mod:`.inprocess` (:func:`check_case`, :func:`assert_case`), :mod:`.cli` (the command line).
 """

@@ -71,6 +71,12 @@ class CaseReport:
 
     @property
     def failed(self):
+        """The names of the outputs that did not pass: out of tolerance, not finite, or
+        inconclusive (:attr:`out_of_tolerance` and :attr:`inconclusive_outputs` tell them apart)."""
+        return [n for n, o in self.outputs.items() if not o.passed]
+
+    @property
+    def out_of_tolerance(self):
         """The names of the outputs out of tolerance or not finite."""
         return [n for n, o in self.outputs.items() if not o.within_tolerance]
 
