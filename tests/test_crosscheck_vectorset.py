@@ -119,6 +119,31 @@ def test_a_directory_with_other_files_is_not_replaced(tmp_path, cli):
     assert rc == 2 and "notes.txt" in err and (vec / "notes.txt").read_text() == "mine"
 
 
+def test_a_write_that_fails_part_way_leaves_the_old_set(tmp_path, monkeypatch):
+    """A failure after the build began (here: ``--certify`` without mpmath, at the first
+    certified case) leaves the old set, complete, and no build behind."""
+    vec = tmp_path / "v"
+    X.write_vectors(vec, "float32", cases=SMALL)
+    old = X.load_vectors(vec)["set_id"]
+
+    def no_mpmath(*args):
+        raise ImportError("No module named 'mpmath'")
+    monkeypatch.setattr("ssmref.crosscheck.registry.ref_errors", no_mpmath)
+    with pytest.raises(ImportError):
+        X.write_vectors(vec, "float64", certify=True)
+    assert X.load_vectors(vec)["set_id"] == old
+    assert sorted(os.listdir(tmp_path)) == ["v"]
+
+
+def test_the_current_directory_is_not_replaced(tmp_path, monkeypatch, cli):
+    vec = tmp_path / "v"
+    X.write_vectors(vec, cases=SMALL)
+    monkeypatch.chdir(vec)
+    rc, out, err = cli("vectors", ".", "--cases", "ssm_step")
+    assert rc == 2 and "current directory" in err
+    assert X.load_vectors(vec)["set_id"]
+
+
 def _kill_during_vectors(vec, delay, dtype):
     env = dict(os.environ, PYTHONPATH=ROOT)
     p = subprocess.Popen([sys.executable, "-m", "ssmref", "vectors", str(vec), "--dtype", dtype],

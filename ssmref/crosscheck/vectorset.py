@@ -80,6 +80,9 @@ def existing_set(out_dir, read_manifest):
     if os.path.islink(out_dir) or not os.path.isdir(out_dir):
         raise ValueError(f"{out_dir} exists and is not a directory (a symbolic link is not "
                          f"replaced either)")
+    if inside_any(os.getcwd(), [out_dir]) is not None:
+        raise ValueError(f"{out_dir} holds the current directory; the set is replaced as a "
+                         f"whole: write it from outside, or into a subdirectory")
     names = sorted(os.listdir(out_dir))
     if not names:
         return None
