@@ -231,3 +231,28 @@ def test_ddt_cancels_and_the_tolerance_says_so(vec32):
               f"without κ {o['err_over_tol'] * kappa:.2f}")
     assert X.condition("diag_scan_vjp", vec32["diag_scan_vjp_zoh"]["inputs"],
                        vec32["diag_scan_vjp_zoh"]["attrs"]) == {}        # a Δ per state: no sum
+
+
+#: The naive float32 forms that are not correct evaluation orders, and why (docs/crosscheck.md,
+#: "the structured kinds"): ``B̄ = (exp(ΔΛ) − 1)/Λ B`` without expm1 loses ``u/|ΔΛ|``; a step loop
+#: multiplying by ``Λ̄`` rounded once carries ``u/(1 − |λ̄|)``, linear in the memory.
+NOT_AN_ORDER = {("diag_discretize_zoh", "sequential"): "no expm1",
+                ("diag_scan_bilinear_2re", "sequential"): "Λ̄ rounded once, L = 512",
+                ("diag_scan_slow", "sequential"): "Λ̄ rounded once, L = 3939"}
+
+
+@pytest.mark.slow
+def test_every_naive_form_of_every_family_passes_with_margin(tmp_path):
+    """The step loop and the log-depth form of every case that has them (dense, structured,
+    selective, SSD, Mamba-3, delta rule), in float32 with every operation rounded."""
+    X.write_vectors(tmp_path / "v", "float32")
+    over = {}
+    for name, case in X.load_vectors(tmp_path / "v")["cases"].items():
+        for form in ("sequential", "log_depth"):
+            out = X.naive_outputs(case["kind"], case["inputs"], case["attrs"], "float32", form)
+            if out is None:
+                continue
+            rep = X.report_case(case, out, "float32")
+            if rep["err_over_tol"] > MARGIN:
+                over[name, form] = round(rep["err_over_tol"], 2)
+    assert set(over) == set(NOT_AN_ORDER), over
