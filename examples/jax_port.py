@@ -410,6 +410,8 @@ def run(vectors_dir, results_dir, dtype="float64", broken=None, cases=None, quie
                       tuple((k, f[k]) for k in KINDS[kind][1]))
         arrays = {k: np.asarray(out[k]) for k in case["outputs"]}     # waits for the device
         times[case["name"]] = time.perf_counter() - t0
+        if "set_id" in manifest:       # the vectors these results were computed from
+            arrays["_set_id"] = np.array(manifest["set_id"])
         save_npz_atomic(os.path.join(results_dir, case["name"] + ".npz"), arrays)
         quiet or print(f"{case['name']:26s} {times[case['name']]:8.3f} s")
     print(f"{len(times)} cases in {sum(times.values()):.2f} s ({dtype}, "

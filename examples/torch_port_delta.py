@@ -217,6 +217,8 @@ def run(vectors_dir, results_dir, device="cpu", dtype="float64", broken=None, ca
         out = fn(x, case.get("attrs", {}), broken, chunked)
         arrays = {k: out[k].detach().cpu().numpy() for k in case["outputs"]}
         times[case["name"]] = time.perf_counter() - t0
+        if "set_id" in manifest:       # the vectors these results were computed from
+            arrays["_set_id"] = np.array(manifest["set_id"])
         save_npz_atomic(os.path.join(results_dir, case["name"] + ".npz"), arrays)
         print(f"{case['name']:36s} {times[case['name']]:8.3f} s")
     print(f"{len(times)} cases in {sum(times.values()):.2f} s ({dtype}, {device}"

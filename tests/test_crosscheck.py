@@ -1,6 +1,7 @@
 """The cross-check kit (ssmref.crosscheck): vectors, checker, exit codes, tolerances, API."""
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -70,14 +71,15 @@ def test_writing_twice_gives_identical_bytes(tmp_path):
 
 def test_manifest_keys_versions_and_the_contract_case(small_vectors):
     manifest = json.loads((small_vectors / "manifest.json").read_text())
-    assert set(manifest) == {"spec_version", "ssmref_version", "dtype", "cases"}
+    assert set(manifest) == {"spec_version", "ssmref_version", "dtype", "cases", "set_id"}
     assert manifest["spec_version"] == X.SPEC_VERSION == "1"
     assert manifest["ssmref_version"] == ssmref.__version__
     assert manifest["dtype"] == "float64"
     assert [c["name"] for c in manifest["cases"]] == SMALL
     for c in manifest["cases"]:
-        assert set(c) == {"name", "file", "kind", "inputs", "outputs", "attrs"}
+        assert set(c) == {"name", "file", "kind", "inputs", "outputs", "attrs", "sha256"}
         assert c["file"] == c["name"] + ".npz" and c["kind"] in X.KINDS
+        assert c["sha256"] == hashlib.sha256((small_vectors / c["file"]).read_bytes()).hexdigest()
         with np.load(small_vectors / c["file"], allow_pickle=False) as z:     # plain NumPy
             assert sorted(z.files) == sorted(c["inputs"] + c["outputs"])
             for k in c["outputs"]:
@@ -649,8 +651,11 @@ def test_assert_close_is_actual_first_and_assert_matches_is_deprecated():
     expected, actual = np.array([0.0, 1.0]), np.array([0.0, 1.5])
     # tol_i = rtol |expected_i|: 0.4 at index 1, below the error 0.5 (0.6 the other way round)
     with pytest.raises(AssertionError, match=r"got 1\.5, expected 1\.0"):
-        X.assert_close(actual, expected, rtol=0.4, atol=0.0)
-    X.assert_close(expected, actual, rtol=0.4, atol=0.0)
+        X.assert_close(actual, expected, rtol=0.4, atol=0.0, power_limit=np.inf)
+    X.assert_close(expected, actual, rtol=0.4, atol=0.0, power_limit=np.inf)
+    # a tolerance of 40 % cannot detect a 1 % error: inconclusive, never a pass
+    with pytest.raises(AssertionError, match=r"INCONCLUSIVE output/output.*below 0\.4"):
+        X.assert_close(expected, actual, rtol=0.4, atol=0.0)
     with pytest.warns(DeprecationWarning, match=r"assert_close\(actual, expected\)"):
         with pytest.raises(AssertionError, match=r"got 1\.5, expected 1\.0"):
             X.assert_matches(expected, actual, rtol=0.4, atol=0.0)
@@ -717,7 +722,7 @@ def test_skip_missing_checks_only_the_cases_with_results(small_vectors, tmp_path
     expected = expected_outputs(small_vectors)
     write_results(tmp_path, {"ssm_step": expected["ssm_step"]})
     rc, out, err = run_check([small_vectors, tmp_path], capsys)
-    assert rc == 2 and "does not exist" in err
+    assert rc == 2 and "has no results for 8 of 9 cases" in err and "--skip-missing" in err
     rc, out, err = run_check([small_vectors, tmp_path, "--skip-missing"], capsys)
     assert rc == 0 and "skipped 8 case(s) without results" in out
     report = X.check(small_vectors, tmp_path, skip_missing=True)

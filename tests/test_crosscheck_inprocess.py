@@ -162,7 +162,11 @@ def test_bfloat16_and_complex_torch_tensors(vec32, vec64):
     bf16 = {k: torch.tensor(y, dtype=torch.float32, requires_grad=True).to(torch.bfloat16)
             for k, y in expected.items()}
     rep = X.check_case(vec32, "selective_scan", bf16, dtype="bfloat16")
-    assert rep.passed and 0 < rep.err_over_tol < 0.2
+    # bfloat16's table detects errors of 6.6 % and more: within bfloat16's 10 % power limit
+    assert rep.passed and not rep.inconclusive and 0 < rep.err_over_tol < 0.2
+    # held to 1 %, bfloat16's tolerance is too weak: within it, but inconclusive, not passed
+    rep = X.check_case(vec32, "selective_scan", bf16, dtype="bfloat16", power_limit=0.01)
+    assert rep.within_tolerance and rep.inconclusive and not rep.passed
     assert not X.check_case(vec32, "selective_scan", bf16).passed        # float32 tolerances
     expected = X.load_expected(vec64, "diag_scan_bilinear_re")
     x_last = torch.tensor(np.conj(expected["x_last"]), dtype=torch.complex64).conj()
@@ -180,7 +184,8 @@ def test_bfloat16_arrays_of_ml_dtypes(vec32):
     ml_dtypes = pytest.importorskip("ml_dtypes")
     expected = X.load_expected(vec32, "selective_scan")
     bf16 = {k: y.astype(ml_dtypes.bfloat16) for k, y in expected.items()}
-    assert X.check_case(vec32, "selective_scan", bf16, dtype="bfloat16").passed
+    rep = X.check_case(vec32, "selective_scan", bf16, dtype="bfloat16")
+    assert rep.passed and not rep.inconclusive
     assert not X.check_case(vec32, "selective_scan", bf16).passed
 
 

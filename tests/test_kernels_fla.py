@@ -109,7 +109,10 @@ def test_float32_every_case(vectors):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_low_precision_sweep(vectors, dtype):
-    """float16 and bfloat16 (GPU bfloat16 emulated): every case passes."""
+    """float16 and bfloat16 (GPU bfloat16 emulated): every case is within its tolerance (where
+    the dtype's table is too weak for a case, e.g. bfloat16 gradients, it is inconclusive
+    rather than passed: ``docs/crosscheck.md``, "Power")."""
     got = reports(vectors(dtype), dtype, client.CASES, gpu_bfloat16=True)
-    assert all(r.passed for r in got.values()), {n: str(r) for n, r in got.items()
-                                                 if not r.passed}
+    assert all(r.within_tolerance for r in got.values()), {
+        n: str(r) for n, r in got.items() if not r.within_tolerance}
+    assert all(r.passed or r.inconclusive for r in got.values())

@@ -47,10 +47,16 @@ def vectors(written_vectors):
 
 
 def outcomes(vectors_dir, dtype, cases, scans=client.SCANS, **kw):
-    """``{(scan, case): (passed or None if it raised, err_over_tol, error)}``."""
-    return {(scan, name): (None, None, error) if rep is None else (rep.passed, rep.err_over_tol,
-                                                                   None)
-            for scan, name, rep, error in client.check_all(vectors_dir, dtype, cases, scans, **kw)}
+    """``{(scan, case): (within tolerance or None if it raised, err_over_tol, error)}``; in
+    float16 / bfloat16 every case within tolerance is also inconclusive (the tolerance cannot
+    detect a 1 % error), so the verdict here is the tolerance's, not a pass."""
+    rows = client.check_all(vectors_dir, dtype, cases, scans, **kw)
+    for _, _, rep, _ in rows:
+        assert rep is None or rep.passed or not rep.within_tolerance or (
+            rep.inconclusive and dtype in ("float16", "bfloat16"))
+    return {(scan, name): (None, None, error) if rep is None
+            else (rep.within_tolerance, rep.err_over_tol, None)
+            for scan, name, rep, error in rows}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

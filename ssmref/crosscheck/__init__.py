@@ -20,8 +20,12 @@ Contract (``CONTRACT.md``, "Cross-check kit"; ``docs/crosscheck.md`` is the same
   shape, any real dtype (cast to float64).
 * ``check`` exits 0 when every output is within tolerance, 1 when any is not or is non-finite (the
   report names case, output, error, tolerance and the first diverging index: for sequences, the
-  time step), 2 on unusable input (missing directory, file or key, wrong shape, bad manifest),
-  with a one-line message on stderr and no traceback.
+  time step), 2 on unusable input (missing directory, file or key, wrong shape, bad manifest, a
+  file whose hash does not match, results of another set), with a one-line message on stderr and
+  no traceback, and 3 when nothing failed but some output is within a tolerance that cannot
+  detect a relative error of its dtype's :data:`POWER_LIMITS` (inconclusive: never a pass).
+* The manifest also holds ``"set_id"`` and each entry the ``"sha256"`` of its file
+  (:mod:`.vectorset`); a results file records the set id it was computed for as ``_set_id``.
 
 Error measures, per output, for the expected ``y`` (float64) and the candidate ``x``::
 
@@ -65,7 +69,8 @@ the tolerance table), :mod:`.files` (deterministic ``.npz`` files, the manifest'
 results), :mod:`.kinds` (what a case and a kind are), :mod:`.families` (the cases and the
 checker's rules of each family of models: :mod:`.families.ssm`, :mod:`.families.learning`
 (the policy; with :mod:`.families.maml` and :mod:`.families.adapter`)),
-:mod:`.registry` (every case and kind; writing and loading vectors), :mod:`.report`
+:mod:`.vectorset` (hashes, the set id, replacing a set whole), :mod:`.registry` (every case
+and kind; writing and loading vectors), :mod:`.report`
 (:func:`format_report`), :mod:`.checker` (comparing, :func:`check`, :func:`assert_close`),
 :mod:`.inprocess` (:func:`check_case`, :func:`assert_case`), :mod:`.cli` (the command line).
 """
@@ -79,17 +84,18 @@ from ssmref.crosscheck.files import (SPEC_VERSION, UnknownNameError, VectorsErro
 from ssmref.crosscheck.inprocess import (CaseAssertionError, CaseReport, OutputCheck, assert_case,
                                          assert_case_matches, check_case)
 from ssmref.crosscheck.kinds import Case, Kind
-from ssmref.crosscheck.precision import (DEFAULT_K, DTYPES, GRAD_FACTOR, LENGTH_REF,
-                                         VALUE_TOLERANCES, length_factor, round_to_dtype,
+from ssmref.crosscheck.precision import (DEFAULT_K, DTYPES, GRAD_FACTOR, LENGTH_REF, POWER_LIMIT,
+                                         POWER_LIMITS, detectable, VALUE_TOLERANCES, length_factor, round_to_dtype,
                                          tolerance)
-from ssmref.crosscheck.registry import (CASES, KIND_RULES, KINDS, REQUIRED_INPUTS, build_case,
+from ssmref.crosscheck.registry import (CASES, KIND_RULES, KINDS, REQUIRED_INPUTS, build_case, condition,
                                         effective_length, load_case, load_expected, load_results,
                                         load_vectors, naive_outputs, output_class, sequence_axis,
                                         write_vectors)
 from ssmref.crosscheck.report import format_report
 
 __all__ = ["SPEC_VERSION", "DTYPES", "KINDS", "CASES", "VALUE_TOLERANCES", "GRAD_FACTOR",
-           "DEFAULT_K", "VectorsError", "UnknownNameError", "round_to_dtype", "tolerance",
+           "DEFAULT_K", "POWER_LIMIT", "POWER_LIMITS", "detectable", "condition", "VectorsError",
+           "UnknownNameError", "round_to_dtype", "tolerance",
            "length_factor", "effective_length", "write_vectors", "load_vectors", "load_case",
            "load_expected", "naive_outputs", "check", "report_case", "format_report",
            "check_case", "assert_case", "CaseReport", "OutputCheck", "CaseAssertionError",

@@ -9,9 +9,10 @@ import time
 
 from ssmref.crosscheck.checker import check
 from ssmref.crosscheck.files import one_line
-from ssmref.crosscheck.precision import DEFAULT_K, DTYPES
+from ssmref.crosscheck.precision import DEFAULT_K, DTYPES, POWER_LIMITS
 from ssmref.crosscheck.registry import CASES, write_vectors
 from ssmref.crosscheck.report import format_report
+from ssmref.crosscheck.vectorset import inside_any
 from ssmref.storage import atomic_write
 
 
@@ -40,8 +41,10 @@ def run_vectors(args):
     except (ValueError, OSError, ImportError) as e:
         print(f"ssmref vectors: error: {one_line(e)}", file=sys.stderr)
         return 2
-    print(f"wrote {len(manifest['cases'])} cases ({args.dtype}) to {args.out_dir} in "
-          f"{time.perf_counter() - t0:.1f} s")
+    written = len(args.cases) if args.cases else len(manifest["cases"])
+    print(f"wrote {written} cases ({args.dtype}) to {args.out_dir} in "
+          f"{time.perf_counter() - t0:.1f} s: a set of {len(manifest['cases'])} cases, set id "
+          f"{manifest['set_id']}")
     return 0
 
 
@@ -68,31 +71,46 @@ def add_check_arguments(parser):
     parser.add_argument("--atol", type=float, default=None,
                         help="replace the table's atol, relative to each output's max |y| "
                              "(default: the table's)")
+    parser.add_argument("--power-limit", type=float, default=None,
+                        help="an output within a tolerance that cannot detect a relative error "
+                             "of this size is inconclusive, not passed (exit 3; default: the "
+                             "dtype's, " + ", ".join(f"{d} {v:g}" for d, v in POWER_LIMITS.items())
+                             + ")")
+    parser.add_argument("--verbose", action="store_true",
+                        help="a table for every case (default: one line per passing case)")
     parser.add_argument("--json", metavar="PATH", default=None,
-                        help="also write the report as JSON (default: none)")
+                        help="also write the report as JSON (not inside the vectors or "
+                             "results directory; default: none)")
     return parser
 
 
 def run_check(args):
-    """Check; exit status 0 (all pass), 1 (some output out of tolerance or not finite), or 2
-    (unusable input: a one-line message on stderr, no traceback)."""
+    """Check; exit status 0 (all pass), 1 (some output out of tolerance or not finite), 2
+    (unusable input: a one-line message on stderr, no traceback), or 3 (inconclusive: nothing
+    failed, but some output's tolerance cannot detect a relative error of ``--power-limit``)."""
     try:
         for flag in ("rtol", "atol"):
             v = getattr(args, flag, None)
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"--{flag} must be a finite number >= 0, got {v}")
+        if getattr(args, "json", None):
+            inside = inside_any(args.json, [args.vectors_dir, args.results_dir])
+            if inside is not None:
+                raise ValueError(f"--json {args.json} is inside {inside}, an input of the check; "
+                                 f"write the report elsewhere")
         report = check(args.vectors_dir, args.results_dir, dtype=args.dtype, mode=args.mode,
                        k=args.k, cases=args.cases, rtol=getattr(args, "rtol", None),
                        atol=getattr(args, "atol", None),
-                       skip_missing=getattr(args, "skip_missing", False))
+                       skip_missing=getattr(args, "skip_missing", False),
+                       power_limit=getattr(args, "power_limit", None))
         if getattr(args, "json", None):
             text = json.dumps(report, indent=2, sort_keys=True) + "\n"
             atomic_write(args.json, lambda f: f.write(text.encode("utf-8")))
     except (ValueError, OSError) as e:
         print(f"ssmref check: error: {one_line(e)}", file=sys.stderr)
         return 2
-    print(format_report(report))
-    return 0 if report["passed"] else 1
+    print(format_report(report, verbose=getattr(args, "verbose", False)))
+    return 0 if report["passed"] else (3 if report["inconclusive"] else 1)
 
 
 def main(argv=None):

@@ -26,7 +26,7 @@ from typing import Optional
 
 from ssmref.crosscheck.checker import check_mode, dtype_notes, report_case
 from ssmref.crosscheck.files import UnknownNameError, VectorsError, as_result, to_numpy
-from ssmref.crosscheck.precision import DEFAULT_K, check_dtype
+from ssmref.crosscheck.precision import DEFAULT_K, check_dtype, check_power_limit
 from ssmref.crosscheck.registry import load_results, load_vectors
 from ssmref.crosscheck.report import format_report
 
@@ -46,12 +46,18 @@ class OutputCheck:
     first_bad_step: Optional[int]       # its position along the sequence axis, if there is one
     n_bad: int                          # entries out of tolerance or not finite
     shape: tuple
+    detectable: float = float("nan")    # the smallest relative error the tolerance detects
+    within_tolerance: bool = True       # every entry finite and within tolerance
+    inconclusive: bool = False          # within tolerance, but detectable > the power limit
+    kappa: float = 1.0                  # the output's cancellation factor (scales tol_abs)
 
 
 @dataclasses.dataclass(frozen=True)
 class CaseReport:
-    """The checker's verdict on one case: ``passed``, the worst ``err_over_tol`` and, by output
-    name, an :class:`OutputCheck`.  ``str(report)`` is the checker's table; ``as_dict()`` the
+    """The checker's verdict on one case: ``passed`` (every output within tolerance *and*
+    conclusive), ``inconclusive`` (nothing out of tolerance, but some output's tolerance cannot
+    detect a relative error of the power limit: not a pass), ``within_tolerance``, the worst
+    ``err_over_tol`` and, by output name, an :class:`OutputCheck`.  ``str(report)`` is the checker's table; ``as_dict()`` the
     report in :func:`ssmref.crosscheck.check`'s format (for ``format_report`` or JSON)."""
     name: str
     passed: bool
@@ -60,11 +66,24 @@ class CaseReport:
     outputs: dict                       # output name -> OutputCheck
     notes: tuple
     report: dict = dataclasses.field(repr=False, compare=False)
+    inconclusive: bool = False
+    within_tolerance: bool = True
 
     @property
     def failed(self):
-        """The names of the outputs out of tolerance or not finite."""
+        """The names of the outputs that did not pass: out of tolerance, not finite, or
+        inconclusive (:attr:`out_of_tolerance` and :attr:`inconclusive_outputs` tell them apart)."""
         return [n for n, o in self.outputs.items() if not o.passed]
+
+    @property
+    def out_of_tolerance(self):
+        """The names of the outputs out of tolerance or not finite."""
+        return [n for n, o in self.outputs.items() if not o.within_tolerance]
+
+    @property
+    def inconclusive_outputs(self):
+        """The names of the outputs within tolerances too loose to detect the power limit."""
+        return [n for n, o in self.outputs.items() if o.inconclusive]
 
     def as_dict(self):
         return self.report
@@ -88,7 +107,9 @@ def _output_check(row):
                        max_rel=row["max_rel"], rtol=row["rtol"], tol_abs=row["tol_abs"],
                        err_over_tol=row["err_over_tol"], first_bad=first,
                        first_bad_step=row["first_bad_step"], n_bad=row["n_bad"],
-                       shape=tuple(row["shape"]))
+                       shape=tuple(row["shape"]), detectable=row["detectable"],
+                       within_tolerance=row["within_tolerance"],
+                       inconclusive=row["inconclusive"], kappa=row["kappa"])
 
 
 def _as_arrays(name, outputs, expected):
@@ -116,14 +137,17 @@ def _as_arrays(name, outputs, expected):
 
 
 def check_case(vectors_dir, name, outputs, dtype=None, mode="table", *, k=DEFAULT_K, rtol=None,
-               atol=None):
+               atol=None, power_limit=None):
     """Check a port's ``outputs`` (``output name -> array or tensor``) of case ``name`` against
     the vectors in ``vectors_dir``; returns a :class:`CaseReport`.
 
     ``dtype``: the port's precision, which picks the tolerances (default: the manifest's);
     ``mode``: ``"table"`` or ``"baseline"`` (``k`` its factor); ``rtol`` / ``atol`` replace the
     table's values.  Unusable input raises (see the module's docstring); a failing output does
-    not: ``report.passed`` is ``False``.
+    not: ``report.passed`` is ``False``.  ``power_limit``: an output within a tolerance that
+    cannot detect a relative error of this size is inconclusive (``report.inconclusive``), and
+    ``report.passed`` is ``False`` then too (default: the dtype's limit,
+    :data:`~ssmref.crosscheck.precision.POWER_LIMITS`: 1 %, float16 2.5 %, bfloat16 10 %).
     """
     if dtype is not None:
         check_dtype(dtype)
@@ -134,20 +158,26 @@ def check_case(vectors_dir, name, outputs, dtype=None, mode="table", *, k=DEFAUL
     case, vdtype = vectors["cases"][name], vectors["dtype"]
     arrays = _as_arrays(name, outputs, case["outputs"])
     dtype = dtype or vdtype
-    row = report_case(case, arrays, dtype, mode=mode, k=k, rtol=rtol, atol=atol)
+    power_limit = check_power_limit(power_limit, dtype)
+    row = report_case(case, arrays, dtype, mode=mode, k=k, rtol=rtol, atol=atol,
+                      power_limit=power_limit)
     notes = dtype_notes(dtype, vdtype)
-    report = {"passed": row["passed"], "dtype": dtype, "vectors_dtype": vdtype, "mode": mode,
+    report = {"passed": row["passed"], "within_tolerance": row["within_tolerance"],
+              "inconclusive": row["inconclusive"], "power_limit": power_limit, "dtype": dtype,
+              "vectors_dtype": vdtype, "mode": mode,
               "k": k if mode == "baseline" else None, "vectors_dir": os.fspath(vectors_dir),
               "results_dir": "<in-process>", "notes": notes, "skipped": [], "cases": [row]}
     return CaseReport(name=name, passed=row["passed"], err_over_tol=row["err_over_tol"],
                       dtype=dtype, outputs={o["name"]: _output_check(o) for o in row["outputs"]},
-                      notes=tuple(notes + row["notes"]), report=report)
+                      notes=tuple(notes + row["notes"]), report=report,
+                      inconclusive=row["inconclusive"], within_tolerance=row["within_tolerance"])
 
 
 def assert_case(vectors_dir, name, outputs, dtype=None, mode="table", **options):
     """:func:`check_case`, raising :class:`CaseAssertionError` (an ``AssertionError`` whose
     message is the checker's table and whose ``.report`` is the :class:`CaseReport`) unless the
-    case passes; returns the report.  Unusable input raises ``ValueError`` / ``KeyError``."""
+    case passes (an inconclusive case raises too: pass ``power_limit=float("inf")`` to accept
+    a check that cannot detect small errors); returns the report.  Unusable input raises ``ValueError`` / ``KeyError``."""
     report = check_case(vectors_dir, name, outputs, dtype, mode, **options)
     if not report.passed:
         raise CaseAssertionError(report)

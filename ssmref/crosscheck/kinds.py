@@ -6,8 +6,8 @@ the inputs it reads and how to validate them, the effective length ``L`` of the 
 ``g(L)`` (how many past steps' rounding errors still reach an output), which outputs are
 gradients, which axis is time, the naive computations of baseline mode (the step loop, and
 where the kind has one, the log-depth form: baseline mode allows ``k`` times the larger error),
-which inputs are complex, and the 40-digit recomputation that certifies the expected outputs
-(``ref_error``).  Each family of models (:mod:`ssmref.crosscheck.families`) defines its kinds and
+which inputs are complex, the 40-digit recomputation that certifies the expected outputs
+(``ref_error``), and the cancellation factor ``κ`` of outputs that are sums of larger terms.  Each family of models (:mod:`ssmref.crosscheck.families`) defines its kinds and
 cases with these two classes.
 """
 
@@ -61,6 +61,9 @@ class Kind:
     # (inputs, attrs) -> {output: object array of mpmath numbers}: an independent recomputation
     # in 40 digits (ssmref.highprec; mpmath imported only when called), for ``ref_error``
     reference: Optional[Callable] = None
+    # (inputs, attrs) -> {output: κ >= 1}: the cancellation factor of an output that is a sum of
+    # terms larger than itself (κ = Σ|t_n| / |Σ t_n|); it scales atol in every dtype
+    condition: Optional[Callable] = None
 
 
 def case_seed(name):

@@ -10,7 +10,15 @@ Tolerances, per output, for the expected ``y`` (float64) and the candidate ``x``
     tol_i  = rtol |y_i| + atol s g(L)           (table mode)
     g(L)   = max(1, sqrt(L / 64))               (L: the effective length of a recurrence)
 
-``(rtol, atol)`` from :data:`VALUE_TOLERANCES`, both doubled for gradients (:data:`GRAD_FACTOR`).
+``(rtol, atol)`` from :data:`VALUE_TOLERANCES`, both doubled for gradients (:data:`GRAD_FACTOR`);
+``κ`` is the output's cancellation factor (1 unless the kind states one, see
+:func:`ssmref.crosscheck.registry.condition`), which scales ``atol`` in every dtype and mode.
+
+Power: an output ``x = (1 + δ) y`` off by a relative ``δ`` fails iff ``|δ| > rtol + tol_abs / s``
+(at the entry with ``|y_i| = s``), so ``d = rtol + tol_abs / s`` is the smallest relative error
+the tolerance can detect (:func:`detectable`).  A check whose ``d`` exceeds the power limit of
+its dtype (:data:`POWER_LIMITS`) cannot tell a correct port from a wrong one: an output within it
+is *inconclusive*, not passed.
 """
 
 import math
@@ -34,6 +42,14 @@ LENGTH_REF = 64
 #: Baseline mode: a candidate may be this many times less accurate than the less accurate of the
 #: two naive computations, the step loop and the log-depth form (``tol = k E_base + atol s``).
 DEFAULT_K = 4.0
+#: An output within its tolerance is *inconclusive* (not passed) when the smallest relative error
+#: the tolerance can detect (:func:`detectable`) exceeds the limit of the port's dtype: 1 % in
+#: float64 and float32; in float16 2.5 %, above its gradients' table tolerance (1.2 %: every
+#: gradient check would be inconclusive at 1 %) and below 3 %; in bfloat16 10 %, above its table
+#: tolerance for values (6.6 %: at 1 % no bfloat16 check could pass) and far below the 30 % that
+#: must never pass.  Long memories grow a tolerance past these limits: inconclusive, with a remedy.
+POWER_LIMITS = {"float64": 0.01, "float32": 0.01, "float16": 0.025, "bfloat16": 0.10}
+POWER_LIMIT = POWER_LIMITS["float64"]
 
 
 def check_dtype(dtype, name="dtype"):
@@ -107,14 +123,33 @@ def length_factor(length):
     return max(1.0, math.sqrt(max(float(length), 1.0) / LENGTH_REF))
 
 
-def tolerance(dtype, cls="value", length=1, *, rtol=None, atol=None):
+def detectable(rtol, tol_abs, scale):
+    """``rtol + tol_abs / s``: the smallest relative error ``δ`` of an output ``x = (1 + δ) y``
+    that its tolerance ``tol_i = rtol |y_i| + tol_abs`` detects (``rtol`` ``None``: 0)."""
+    return (rtol or 0.0) + tol_abs / scale
+
+
+def check_power_limit(power_limit, dtype="float64"):
+    """``power_limit`` if it is a number in ``(0, inf]`` (``None``: the limit of ``dtype``,
+    :data:`POWER_LIMITS`), else ``ValueError``."""
+    if power_limit is None:
+        return POWER_LIMITS[check_dtype(dtype)]
+    if isinstance(power_limit, bool) or not isinstance(power_limit, (int, float)) \
+            or not power_limit > 0:
+        raise ValueError(f"power_limit must be a number > 0 (inf: never inconclusive), got "
+                         f"{power_limit!r}")
+    return float(power_limit)
+
+
+def tolerance(dtype, cls="value", length=1, *, rtol=None, atol=None, kappa=1.0):
     """``(rtol, atol)`` of the table for ``dtype``, output class ``"value"`` or ``"grad"``, and
-    effective length ``length``; ``atol`` (relative to the output's scale) includes ``g(L)``.
-    ``rtol`` / ``atol`` replace the table's values (the class and length factors still apply)."""
+    effective length ``length``; ``atol`` (relative to the output's scale) includes ``g(L)`` and
+    the output's cancellation factor ``kappa`` (``κ >= 1``).
+    ``rtol`` / ``atol`` replace the table's values (the class, length and κ factors still apply)."""
     check_dtype(dtype)
     if cls not in ("value", "grad"):
         raise ValueError(f"cls must be 'value' or 'grad', got {cls!r}")
     r, a = VALUE_TOLERANCES[dtype]
     r, a = (r if rtol is None else rtol), (a if atol is None else atol)
     f = GRAD_FACTOR if cls == "grad" else 1.0
-    return r * f, a * f * length_factor(length)
+    return r * f, a * f * length_factor(length) * max(float(kappa), 1.0)

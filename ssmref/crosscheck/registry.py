@@ -16,10 +16,12 @@ the files are the same bytes (the ``.npz`` files are the same bytes either way).
 
 import json
 import os
+import shutil
 
 import numpy as onp
 
 from ssmref import __version__
+from ssmref.crosscheck import vectorset
 from ssmref.crosscheck.families import delta, learning, mamba3, selective, ssm, structured
 from ssmref.crosscheck.files import (SPEC_VERSION, UnknownNameError, VectorsError, as_result,
                                      one_line, read_manifest, read_npz, select_names, write_npz)
@@ -64,6 +66,15 @@ def sequence_axis(kind, name):
     """``(axis, label)`` of an output's sequence axis (time ``t``, lag ``k``, adapter ``step``),
     or ``None``; the checker reports the first diverging index along it."""
     return KIND_RULES[kind].sequence_axis(name)
+
+
+def condition(kind, inputs, attrs):
+    """``{output: κ}``: the cancellation factor ``κ = Σ|t_n| / |Σ t_n| >= 1`` of each output that
+    sums terms larger than itself (outputs not listed: 1).  Rounding the terms in any order and
+    precision leaves an error of ``u Σ|t_n| = u κ |Σ t_n|``, so the tolerance's ``atol`` is
+    multiplied by ``κ`` in every dtype, as the float64 certification target is."""
+    rules = KIND_RULES[kind]
+    return {} if rules.condition is None else dict(rules.condition(inputs, attrs))
 
 
 #: The forms of :func:`naive_outputs`.
@@ -136,34 +147,6 @@ def build_case(name, dtype="float64"):
     return inputs, outputs, attrs
 
 
-def _check_out_dir(out_dir, names):
-    """``ValueError`` unless writing ``names`` to ``out_dir`` replaces only earlier vectors.
-
-    ``out_dir`` may be missing or empty, or hold vectors written before (a readable
-    ``manifest.json``): then only the files that manifest lists, and the manifest itself, may be
-    replaced.  A file of another origin with the name of a file to write is never overwritten.
-    """
-    if not os.path.lexists(out_dir):
-        return
-    if not os.path.isdir(out_dir):
-        raise ValueError(f"{out_dir} exists and is not a directory")
-    targets = [f"{n}.npz" for n in names] + ["manifest.json"]
-    present = [t for t in targets if os.path.lexists(os.path.join(out_dir, t))]
-    if not present:
-        return
-    try:
-        listed = {c["file"] for c in read_manifest(out_dir, KINDS)["cases"]} | {"manifest.json"}
-    except VectorsError as e:
-        raise ValueError(f"{out_dir} holds {present[0]} but no readable vectors manifest "
-                         f"({one_line(e)}); write the vectors into an empty directory") from None
-    foreign = [t for t in present if t not in listed
-               or not os.path.isfile(os.path.join(out_dir, t))
-               or os.path.islink(os.path.join(out_dir, t))]
-    if foreign:
-        raise ValueError(f"{out_dir} holds {foreign[0]}, which its vectors manifest does not list "
-                         f"(or which is not a regular file); it is not overwritten")
-
-
 def certified(kind):
     """Whether ``kind`` has a 40-digit reference (then its cases get ``ref_error``)."""
     return KIND_RULES[kind].reference is not None
@@ -197,35 +180,63 @@ CERTIFICATE = {"digits": 40, "error": "||y - y_40||_F / ||y_40||_F per expected 
 
 
 def write_vectors(out_dir, dtype="float64", cases=None, certify=False):
-    """Write ``manifest.json`` and one ``.npz`` per case to ``out_dir`` (created if needed);
-    returns the manifest.  ``cases``: names to write (default all of :data:`CASES`).
-    ``certify``: also measure each certified case's ``ref_error`` (:func:`ref_errors`; slow,
-    needs mpmath) and record it in its manifest entry.
+    """Write ``manifest.json`` and one ``.npz`` per case to ``out_dir`` as one set; returns the
+    manifest.  ``cases``: names to write (default all of :data:`CASES`).  ``certify``: also
+    measure each certified case's ``ref_error`` (:func:`ref_errors`; slow, needs mpmath) and
+    record it in its manifest entry.
 
-    Deterministic: the same ssmref version writes the same bytes.  Each file is written
-    atomically, the manifest last.
+    The set is built aside and swapped in whole (:mod:`ssmref.crosscheck.vectorset`): a crash
+    leaves the old set or the new one.  ``out_dir`` may be missing, empty, or hold one set of
+    vectors and nothing else.  With ``cases`` over an existing set of the same dtype and
+    version, those cases are added or refreshed and the others kept, listed and unchanged;
+    over a set of another dtype or version it is refused.  Each entry records its file's
+    ``sha256``, the manifest the set's ``set_id``.  Deterministic: the same ssmref version writes
+    the same bytes.
     """
     check_dtype(dtype)
     check_flag("certify", certify)
     names = select_names(cases, CASES, "cases")
-    _check_out_dir(out_dir, names)
-    os.makedirs(out_dir, exist_ok=True)
-    entries = []
-    progress = Progress("vectors" + (" --certify" if certify else ""), len(names))
-    for done, name in enumerate(names):
-        progress.update(done, note=name)
-        inputs, outputs, attrs = build_case(name, dtype)
-        write_npz(os.path.join(out_dir, f"{name}.npz"), {**inputs, **outputs})
-        entries.append({"name": name, "file": f"{name}.npz", "kind": CASES[name].kind,
-                        "inputs": sorted(inputs), "outputs": sorted(outputs), "attrs": attrs})
-        if certify and certified(CASES[name].kind):
-            entries[-1]["ref_error"] = ref_errors(CASES[name].kind, inputs, attrs, outputs)
-    manifest = {"spec_version": SPEC_VERSION, "ssmref_version": __version__, "dtype": dtype,
-                "cases": entries}
-    if certify:
-        manifest["certificate"] = CERTIFICATE
-    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write(os.path.join(out_dir, "manifest.json"), lambda f: f.write(text.encode("utf-8")))
+    old = vectorset.existing_set(out_dir, lambda d: read_manifest(d, KINDS))
+    kept = []
+    if old is not None and cases is not None:
+        if (old["dtype"], old["ssmref_version"]) != (dtype, __version__):
+            raise ValueError(f"{out_dir} holds {old['dtype']} vectors of ssmref "
+                             f"{old['ssmref_version']}; adding {dtype} cases of ssmref "
+                             f"{__version__} would mix two sets: write every case, or use "
+                             f"another directory")
+        kept = [c for c in old["cases"] if c["name"] not in names]
+    staging = vectorset.staging_dir(out_dir)
+    try:
+        entries = {}
+        for c in kept:                        # the other cases of the set, verified, unchanged
+            src = os.path.join(out_dir, c["file"])
+            vectorset.verify_file(c, src)
+            shutil.copyfile(src, os.path.join(staging, c["file"]))
+            entries[c["name"]] = dict(c, sha256=vectorset.file_hash(src))
+        progress = Progress("vectors" + (" --certify" if certify else ""), len(names))
+        for done, name in enumerate(names):
+            progress.update(done, note=name)
+            inputs, outputs, attrs = build_case(name, dtype)
+            path = os.path.join(staging, f"{name}.npz")
+            write_npz(path, {**inputs, **outputs})
+            entries[name] = {"name": name, "file": f"{name}.npz", "kind": CASES[name].kind,
+                             "inputs": sorted(inputs), "outputs": sorted(outputs),
+                             "attrs": attrs, "sha256": vectorset.file_hash(path)}
+            if certify and certified(CASES[name].kind):
+                entries[name]["ref_error"] = ref_errors(CASES[name].kind, inputs, attrs, outputs)
+        order = [n for n in CASES if n in entries] + [n for n in entries if n not in CASES]
+        manifest = {"spec_version": SPEC_VERSION, "ssmref_version": __version__, "dtype": dtype,
+                    "cases": [entries[n] for n in order]}
+        manifest["set_id"] = vectorset.set_id(dtype, manifest["cases"])
+        if certify or (kept and "certificate" in old):
+            manifest["certificate"] = CERTIFICATE
+        text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        atomic_write(os.path.join(staging, "manifest.json"),
+                     lambda f: f.write(text.encode("utf-8")))
+        vectorset.swap_in(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return manifest
 
 
@@ -255,20 +266,24 @@ def _load_case_arrays(vectors_dir, entry):
                         {k: arrays[k] for k in entry["outputs"]})
     except (KeyError, ValueError, TypeError) as e:
         raise VectorsError(f"case {entry['name']}: unusable inputs ({one_line(e)})") from None
+    vectorset.verify_file(entry, path)
     return {"name": entry["name"], "kind": entry["kind"], "attrs": entry["attrs"],
             "inputs": inputs, "outputs": {k: arrays[k] for k in entry["outputs"]}}
 
 
 def load_vectors(vectors_dir, cases=None):
-    """The validated vectors: ``{"manifest": ..., "dtype": ..., "cases": {name: {"name", "kind",
-    "attrs", "inputs", "outputs"}}}``; :class:`VectorsError` on anything unusable."""
+    """The validated vectors: ``{"manifest": ..., "dtype": ..., "set_id": ..., "cases": {name:
+    {"name", "kind", "attrs", "inputs", "outputs"}}}``; :class:`VectorsError` on anything
+    unusable, a file whose hash does not match the manifest's included (``set_id`` is ``None``
+    for a manifest written before hashes were recorded)."""
     manifest = read_manifest(vectors_dir, KINDS)
+    sid = vectorset.check_hashes(manifest, os.path.join(vectors_dir, "manifest.json"))
     entries = {c["name"]: c for c in manifest["cases"]}
     try:
         names = select_names(cases, entries, "cases")
     except ValueError as e:
         raise UnknownNameError(f"{vectors_dir}: {e}") from None
-    return {"manifest": manifest, "dtype": manifest["dtype"],
+    return {"manifest": manifest, "dtype": manifest["dtype"], "set_id": sid,
             "cases": {n: _load_case_arrays(vectors_dir, entries[n]) for n in names}}
 
 
@@ -291,18 +306,45 @@ def _case_name(name):
     return name
 
 
-def load_results(results_dir, case):
+#: The results file's entry that records the set id of the vectors a port read.
+SET_ID_KEY = "_set_id"
+
+
+def results_set_id(arrays, where):
+    """The set id a results file records (its ``_set_id``: a string, or a 0-d or 1-element
+    string array), or ``None``; :class:`VectorsError` if it is not a string."""
+    if SET_ID_KEY not in arrays:
+        return None
+    a = arrays[SET_ID_KEY]
+    if a.dtype.kind != "U" or a.size != 1:
+        raise VectorsError(f"{where}: {SET_ID_KEY} must be the vectors' set id as a string, got "
+                           f"dtype {a.dtype} and shape {a.shape}")
+    return str(a.reshape(-1)[0])
+
+
+def load_results(results_dir, case, set_id=None):
     """``output name -> float64 array`` from ``results_dir/<case>.npz``, every expected output
-    present with the expected shape; :class:`VectorsError` otherwise."""
+    present with the expected shape; :class:`VectorsError` otherwise, or if the file records
+    (``_set_id``) a set id other than ``set_id`` (when given)."""
+    return read_results(results_dir, case, set_id)[0]
+
+
+def read_results(results_dir, case, set_id=None):
+    """``(outputs, recorded set id or None)``: :func:`load_results` and the ``_set_id`` the
+    results file records."""
     try:
         path = inside(results_dir, case["name"] + ".npz", what=f"results of case {case['name']}:")
     except ValueError as e:
         raise VectorsError(str(e)) from None
     arrays = read_npz(path, what=f"results of case {case['name']}:")
+    recorded = results_set_id(arrays, f"results of case {case['name']}: {path}")
+    if set_id is not None and recorded is not None and recorded != set_id:
+        raise VectorsError(f"results of case {case['name']}: {path} was written for vectors "
+                           f"{recorded}, these are {set_id}: run the port again on these vectors")
     out = {}
     for k, want in case["outputs"].items():
         if k not in arrays:
             raise VectorsError(f"results of case {case['name']}: {path} lacks output {k!r} "
                                f"(expected {sorted(case['outputs'])})")
         out[k] = as_result(arrays[k], want, f"results of case {case['name']}: output {k!r}")
-    return out
+    return out, recorded

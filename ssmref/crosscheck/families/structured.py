@@ -33,6 +33,7 @@ from ssmref.structured import (bidirectional, diag_convolve, diag_discretize, di
                                s4d_kernel, s4d_lin)
 from ssmref.checks import check_choice
 from ssmref.structured import validate as structured_validate
+from ssmref.structured import bounds
 
 DIAG = ("Lambda", "B", "C", "D", "dt")
 DPLR = ("Lambda", "P", "Q", "B", "dt")
@@ -321,6 +322,13 @@ def _dplr_length(x, a):
     return memory_length(a["length"], float(onp.max(onp.abs(onp.linalg.eigvals(A_bar)))))
 
 
+def _scan_vjp_condition(x, a):
+    """``ddt``'s cancellation with one ``Δ`` for every state (a sum over the states' terms)."""
+    if onp.shape(x["dt"]) != ():
+        return {}
+    return {"ddt": bounds.diag_scan_vjp_dt_bound(x, a, 1.0)}
+
+
 def _grads(*names):
     return lambda name: "grad" if name in names else "value"
 
@@ -342,7 +350,7 @@ KINDS = [
     Kind("diag_scan_vjp", (*DIAG, "u", "h0", "gy", "gx"),
          lambda x, a: _validate_diag(x, a, vjp=True), _diag_length, _grads(*_SCAN_GRADS),
          _axis(1, "t", "y", "du"), structured_naive.scan_vjp, complex_inputs=(*_DIAG_C, "h0", "gx"),
-         reference=structured_ref.scan_vjp),
+         reference=structured_ref.scan_vjp, condition=_scan_vjp_condition),
     Kind("diag_kernel", ("Lambda", "B", "C", "dt"),
          lambda x, a: _validate_diag(x, a, sequence=False, kernel=True), _diag_length,
          sequence_axis=_axis(0, "k", "K"), naive=structured_naive.kernel, complex_inputs=_DIAG_C,
