@@ -11,7 +11,8 @@ Subcommands:
   :mod:`ssmref.structured.selftest`, :mod:`ssmref.selective.selftest`,
   :mod:`ssmref.delta.selftest`); exit 0 iff all pass.
 - ``adapt``: test-time adaptation of an SSM classifier under shifted dynamics
-  (:mod:`ssmref.experiments.tta_shift`; accuracy of no adaptation, tent and eata over seeds).
+  (:mod:`ssmref.experiments.tta_shift`; accuracy of every adaptation method over seeds), or with
+  ``--benchmark two-moons`` TTT++'s synthetic table (:mod:`ssmref.experiments.two_moons`).
 """
 
 import argparse
@@ -47,7 +48,8 @@ def build_parser():
     p.set_defaults(func=crosscheck.run_check)
     p = sub.add_parser("selftest", help="run the self-tests; exit 0 iff all pass")
     p.set_defaults(func=_selftest)
-    p = sub.add_parser("adapt", help="test-time adaptation under shifted dynamics (none / tent / eata)")
+    p = sub.add_parser("adapt", help="test-time adaptation: SSM under shifted dynamics, or "
+                       "--benchmark two-moons")
     from ssmref.experiments import tta_shift
     tta_shift.add_arguments(p)
     p.set_defaults(func=tta_shift.run_from_args)

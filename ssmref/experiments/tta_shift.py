@@ -307,7 +307,15 @@ def format_table(result):
 
 def add_arguments(parser):
     """The options of :func:`main`, added to an ``argparse`` parser (or subparser)."""
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--benchmark", choices=["ssm-shift", "two-moons"], default="ssm-shift",
+                        help="ssm-shift: this experiment; two-moons: TTT++'s synthetic table "
+                        "(ssmref.experiments.two_moons)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="default 0 1 2 3 4 (two-moons: 2021 0 1 2 3)")
+    parser.add_argument("--steps", type=int, default=2000,
+                        help="two-moons: adaptation steps per method (the official 50000 takes "
+                        "about half an hour per seed)")
+    parser.add_argument("--figure", metavar="PNG", help="two-moons: decision boundaries")
     parser.add_argument("--shifts", nargs="+", choices=list(SHIFTS), default=None)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     parser.add_argument("--batches", type=int, default=50, help="test batches per stream")
@@ -336,11 +344,18 @@ def _check_options(args):
 def run_from_args(args):
     """Run with parsed options, print the tables; exit status 0, or 2 with one line on stderr for
     a bad option (checked before any work)."""
+    args.seeds_given = args.seeds is not None
+    if args.seeds is None:
+        args.seeds = [0, 1, 2, 3, 4]
     try:
         _check_options(args)
+        check_int("--steps", args.steps, minimum=5)
     except ValueError as e:
         print(f"ssmref adapt: error: {e}", file=sys.stderr)
         return 2
+    if args.benchmark == "two-moons":
+        from ssmref.experiments import two_moons
+        return two_moons.run_from_args(args)
     kwargs = dict(seeds=tuple(args.seeds), shifts=args.shifts, variants=args.variants,
                   n_batches=args.batches)
     if args.smoke:
