@@ -261,6 +261,8 @@ class TTTStrategy(AdaptationStrategy):
         return -np.mean(np.sum(np.where(one_hot, log_softmax(L), 0.0), axis=-1))
 
     def post_loss(self, loss, outputs, batch):
+        if self.ssl_weight == 0.0:                    # no self-supervised head (ttt++: alignment)
+            return loss
         return loss + self.ssl_weight * self.ssl_loss(outputs, batch)
 
 

@@ -189,10 +189,13 @@ def adapt_method(method, params, source_features, target, steps, check_every=5):
     return best, accuracy(model.params, x, y), best_params, model.params
 
 
-def run_seed(seed, steps=50000, methods=METHODS, rot=50.0, tran=1.0, separation=-0.5):
-    """One seed: data from ``RandomState(seed)``, network from ``default_rng(seed)``."""
+def run_seed(seed, steps=50000, methods=METHODS, rot=50.0, tran=1.0, separation=-0.5,
+             init_seed=None):
+    """One seed: data from ``RandomState(seed)``, network from ``default_rng(init_seed)``
+    (default ``seed``)."""
     source, target = sample(onp.random.RandomState(seed), rot, tran, separation)
-    params = train(init_net(onp.random.default_rng(seed)), *source)
+    params = train(init_net(onp.random.default_rng(seed if init_seed is None else init_seed)),
+                   *source)
     zs = net_forward(params, source[0])["features"]
     out = {"iid": accuracy(params, source[0], source[1]),
            "source": accuracy(params, target[0], target[1]), "params": {"source": params}}
