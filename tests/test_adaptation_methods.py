@@ -311,3 +311,32 @@ def test_guarantees_hold_for_every_method(name):
     info = ad.adapt(zero_loss, dict(stream()[0], x=onp.full((B, D), onp.nan)))
     assert not info["updated"]
     assert all(onp.array_equal(before[n], v) for n, v in ad.trainable_params().items())
+
+
+def test_episodic_contexts_restore_the_strategies_state():
+    """SAR's entropy average, CoTTA's teacher and generator, TTT++'s queue come back on exit."""
+    src = onp.random.default_rng(5).standard_normal((40, H))
+    for make in (lambda c: SARStrategy(c, margin=1.0), lambda c: CoTTAStrategy(c),
+                 lambda c: TTTPlusPlusStrategy(c, queue_size=B, source_features=src)):
+        cfg = config(episodic=True)
+        ad = create_adapter(Net(0), cfg, make(cfg))
+        ad.adapt(zero_loss, stream()[0])
+        before = {k: v for k, v in vars(ad.strategy).items() if k != "rng"}
+        draw = ad.strategy.rng.random() if hasattr(ad.strategy, "rng") else None
+        with ad.context():
+            ad.adapt(zero_loss, stream()[1])
+            ad.adapt(zero_loss, stream()[2])
+        after = vars(ad.strategy)
+        assert ad.strategy.cfg is cfg
+        for k, v in before.items():
+            if isinstance(v, dict):
+                assert all(onp.array_equal(v[j], after[k][j]) for j in v), k
+            elif isinstance(v, onp.ndarray):
+                assert onp.array_equal(v, after[k]), k
+            elif k != "cfg":
+                assert v == after[k] or (v is None and after[k] is None), k
+        if draw is not None:                       # the generator was restored too
+            ad2 = create_adapter(Net(0), cfg, make(cfg))
+            ad2.adapt(zero_loss, stream()[0])
+            ad2.strategy.rng.random()
+            assert ad.strategy.rng.random() == ad2.strategy.rng.random()

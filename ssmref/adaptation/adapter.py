@@ -329,14 +329,16 @@ class Adapter:
 
     # ----------------------------------------------------------------------------- contexts
     def _snapshot(self):
+        strategy_state = {k: v for k, v in vars(self.strategy).items() if k != "cfg"}
         return (copy_tree(self.model.params), copy.deepcopy(self._state),
-                copy.deepcopy(vars(self.strategy)))
+                copy.deepcopy(strategy_state))
 
     def _restore(self, snap):
         params, state, strategy_state = snap
         self.model.params = copy_tree(params)
         self._state = copy.deepcopy(state)
-        vars(self.strategy).clear()
+        for k in [k for k in vars(self.strategy) if k != "cfg"]:
+            delattr(self.strategy, k)
         vars(self.strategy).update(copy.deepcopy(strategy_state))
 
     @contextlib.contextmanager
