@@ -50,3 +50,18 @@ def test_a_short_run_reproduces_the_source_only_accuracy():
     assert r["iid"] > 80.0
     for m in ("ttt++", "shot"):
         assert r[m]["best"] >= r["source"]          # the best includes the start
+
+
+def test_the_command_checks_its_options_before_any_work(capsys):
+    from ssmref.cli import main
+    assert main(["adapt", "--benchmark", "two-moons", "--steps", "2"]) == 2
+    assert "--steps" in capsys.readouterr().err
+
+
+@pytest.mark.slow                                      # trains the network: about 15 s
+def test_the_command_prints_the_table(capsys, tmp_path):
+    from ssmref.cli import main
+    assert main(["adapt", "--benchmark", "two-moons", "--smoke",
+                 "--figure", str(tmp_path / "f.png")]) == 0
+    out = capsys.readouterr().out
+    assert "published" in out and "ttt++" in out
