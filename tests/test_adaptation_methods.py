@@ -340,3 +340,19 @@ def test_episodic_contexts_restore_the_strategies_state():
             ad2.adapt(zero_loss, stream()[0])
             ad2.strategy.rng.random()
             assert ad.strategy.rng.random() == ad2.strategy.rng.random()
+
+
+def test_a_strategy_with_post_loss_only_still_works():
+    """The registry accepts any builder whose result has post_loss; the hooks are optional."""
+    class Bare:
+        def post_loss(self, loss, outputs, batch):
+            return loss + np.mean(outputs["logits"] ** 2)
+
+    from ssmref.adaptation import register_adaptation_strategy, unregister_adaptation_strategy
+    register_adaptation_strategy("bare-test", lambda cfg: Bare())
+    try:
+        ad = create_adapter(Net(0), AdaptationConfig(lr=1e-2, episodic=True), "bare-test")
+        with ad.context():
+            assert ad.adapt(zero_loss, stream()[0])["updated"]
+    finally:
+        unregister_adaptation_strategy("bare-test")

@@ -124,7 +124,8 @@ class Adapter:
         self._source = {k: v.copy() for k, v in theta.items()}     # θ_src: the params on creation
         self._state = _State(opt=adam_init(theta),
                              tracker=monitor.FeatureTracker(cfg.monitor_momentum))
-        self.strategy.start(self._source)
+        if hasattr(self.strategy, "start"):   # a duck-typed strategy may have post_loss only
+            self.strategy.start(self._source)
 
     # ----------------------------------------------------------------------------- views
     def _named(self, tree):
@@ -229,10 +230,13 @@ class Adapter:
         theta = self._theta()
         # 1. loss and gradient of the strategy's objective (the strategy may evaluate it more than
         #    once, e.g. SAR's sharpness-aware second pass, or run forwards at other parameters)
+        evaluate = lambda th: self._value_and_grad(th, loss_fn, batch, fwd_fn)  # noqa: E731
         try:
-            loss, grads = self.strategy.gradient(
-                lambda th: self._value_and_grad(th, loss_fn, batch, fwd_fn), theta,
-                lambda th, b=batch: self._forward_at(th, b, fwd_fn), batch)
+            if hasattr(self.strategy, "gradient"):
+                loss, grads = self.strategy.gradient(
+                    evaluate, theta, lambda th, b=batch: self._forward_at(th, b, fwd_fn), batch)
+            else:
+                loss, grads = evaluate(theta)
         except SkipStep as e:
             st.steps_skipped += 1
             return {"updated": False, "loss": None, "reason": f"skipped: {e}"}
@@ -257,7 +261,9 @@ class Adapter:
                         reason="refused: the step produced non-finite parameters, optimizer "
                                "state or anchor; nothing changed")
         # what a strategy adds after the step (a teacher, a restore, a reset to θ_src)
-        new, reset = self.strategy.after_update(theta, new, self._source)
+        reset = False
+        if hasattr(self.strategy, "after_update"):
+            new, reset = self.strategy.after_update(theta, new, self._source)
         if reset:
             opt, anchor = adam_init(new), None
             extra["reset"] = True
@@ -329,7 +335,8 @@ class Adapter:
 
     # ----------------------------------------------------------------------------- contexts
     def _snapshot(self):
-        strategy_state = {k: v for k, v in vars(self.strategy).items() if k != "cfg"}
+        strategy_state = {k: v for k, v in getattr(self.strategy, "__dict__", {}).items()
+                          if k != "cfg"}
         return (copy_tree(self.model.params), copy.deepcopy(self._state),
                 copy.deepcopy(strategy_state))
 
@@ -337,9 +344,10 @@ class Adapter:
         params, state, strategy_state = snap
         self.model.params = copy_tree(params)
         self._state = copy.deepcopy(state)
-        for k in [k for k in vars(self.strategy) if k != "cfg"]:
+        for k in [k for k in getattr(self.strategy, "__dict__", {}) if k != "cfg"]:
             delattr(self.strategy, k)
-        vars(self.strategy).update(copy.deepcopy(strategy_state))
+        for k, v in copy.deepcopy(strategy_state).items():
+            setattr(self.strategy, k, v)
 
     @contextlib.contextmanager
     def context(self, model=None):

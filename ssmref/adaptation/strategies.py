@@ -119,8 +119,10 @@ def available_strategies():
 
 
 def make_strategy(strategy, cfg):
-    """An :class:`AdaptationStrategy` from a registered name (or an instance, used as is)."""
-    if isinstance(strategy, AdaptationStrategy):
+    """An :class:`AdaptationStrategy` from a registered name (or an instance, or any object with
+    a callable ``post_loss`` such as a builder returns, used as is)."""
+    if isinstance(strategy, AdaptationStrategy) or (
+            not isinstance(strategy, str) and callable(getattr(strategy, "post_loss", None))):
         return strategy
     if not isinstance(strategy, str) or strategy not in _REGISTRY:
         raise ValueError(f"unknown adaptation strategy {strategy!r}; registered: "
