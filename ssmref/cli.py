@@ -11,7 +11,8 @@ Subcommands:
   :mod:`ssmref.structured.selftest`, :mod:`ssmref.selective.selftest`,
   :mod:`ssmref.delta.selftest`); exit 0 iff all pass.
 - ``adapt``: test-time adaptation of an SSM classifier under shifted dynamics
-  (:mod:`ssmref.experiments.tta_shift`; accuracy of no adaptation, tent and eata over seeds).
+  (:mod:`ssmref.experiments.tta_shift`; accuracy of every adaptation method over seeds), or with
+  ``--benchmark two-moons`` TTT++'s synthetic table (:mod:`ssmref.experiments.two_moons`).
 - ``plot``: redraw the pictures of a training run (:mod:`ssmref.metarl.plots`).
 
 ``--help`` of every subcommand shows each option's default.  Ctrl-C ends a command with exit
@@ -84,7 +85,7 @@ def build_parser(prog="python -m ssmref"):
     p.set_defaults(func=crosscheck.run_check)
     p = add("selftest", "run the self-tests; exit 0 iff all pass")
     p.set_defaults(func=_selftest)
-    p = add("adapt", "test-time adaptation under shifted dynamics (none / tent / eata)")
+    p = add("adapt", "test-time adaptation: SSM under shifted dynamics, or --benchmark two-moons")
     from ssmref.experiments import tta_shift
     tta_shift.add_arguments(p)
     p.set_defaults(func=tta_shift.run_from_args)

@@ -975,11 +975,13 @@ def test_step_bound_acts_on_the_adam_step_and_zero_tensors_move():
 
 def test_tta_shift_example_smoke(capsys):
     from ssmref.experiments import tta_shift as demo
-    result = demo.run(seeds=(0,), shifts=["noise"], variants=["source", "norm", "tent", "eata",
-                                                               "tent-all-lr1e-2-anchor"],
+    variants = ["source", "norm", "tent", "eata", "tent-all-lr1e-2-anchor", "shot", "sar",
+                "cotta", "ttt++-align", "t3a"]
+    result = demo.run(seeds=(0,), shifts=["noise"], variants=variants,
                       n_train=96, train_steps=5, n_batches=2, batch_size=12, length=16)
-    assert set(result["mean"]["noise"]) == {"source", "norm", "tent", "eata",
-                                            "tent-all-lr1e-2-anchor"}
+    assert set(result["mean"]["noise"]) == set(variants)
+    for v in ("shot", "cotta", "ttt++-align", "t3a"):
+        assert result["per_seed"][0]["noise"][v]["steps_taken"] == 2, v
     for v, acc in result["mean"]["noise"].items():
         assert 0.0 <= acc <= 100.0, v
     assert result["per_seed"][0]["noise"]["tent"]["steps_taken"] == 2

@@ -33,6 +33,8 @@ Where each piece lives (every name below is importable from ``ssmref.adaptation`
 - :mod:`~ssmref.adaptation.selection`   which leaves adapt: ``param_leaves``, ``select_names``
 - :mod:`~ssmref.adaptation.strategies`  step 1's objective: ``AdaptationStrategy``, ``SkipStep``,
   the registry, ``none``, ``tent``, ``eata``
+- :mod:`~ssmref.adaptation.methods`     ``shot``, ``sar``, ``cotta``, ``ttt``, ``ttt++``
+- :mod:`~ssmref.adaptation.t3a`         ``t3a`` (no gradient: ``T3AAdapter``)
 - :mod:`~ssmref.adaptation.update`      steps 3-8 as small chained transforms: ``guarded_update``
 - :mod:`~ssmref.adaptation.adapter`     steps 1-2 and the guards: ``Adapter``, ``create_adapter``
 - :mod:`~ssmref.adaptation.hooks`       ``SSMHook``, ``MetaRLHook``, ``ssm_hidden_states``
@@ -54,8 +56,13 @@ from ssmref.adaptation.strategies import (AdaptationStrategy, EATAStrategy, NoSt
                          available_strategies, logits_of, make_strategy,
                          register_adaptation_strategy, unregister_adaptation_strategy)
 from ssmref.adaptation.update import guarded_update
+from ssmref.adaptation.methods import (CoTTAStrategy, SARStrategy, SHOTStrategy, TTTPlusPlusStrategy,
+                                       TTTStrategy)
+from ssmref.adaptation.t3a import T3AAdapter, T3AStrategy
 
-__all__ = ["AdaptationConfig", "Adapter", "AdaptationStrategy", "MetaFeatures", "MetaRLHook",
-           "SSMHook", "SkipStep", "available_strategies", "create_adapter",
+__all__ = ["AdaptationConfig", "Adapter", "AdaptationStrategy", "CoTTAStrategy", "MetaFeatures",
+           "MetaRLHook", "SARStrategy", "SHOTStrategy", "SSMHook", "SkipStep", "T3AAdapter",
+           "T3AStrategy", "TTTPlusPlusStrategy", "TTTStrategy", "available_strategies",
+           "create_adapter",
            "register_adaptation_strategy", "select_names", "ssm_hidden_states",
            "unregister_adaptation_strategy"]

@@ -121,8 +121,11 @@ class Adapter:
         self.trainable_names = [n for _, n, _ in leaves if n in chosen]
         self.frozen_names = [n for n in names if n not in chosen]
         theta = self._theta()
+        self._source = {k: v.copy() for k, v in theta.items()}     # θ_src: the params on creation
         self._state = _State(opt=adam_init(theta),
                              tracker=monitor.FeatureTracker(cfg.monitor_momentum))
+        if hasattr(self.strategy, "start"):   # a duck-typed strategy may have post_loss only
+            self.strategy.start(self._source)
 
     # ----------------------------------------------------------------------------- views
     def _named(self, tree):
@@ -212,13 +215,28 @@ class Adapter:
             value, grads = value_and_grad(objective)(theta)
         return float(value), {k: onp.asarray(g, dtype=onp.float64) for k, g in grads.items()}
 
+    def _forward_at(self, theta, batch, fwd_fn):
+        """``fwd_fn(batch)`` with the trainable leaves set to ``theta`` (plain arrays out); the
+        model's attributes are restored afterwards."""
+        values = {q: theta[_key(i)] for i, q in enumerate(self._paths)}
+        with self._restoring_model(), onp.errstate(all="ignore"):
+            self.model.params = rebuild(self.model.params, values)
+            outputs = fwd_fn(batch)
+        return unboxed(outputs) if isinstance(outputs, dict) else getval(outputs)
+
     def _step(self, loss_fn, batch, fwd_fn):
         """One step; returns a dict of what happened (``updated`` and the rest)."""
         cfg, st = self.cfg, self._state
         theta = self._theta()
-        # 1. loss and gradient of the strategy's objective
+        # 1. loss and gradient of the strategy's objective (the strategy may evaluate it more than
+        #    once, e.g. SAR's sharpness-aware second pass, or run forwards at other parameters)
+        evaluate = lambda th: self._value_and_grad(th, loss_fn, batch, fwd_fn)  # noqa: E731
         try:
-            loss, grads = self._value_and_grad(theta, loss_fn, batch, fwd_fn)
+            if hasattr(self.strategy, "gradient"):
+                loss, grads = self.strategy.gradient(
+                    evaluate, theta, lambda th, b=batch: self._forward_at(th, b, fwd_fn), batch)
+            else:
+                loss, grads = evaluate(theta)
         except SkipStep as e:
             st.steps_skipped += 1
             return {"updated": False, "loss": None, "reason": f"skipped: {e}"}
@@ -242,6 +260,13 @@ class Adapter:
             return dict(info, updated=False,
                         reason="refused: the step produced non-finite parameters, optimizer "
                                "state or anchor; nothing changed")
+        # what a strategy adds after the step (a teacher, a restore, a reset to θ_src)
+        reset = False
+        if hasattr(self.strategy, "after_update"):
+            new, reset = self.strategy.after_update(theta, new, self._source)
+        if reset:
+            opt, anchor = adam_init(new), None
+            extra["reset"] = True
         name = dict(zip((_key(i) for i in range(len(self._paths))), self.trainable_names))
         for k in ("bound_scale", "trust_scale"):
             extra[k] = {name[key]: c for key, c in extra[k].items()}
@@ -310,12 +335,19 @@ class Adapter:
 
     # ----------------------------------------------------------------------------- contexts
     def _snapshot(self):
-        return copy_tree(self.model.params), copy.deepcopy(self._state)
+        strategy_state = {k: v for k, v in getattr(self.strategy, "__dict__", {}).items()
+                          if k != "cfg"}
+        return (copy_tree(self.model.params), copy.deepcopy(self._state),
+                copy.deepcopy(strategy_state))
 
     def _restore(self, snap):
-        params, state = snap
+        params, state, strategy_state = snap
         self.model.params = copy_tree(params)
         self._state = copy.deepcopy(state)
+        for k in [k for k in getattr(self.strategy, "__dict__", {}) if k != "cfg"]:
+            delattr(self.strategy, k)
+        for k, v in copy.deepcopy(strategy_state).items():
+            setattr(self.strategy, k, v)
 
     @contextlib.contextmanager
     def context(self, model=None):
@@ -343,5 +375,9 @@ class Adapter:
 def create_adapter(model, cfg=None, strategy="none"):
     """An :class:`Adapter` for ``model``; ``strategy`` is a registered name (or an instance of
     :class:`AdaptationStrategy`).  An unknown name raises ``ValueError`` listing the registered
-    ones."""
-    return Adapter(model, cfg, strategy)
+    ones.  A strategy whose ``adapter_class`` is set (``t3a``) gets that adapter."""
+    cfg = AdaptationConfig() if cfg is None else cfg
+    if not isinstance(cfg, AdaptationConfig):
+        raise ValueError(f"cfg must be an AdaptationConfig, got {type(cfg).__name__}")
+    strategy = make_strategy(strategy, cfg.validate())
+    return (getattr(strategy, "adapter_class", None) or Adapter)(model, cfg, strategy)

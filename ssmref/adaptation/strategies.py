@@ -43,12 +43,30 @@ class AdaptationStrategy:
     :class:`SkipStep` to skip the step.  The base class returns ``loss`` unchanged.
     """
     name = "base"
+    adapter_class = None     # None: the ordinary Adapter; t3a sets its own
 
     def __init__(self, cfg=None):
         self.cfg = cfg if cfg is not None else AdaptationConfig()
 
     def post_loss(self, loss, outputs, batch):
         return loss
+
+    # Three hooks for the methods that need more than an objective (ssmref.adaptation.methods);
+    # the base class does nothing in them.  Trees are the adapter's flat dicts key -> array.
+    def start(self, source):
+        """Called once by the adapter with ``θ_src``, the trainable leaves on creation."""
+
+    def gradient(self, value_and_grad, theta, forward, batch):
+        """``(loss, grads)`` for step 1.  ``value_and_grad(θ')`` evaluates the objective and its
+        gradient at ``θ'`` on ``batch``; ``forward(θ', b=batch)`` runs the model at ``θ'`` on
+        ``b`` (plain outputs).  The base class: one evaluation at ``θ``."""
+        return value_and_grad(theta)
+
+    def after_update(self, theta, new, source):
+        """``(new', reset)`` after steps 3-8 accepted ``new``: a strategy may replace the new
+        parameters (CoTTA's restore) or return ``(θ_src, True)`` to reset to the source and
+        restart Adam and the anchor (SAR's recovery).  The base class: ``(new, False)``."""
+        return new, False
 
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r})"
@@ -101,8 +119,10 @@ def available_strategies():
 
 
 def make_strategy(strategy, cfg):
-    """An :class:`AdaptationStrategy` from a registered name (or an instance, used as is)."""
-    if isinstance(strategy, AdaptationStrategy):
+    """An :class:`AdaptationStrategy` from a registered name (or an instance, or any object with
+    a callable ``post_loss`` such as a builder returns, used as is)."""
+    if isinstance(strategy, AdaptationStrategy) or (
+            not isinstance(strategy, str) and callable(getattr(strategy, "post_loss", None))):
         return strategy
     if not isinstance(strategy, str) or strategy not in _REGISTRY:
         raise ValueError(f"unknown adaptation strategy {strategy!r}; registered: "

@@ -50,7 +50,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd import grad
 
-from ssmref.adaptation import AdaptationConfig, SSMHook, create_adapter
+from ssmref.adaptation import AdaptationConfig, SSMHook, TTTPlusPlusStrategy, create_adapter
 from ssmref.checks import check_int
 from ssmref.nn import log_softmax
 from ssmref.optim import adam
@@ -106,8 +106,8 @@ def energy_features(params, u):
 
 
 def classify(params, u, stats=None):
-    """``(logits, f)``; ``stats=None`` normalises with the batch's statistics, else with
-    ``stats = (mu, var)``."""
+    """``(logits, f, z)``: logits, log energies, the head's input; ``stats=None`` normalises with
+    the batch's statistics, else with ``stats = (mu, var)``."""
     f = energy_features(params, u)                                      # (B, p)
     if stats is None:
         mu, var = np.mean(f, axis=0), np.var(f, axis=0)
@@ -115,19 +115,22 @@ def classify(params, u, stats=None):
         mu, var = stats
     z = params["norm"]["gamma"] * (f - mu) / np.sqrt(var + NORM_EPS) + params["norm"]["beta"]
     logits = np.dot(z, params["head"]["W"].T) + params["head"]["b"]     # (B, C)
-    return logits, f
+    return logits, f, z
 
 
 class SequenceClassifier:
     """The model object the adapter works on: ``params`` read at call time, ``__call__(u)`` returns
-    ``{"logits", "features"}``, ``extract_features(u)`` the log energies (for ``SSMHook``)."""
+    ``{"logits", "features"}`` (features: the log energies; with ``features="head"``, the head's
+    input, as T3A needs), ``extract_features(u)`` the log energies (for ``SSMHook``)."""
 
-    def __init__(self, params, source_stats, stats="batch"):
+    def __init__(self, params, source_stats, stats="batch", features="energy"):
         self.params, self.source_stats, self.stats = params, source_stats, stats
+        self.features = features
 
     def __call__(self, u, labels=None):
-        logits, f = classify(self.params, u, None if self.stats == "batch" else self.source_stats)
-        return {"logits": logits, "features": f}
+        logits, f, z = classify(self.params, u,
+                                None if self.stats == "batch" else self.source_stats)
+        return {"logits": logits, "features": z if self.features == "head" else f}
 
     def extract_features(self, u, labels=None):
         return energy_features(self.params, u)
@@ -178,6 +181,12 @@ VARIANTS = {
     "eata-all-lr1e-2": ("eata", dict(lr=1e-2)),
     "tent-all-lr1e-2-anchor": ("tent", dict(lr=1e-2, ema_decay=0.99, trust_region_eps=0.1)),
     "eata-all-lr1e-2-anchor": ("eata", dict(lr=1e-2, ema_decay=0.99, trust_region_eps=0.1)),
+    # the methods of ssmref.adaptation.methods / .t3a, each with the parameters its paper adapts
+    "shot": ("shot", dict(lr=1e-3, deny_layers=r"^head\.")),       # encoder, head frozen
+    "sar": ("sar", dict(lr=1e-3, allow_layers=NORM_ONLY)),          # normalisation layers
+    "cotta": ("cotta", dict(lr=1e-3)),                              # every parameter
+    "ttt++-align": ("ttt++", dict(lr=1e-3, deny_layers=r"^head\.")),   # no SSL head: alignment
+    "t3a": ("t3a", dict(allow_layers=r"^head\.")),                 # the head, no gradient
 }
 # common to every adapting variant; the rest are the AdaptationConfig defaults
 BASE_CONFIG = dict(entropy_weight=1.0)
@@ -186,14 +195,20 @@ BASE_CONFIG = dict(entropy_weight=1.0)
 SHIFTS = {"damping": (0.8, 0.0), "noise": (0.95, 0.8), "both": (0.8, 0.6)}
 
 
-def evaluate_stream(params, source_stats, stream, method, adapt_config=None):
-    """Accuracy (%) on ``stream`` (a list of ``(u, labels)`` batches) and the adapter's counters."""
+def evaluate_stream(params, source_stats, stream, method, adapt_config=None,
+                    source_features=None):
+    """Accuracy (%) on ``stream`` (a list of ``(u, labels)`` batches) and the adapter's counters.
+    ``source_features``: log energies of source sequences (``ttt++``'s statistics)."""
     stats = "source" if method == "source" else "batch"
-    model = SequenceClassifier({k: dict(v) for k, v in params.items()}, source_stats, stats)
+    model = SequenceClassifier({k: dict(v) for k, v in params.items()}, source_stats, stats,
+                               features="head" if method == "t3a" else "energy")
     adapter = None
-    if method in ("tent", "eata"):
-        adapter = create_adapter(model, AdaptationConfig(**dict(BASE_CONFIG, **adapt_config)),
-                                 strategy=method)
+    if method not in ("source", "norm"):
+        cfg = AdaptationConfig(**dict(BASE_CONFIG, **adapt_config))
+        strategy = method
+        if method == "ttt++":                  # the SSM classifier has no self-supervised head
+            strategy = TTTPlusPlusStrategy(cfg, ssl_weight=0.0, source_features=source_features)
+        adapter = create_adapter(model, cfg, strategy=strategy)
     correct = total = 0
     for u, y in stream:
         outputs = model(u)                     # the prediction for this batch (before its update)
@@ -248,6 +263,7 @@ def run(seeds=(0, 1, 2, 3, 4), *, shifts=None, variants=None, n_train=2048, trai
         rng = onp.random.default_rng(seed)
         u, y = oscillator_sequences(n_train, rng=rng, rho=source_rho, length=length)
         params, stats = train_classifier(u, y, len(OMEGAS), rng=rng, steps=train_steps)
+        source_f = energy_features(params, u[:512])                     # ttt++'s statistics
         source_batches = [oscillator_sequences(batch_size, rng=rng, rho=source_rho,
                                                length=length) for _ in range(n_batches)]
         iid_correct = sum(int(onp.sum(onp.argmax(classify(params, ub, stats)[0], -1) == yb))
@@ -257,7 +273,7 @@ def run(seeds=(0, 1, 2, 3, 4), *, shifts=None, variants=None, n_train=2048, trai
         for shift, (rho, noise) in shifts.items():
             stream = [oscillator_sequences(batch_size, rng=rng, rho=rho, obs_noise=noise,
                                            length=length) for _ in range(n_batches)]
-            res[shift] = {name: evaluate_stream(params, stats, stream, method, cfg)
+            res[shift] = {name: evaluate_stream(params, stats, stream, method, cfg, source_f)
                           for name, (method, cfg) in variants.items()}
             fshift[shift].append(measured_shift(params, stats, [b[0] for b in source_batches[:11]],
                                                 stream[0][0]))
@@ -312,8 +328,15 @@ def format_table(result):
 
 def add_arguments(parser):
     """The options of :func:`main`, added to an ``argparse`` parser (or subparser)."""
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
-                        help="training seeds; each trains the classifier once")
+    parser.add_argument("--benchmark", choices=["ssm-shift", "two-moons"], default="ssm-shift",
+                        help="ssm-shift: this experiment; two-moons: TTT++'s synthetic table "
+                        "(ssmref.experiments.two_moons)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="default 0 1 2 3 4 (two-moons: 2021 0 1 2 3)")
+    parser.add_argument("--steps", type=int, default=2000,
+                        help="two-moons: adaptation steps per method (the official 50000 takes "
+                        "about half an hour per seed)")
+    parser.add_argument("--figure", metavar="PNG", help="two-moons: decision boundaries (default: none)")
     parser.add_argument("--shifts", nargs="+", choices=list(SHIFTS), default=None,
                         help="shifted target dynamics to adapt to (default: all)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
@@ -345,11 +368,18 @@ def _check_options(args):
 def run_from_args(args):
     """Run with parsed options, print the tables; exit status 0, or 2 with one line on stderr for
     a bad option (checked before any work)."""
+    args.seeds_given = args.seeds is not None
+    if args.seeds is None:
+        args.seeds = [0, 1, 2, 3, 4]
     try:
         _check_options(args)
+        check_int("--steps", args.steps, minimum=5)
     except ValueError as e:
         print(f"ssmref adapt: error: {e}", file=sys.stderr)
         return 2
+    if args.benchmark == "two-moons":
+        from ssmref.experiments import two_moons
+        return two_moons.run_from_args(args)
     kwargs = dict(seeds=tuple(args.seeds), shifts=args.shifts, variants=args.variants,
                   n_batches=args.batches)
     if args.smoke:

@@ -6,7 +6,9 @@
 - ``maml`` (:mod:`.maml`): fast weights after ``steps`` inner steps ``θ ← θ − α ⊙ ∇L(θ; support)``,
   the meta-loss, and the second- and first-order meta-gradients w.r.t. ``θ`` and ``α``;
 - ``adapter`` (:mod:`.adapter`): the parameter trajectory of ``Adapter.adapt`` over batches (clip,
-  Adam, step bound, trust region, EMA anchor; the strategies' entropy terms; the guards).
+  Adam, step bound, trust region, EMA anchor; the strategies' entropy terms; the guards);
+- ``adapter_method`` (:mod:`.adapter_methods`): the same for SHOT-IM, SAR, CoTTA, TTT, TTT++ and
+  T3A on a network with an encoder and two heads.
 
 ``CASES`` and ``KINDS`` gather the three.
 
@@ -21,7 +23,7 @@ import autograd.numpy as np
 import numpy as onp
 
 from ssmref import ssm
-from ssmref.crosscheck.families import adapter, maml
+from ssmref.crosscheck.families import adapter, adapter_methods, maml
 from ssmref.crosscheck.kinds import Case, Kind, memory_length, params_in, prefixed
 from ssmref.metarl.policy import PolicySpec, log_prob, policy_init, policy_sequence
 from ssmref.params import flatten_dict, unflatten_dict
@@ -78,7 +80,7 @@ CASES = [
     Case("policy_categorical", "policy", _build_policy(True), _compute_policy,
          "discrete SSM policy (K 5, previous action and reward as input)"),
 ]
-CASES += maml.CASES + adapter.CASES
+CASES += maml.CASES + adapter.CASES + adapter_methods.CASES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,4 +106,4 @@ KINDS = [
     Kind("policy", ("params.ssm.A", "obs"), _validate_policy, _policy_length, _gradient_names,
          lambda name: (1, "t") if name in ("mean", "logits", "value", "log_prob") else None),
 ]
-KINDS += maml.KINDS + adapter.KINDS
+KINDS += maml.KINDS + adapter.KINDS + adapter_methods.KINDS
