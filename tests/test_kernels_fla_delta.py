@@ -38,6 +38,8 @@ harness = _load("harness")
 client = _load("fla_delta_client")
 
 import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -102,4 +104,36 @@ def test_float32_every_case(vectors):
     """Every kernel on every case it takes (1.5 min): all pass float32's tolerances."""
     got = reports(vectors("float32"), "float32", client.CASES, tuple(client.KERNELS))
     assert len(got) == 14 and all(r.passed for r in got.values()), \
+        {n: str(r) for n, r in got.items() if not r.passed}
+
+
+@triton.jit
+def _sum_kernel(out, x, N: tl.constexpr):
+    a = tl.load(x + tl.arange(0, N))
+    tl.store(out, tl.sum(a * a, 0))
+    tl.store(out + 1, tl.sum(tl.cumsum(a, 0), 0))
+
+
+def test_bfloat16_reductions_emulated():
+    """Finding (the interpreter's, not fla's): a ``tl.sum`` or ``tl.cumsum`` of bfloat16 data
+    adds the uint16 bit patterns, which made ``dg`` of ``chunk_gated_delta_rule`` and
+    ``chunk_kda`` in bfloat16 wrong by 1e23 to 1e32 tolerances; the GPU emulation sums the
+    values in float32 and rounds once, and both pass (the slow sweep)."""
+    x = torch.tensor([-3.0, 1.5, 2.0, -0.25], dtype=torch.bfloat16)
+    out = torch.zeros(2, dtype=torch.bfloat16)
+    _sum_kernel[(1,)](out, x, 4)
+    assert abs(out[0].item()) > 1e6                     # not 15.3125
+    with harness.gpu_bfloat16():
+        _sum_kernel[(1,)](out, x, 4)
+    assert out.tolist() == [15.3125, -3.75]     # 9 + 2.25 + 4 + 0.0625; -3 - 1.5 + 0.5 + 0.25
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_sweep(vectors, dtype):
+    """float16 and bfloat16 (GPU bfloat16 emulated): every kernel passes every case it takes
+    (chunk_delta_rule included: it runs in these dtypes)."""
+    got = reports(vectors(dtype), dtype, client.CASES, tuple(client.KERNELS),
+                  gpu_bfloat16=True)
+    assert len(got) == 16 and all(r.passed for r in got.values()), \
         {n: str(r) for n, r in got.items() if not r.passed}

@@ -53,6 +53,7 @@ Shapes, vectors and tolerances: docs/kernels.md.
 
 import builtins
 import contextlib
+import ctypes
 import json
 import os
 import sys
@@ -246,8 +247,69 @@ def _dot_bf16(self, a, b, d, input_precision, max_num_imprecise_acc):
                                    max_num_imprecise_acc)
 
 
+_ORIGINAL["create_atomic_rmw"] = _BUILDER.create_atomic_rmw
+
+
+def _atomic_bf16(self, rmw_op, ptr, val, mask, sem, scope):
+    """``tl.atomic_add`` on bfloat16 memory (the interpreter's C++ atomics stop with
+    ``ValueError('Unsupported data type')``): element by element, in order, each sum computed in
+    float32 and rounded to bfloat16 once, as a GPU's ``red.add.bf16``; returns the old values."""
+    adds = (interpreter._ir.ATOMIC_OP.FADD, interpreter._ir.ATOMIC_OP.ADD)
+    if val.dtype.scalar != triton.language.bfloat16 or rmw_op not in adds:
+        return _ORIGINAL["create_atomic_rmw"](self, rmw_op, ptr, val, mask, sem, scope)
+    shape = np.broadcast(ptr.data, val.data, mask.data).shape
+    address = np.broadcast_to(ptr.data, shape).ravel()
+    add = bf16_bits_to_f32(np.broadcast_to(val.data, shape).ravel())
+    active = np.broadcast_to(mask.data, shape).ravel()
+    old = np.zeros(address.size, dtype=np.uint16)
+    for i in np.flatnonzero(active):
+        cell = ctypes.c_uint16.from_address(int(address[i]))
+        old[i] = cell.value
+        cell.value = int(f32_to_bf16_bits(bf16_bits_to_f32(cell.value) + add[i]))
+    return interpreter.TensorHandle(old.reshape(shape), triton.language.bfloat16)
+
+
 _EMULATION = {"cast_impl": _cast_rne, "binary_op": _binary_bf16, "unary_op": _unary_bf16,
-              "create_fma": _fma_bf16, "create_dot": _dot_bf16}
+              "create_fma": _fma_bf16, "create_dot": _dot_bf16,
+              "create_atomic_rmw": _atomic_bf16}
+
+_REDUCE, _SCAN = interpreter.ReduceOps, interpreter.ScanOps
+_ORIGINAL_REDUCE = {(cls, name): getattr(cls, name)
+                    for cls, name in ((_REDUCE, "sum"), (_REDUCE, "min_max"), (_SCAN, "cumsum"))}
+
+
+def _on_values(cls, name):
+    """A reduction or scan of bfloat16 data run on the values in float32, its result rounded
+    to bfloat16 once (the interpreter's runs on the uint16 bit patterns)."""
+    original = _ORIGINAL_REDUCE[(cls, name)]
+
+    def op(self, input, *args, **kwargs):
+        input = input[0] if isinstance(input, tuple) else input     # min_max's (values, index)
+        if input.dtype.scalar != triton.language.bfloat16:
+            return original(self, input, *args, **kwargs)
+        f32 = triton.language.float32
+        values = triton.language.core.tensor(
+            interpreter.TensorHandle(bf16_bits_to_f32(input.handle.data), f32),
+            triton.language.block_type(f32, list(input.handle.data.shape))
+            if input.handle.data.shape else f32)
+        got = original(self, values, *args, **kwargs)
+        return _rounded_back(self, got)
+    return op
+
+
+def _rounded_back(self, got):
+    """float32 results of :func:`_on_values` (tensors, or tuples with int32 indices) as
+    bfloat16."""
+    if isinstance(got, (tuple, list)):
+        return type(got)(_rounded_back(self, g) for g in got)
+    if got.dtype.scalar != triton.language.float32:
+        return got
+    bits = f32_to_bf16_bits(got.handle.data)
+    return self.to_tensor(bits if got.type.is_block() else bits.reshape(()),
+                          triton.language.bfloat16)
+
+
+_EMULATION_REDUCE = {key: _on_values(*key) for key in _ORIGINAL_REDUCE}
 
 
 @contextlib.contextmanager
@@ -258,16 +320,24 @@ def gpu_bfloat16():
     values and accumulates in float32; elementwise bfloat16 arithmetic (binary, unary, fma) runs
     in float32 on the values and rounds the result to bfloat16 once (a GPU's ``add.bf16`` /
     ``mul.bf16`` round the exact result once; the float32 detour can round twice, which moves a
-    result by one bfloat16 ulp in rare ties).  The casts the emulation replaces are the
-    interpreter's, so results inside are the kernel's, computed with a GPU's bfloat16.
+    result by one bfloat16 ulp in rare ties).  Reductions and scans of bfloat16 data (``tl.sum``,
+    ``tl.max``, ``tl.min``, ``tl.argmax``, ``tl.cumsum``) run on the values in float32 and round the
+    result once (the interpreter sums the uint16 bit patterns; a GPU adds in bfloat16 in a tree
+    order, rounding partial sums, which this rounds once); ``tl.atomic_add`` on bfloat16 memory
+    adds in float32 and rounds once per add (the interpreter refuses it).  The casts the emulation replaces are
+    the interpreter's, so results inside are the kernel's, computed with a GPU's bfloat16.
     """
     for name, fn in _EMULATION.items():
         setattr(_BUILDER, name, fn)
+    for (cls, name), fn in _EMULATION_REDUCE.items():
+        setattr(cls, name, fn)
     try:
         yield
     finally:
         for name, fn in _ORIGINAL.items():
             setattr(_BUILDER, name, fn)
+        for (cls, name), fn in _ORIGINAL_REDUCE.items():
+            setattr(cls, name, fn)
 
 
 def _tf32_dot(inner):
