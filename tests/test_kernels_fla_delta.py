@@ -137,3 +137,17 @@ def test_low_precision_sweep(vectors, dtype):
                   gpu_bfloat16=True)
     assert len(got) == 16 and all(r.passed for r in got.values()), \
         {n: str(r) for n, r in got.items() if not r.passed}
+
+
+@pytest.mark.slow
+def test_tf32_finding(vectors):
+    """With TF32 dots (emulated), ``chunk_gated_delta_rule`` fails float32's tolerances from
+    step 0 and passes float16's; the recurrent kernel has no ``tl.dot``."""
+    vec = vectors("float32")
+    tf32 = reports(vec, "float32", ["gated_delta_rule"],
+                   ["chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule"], gpu_tf32=True)
+    assert tf32["chunk_gated_delta_rule/gated_delta_rule"].err_over_tol > 10
+    assert tf32["fused_recurrent_gated_delta_rule/gated_delta_rule"].passed
+    as_float16 = reports(vec, "float32", ["gated_delta_rule"], ["chunk_gated_delta_rule"],
+                         gpu_tf32=True, tolerances="float16")
+    assert as_float16["chunk_gated_delta_rule/gated_delta_rule"].passed
