@@ -147,7 +147,7 @@ def check_case(vectors_dir, name, outputs, dtype=None, mode="table", *, k=DEFAUL
     not: ``report.passed`` is ``False``.  ``power_limit``: an output within a tolerance that
     cannot detect a relative error of this size is inconclusive (``report.inconclusive``), and
     ``report.passed`` is ``False`` then too (default: the dtype's limit,
-    :data:`~ssmref.crosscheck.precision.POWER_LIMITS`: 1 %, float16 2.5 %, bfloat16 10 %).
+    :data:`~ssmref.crosscheck.precision.POWER_LIMITS`: 1 %, float16 2.5 %, bfloat16 15 %).
     """
     if dtype is not None:
         check_dtype(dtype)

@@ -45,10 +45,11 @@ DEFAULT_K = 4.0
 #: An output within its tolerance is *inconclusive* (not passed) when the smallest relative error
 #: the tolerance can detect (:func:`detectable`) exceeds the limit of the port's dtype: 1 % in
 #: float64 and float32; in float16 2.5 %, above its gradients' table tolerance (1.2 %: every
-#: gradient check would be inconclusive at 1 %) and below 3 %; in bfloat16 10 %, above its table
-#: tolerance for values (6.6 %: at 1 % no bfloat16 check could pass) and far below the 30 % that
-#: must never pass.  Long memories grow a tolerance past these limits: inconclusive, with a remedy.
-POWER_LIMITS = {"float64": 0.01, "float32": 0.01, "float16": 0.025, "bfloat16": 0.10}
+#: gradient check would be inconclusive at 1 %) and below 3 %; in bfloat16 15 %, above its table
+#: tolerance for gradients (13.2 %; values 6.6 %: at 1 % no bfloat16 check could pass) and half
+#: the 30 % that must never pass.  Long memories grow a tolerance past these limits:
+#: inconclusive, with a remedy.
+POWER_LIMITS = {"float64": 0.01, "float32": 0.01, "float16": 0.025, "bfloat16": 0.15}
 POWER_LIMIT = POWER_LIMITS["float64"]
 
 
