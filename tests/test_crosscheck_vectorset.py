@@ -168,7 +168,8 @@ def sigkill_rewrites(tmp_path, delays, old_cases):
             X.write_vectors(tmp_path / "new", "float64")
             assert loaded["set_id"] == X.load_vectors(tmp_path / "new")["set_id"], delay
             assert len(loaded["cases"]) == len(X.CASES)
-            X.write_vectors(vec, "float32", cases=old_cases)              # back to the old set
+            shutil.rmtree(vec)                  # back to the old set (a subset may not be added
+            X.write_vectors(vec, "float32", cases=old_cases)    # to a set of another dtype)
         else:
             assert len(loaded["cases"]) == len(old_cases or X.CASES)
         seen.append(loaded["set_id"])
