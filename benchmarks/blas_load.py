@@ -18,7 +18,7 @@ order) after one warm-up call:
 
 The BLAS thread count is read when NumPy is imported, so the settings need separate processes;
 interleaving the rounds gives every setting the same share of a load that changes.  The verdict
-is the median over rounds of the ratio default / one thread within the round (issue 14's goal:
+is the median over rounds of the ratio default / one thread within the round (the goal:
 at most 1.25).  Nothing here asserts a time.
 """
 

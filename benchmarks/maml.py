@@ -42,9 +42,9 @@ with ``--blas-threads 1`` (``OPENBLAS_NUM_THREADS=1``).  The trainers now limit 
 of their hot loops to one at run time (``ssmref.metarl.threads``), so the default environment
 and ``--blas-threads 1`` should measure the same; compare both on your machine.
 
-The summary compares with the issues' targets: <= 3 s per navigation meta-iteration on 2 cores,
-and the sinusoid second-order meta-gradient no slower than ``torch.func`` (issue 13; it was
-within 2x before).  Times depend on the machine and its load; nothing here asserts a time.
+The summary compares with its targets: <= 3 s per navigation meta-iteration on 2 cores,
+and the sinusoid second-order meta-gradient no slower than ``torch.func``.
+Times depend on the machine and its load; nothing here asserts a time.
 """
 
 import argparse
@@ -91,7 +91,7 @@ from ssmref.metarl.policy.mlp import mlp_policy_init  # noqa: E402
 NAV_TARGET_S = 3.0          # seconds per navigation meta-iteration, on 2 cores
 PAUSE = 0.02                # seconds before each timed sinusoid call
 NAV_TORCH_RATIO = 0.5       # ssmref default / torch MAML-TRPO peer, per sampled step (a measured ratio)
-TORCH_TARGET_RATIO = 1.0    # ssmref / torch.func, sinusoid second-order meta-gradient (issue 13)
+TORCH_TARGET_RATIO = 1.0    # ssmref / torch.func, sinusoid second-order meta-gradient
 
 
 def timed_runs(fn, repeats):

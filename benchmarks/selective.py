@@ -3,7 +3,7 @@ PyTorch float64, as ratios in one process.
 
     PYTHONPATH=. python benchmarks/selective.py [--repeats 3] [--only scan|ssd] [--small]
 
-Workloads (issue 11): ``selective_scan`` with b=2, d=64, n=16, L=4096 (varying B, C; D, z,
+Workloads: ``selective_scan`` with b=2, d=64, n=16, L=4096 (varying B, C; D, z,
 delta_bias, softplus) and ``ssd`` with b=2, L=4096, h=8, p=32, n=64, g=1, chunk_size=64 (D, z,
 dt_bias, softplus, initial_states).  Loss ``sum(W * out)``, gradient w.r.t. every float argument.
 Peers (skipped without torch): a Python loop over time (both) and the chunked form (ssd), in torch

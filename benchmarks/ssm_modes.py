@@ -3,7 +3,7 @@
     python benchmarks/ssm_modes.py [--lengths 1024 4096 16384] [--repeats 5] [--threads 1]
                                    [--budget 30] [--no-jax] [--no-torch]
 
-Workload (issue 13): batch 16, n = 32, m = p = 4, ``ρ(A) = 0.95``, float64, loss ``sum(y²)``, the
+Workload: batch 16, n = 32, m = p = 4, ``ρ(A) = 0.95``, float64, loss ``sum(y²)``, the
 value and the gradient w.r.t. ``A, B, C, D`` (``y`` from the zero state, the output reads the new
 state).  Implementations:
 

@@ -168,7 +168,7 @@ def test_modes_match_taped_definition_to_second_order(rng, mode):
 
 
 def test_ssm_modes_benchmark_runs(capsys):
-    """benchmarks/ssm_modes.py (issue 13's table) runs: the three modes, checked against each other."""
+    """benchmarks/ssm_modes.py (its table) runs: the three modes, checked against each other."""
     import importlib.util
     import pathlib
     path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "ssm_modes.py"
