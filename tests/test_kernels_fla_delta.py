@@ -131,12 +131,14 @@ def test_bfloat16_reductions_emulated():
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_low_precision_sweep(vectors, dtype):
-    """float16 and bfloat16 (GPU bfloat16 emulated): every kernel passes every case it takes
-    (chunk_delta_rule included: it runs in these dtypes)."""
+    """float16 and bfloat16 (GPU bfloat16 emulated): every kernel is within the tolerance of every
+    case it takes (chunk_delta_rule included: it runs in these dtypes); where the dtype's table
+    is too weak for a case (bfloat16's long memory) the case is inconclusive, not passed."""
     got = reports(vectors(dtype), dtype, client.CASES, tuple(client.KERNELS),
                   gpu_bfloat16=True)
-    assert len(got) == 16 and all(r.passed for r in got.values()), \
-        {n: str(r) for n, r in got.items() if not r.passed}
+    assert len(got) == 16 and all(r.within_tolerance for r in got.values()), \
+        {n: str(r) for n, r in got.items() if not r.within_tolerance}
+    assert all(r.passed or r.inconclusive for r in got.values())
 
 
 @pytest.mark.slow

@@ -119,12 +119,13 @@ def test_empty_sequence_finding(vectors):
 
 @pytest.mark.slow
 def test_every_case_bfloat16(vectors):
-    """Every case but the varlen one passes bfloat16's tolerances (the varlen one fails as
-    ``test_empty_sequence_finding`` says)."""
+    """Every case but the varlen one is within bfloat16's tolerances (the varlen one fails as
+    ``test_empty_sequence_finding`` says; the long memory is inconclusive in bfloat16)."""
     cases = [c for c in client.CASES if c != "mamba3_siso_varlen"]
     got = reports(cases, vectors("bfloat16"))
-    assert len(got) == 5 and all(r.passed for r in got.values()), \
-        {n: str(r) for n, r in got.items() if not r.passed}
+    assert len(got) == 5 and all(r.within_tolerance for r in got.values()), \
+        {n: str(r) for n, r in got.items() if not r.within_tolerance}
+    assert all(r.passed or r.inconclusive for r in got.values())   # long memory: inconclusive
 
 
 @pytest.mark.slow
