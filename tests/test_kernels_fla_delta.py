@@ -9,8 +9,6 @@ the decoding step and the backward.  Skipped when triton, torch or fla-core are 
 """
 
 import importlib.util
-import os
-import sys
 
 import pytest
 
@@ -20,18 +18,7 @@ for _package in ("triton", "fla"):                  # not importorskip: the harn
         pytest.skip(f"{_package} is not installed: run examples/kernels/install.sh",
                     allow_module_level=True)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KERNELS = os.path.join(ROOT, "examples", "kernels")
-
-
-def _load(name):
-    """The example module ``name``, registered so the clients' ``import harness`` finds it."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(KERNELS, f"{name}.py"))
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.kernel_examples import load as _load  # noqa: E402
 
 
 harness = _load("harness")

@@ -16,8 +16,6 @@ Skipped when triton, torch or the mamba_ssm sdist are not installed
 """
 
 import importlib.util
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -27,18 +25,7 @@ if importlib.util.find_spec("triton") is None:      # not importorskip: the harn
     pytest.skip("triton is not installed: run examples/kernels/install.sh",
                 allow_module_level=True)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KERNELS = os.path.join(ROOT, "examples", "kernels")
-
-
-def _load(name):
-    """The example module ``name``, registered so the clients' ``import harness`` finds it."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(KERNELS, f"{name}.py"))
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.kernel_examples import load as _load  # noqa: E402
 
 
 harness = _load("harness")
