@@ -1,6 +1,6 @@
 """Test-time adaptation: the 8-step update against a hand-written reference, its invariants under
 hostile configurations, the guards, episodic contexts, the registry, selection, monitoring, hooks,
-and one regression test per deviation from the prototype."""
+and one regression test per failure mode of docs/adaptation.md's table."""
 
 import contextlib
 import copy
@@ -480,7 +480,7 @@ def test_registry_forms(fresh_names):
 
 
 def test_unknown_strategy_raises_and_lists_names():
-    # prototype deviation: an unknown name silently became "none"
+    # failure mode: an unknown name silently becoming "none"
     with pytest.raises(ValueError) as e:
         create_adapter(LinearModel(onp.random.default_rng(0)), None, "tnet")
     for name in ("none", "tent", "eata"):
@@ -784,7 +784,7 @@ def test_observe_matches_direct_formulas(seed, n, c, seq):
 
 
 def test_feature_shift_uses_the_statistics_before_the_batch():
-    # prototype deviation: the batch was compared with statistics that already contained it
+    # failure mode: the batch compared with statistics that already contain it
     adapter = create_adapter(LinearModel(onp.random.default_rng(0)),
                              AdaptationConfig(monitor_momentum=0.9))
     logits = onp.zeros((4, CLASSES))
@@ -929,11 +929,11 @@ def test_meta_rl_hook_with_ssm_meta_policy(discrete):
 
 
 # ---------------------------------------------------------------------------------------------
-# Prototype deviations, one regression test each (the rest are above)
+# The failure modes of docs/adaptation.md's table, one regression test each (the rest are above)
 # ---------------------------------------------------------------------------------------------
 
 def test_first_step_is_already_inside_the_trust_region():
-    # prototype: the EMA anchor started after the first step, so the first step was unconstrained
+    # failure mode: an anchor started after the first step leaves the first step unconstrained
     rng = onp.random.default_rng(0)
     model = LinearModel(rng)
     theta0 = AD.copy_tree(model.params)
@@ -948,7 +948,7 @@ def test_first_step_is_already_inside_the_trust_region():
 
 
 def test_step_bound_acts_on_the_adam_step_and_zero_tensors_move():
-    # prototype: the bound scaled the gradient (Adam undoes that), and zero tensors never moved
+    # failure mode: a bound on the gradient (Adam undoes it), zero tensors that never move
     class Z:
         def __init__(self):
             self.params = {"zero": onp.zeros(4), "big": onp.full(4, 2.5)}

@@ -22,7 +22,8 @@ from ssmref.ssm.recurrent import ssm_step
 
 
 class StateSpaceModel:
-    """A linear SSM that keeps its hidden state across calls (the prototype's ``core/ssm.py``).
+    """A linear SSM that keeps its hidden state across calls (the original README's State Space
+    Model class).
 
     ``params`` is the parameter dict, read at call time by :meth:`forward` and
     :meth:`forward_sequence` (so the test-time adapter can swap traced parameters in).

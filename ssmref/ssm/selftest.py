@@ -2,7 +2,7 @@
 
 Each case prints one line (``PASS name`` or ``FAIL name: why``); the last line is
 ``N passed, M failed`` and the exit status is non-zero iff any case failed.  The cases are the
-prototype's five (initialisation and forward pass, sequence processing, state persistence and
+five of the original README (initialisation and forward pass, sequence processing, state persistence and
 reset, save/load, parameter access) plus numerical ones: mode equivalence, gradients against
 central differences, and discretization round trips.
 """

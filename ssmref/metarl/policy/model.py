@@ -25,7 +25,7 @@ def _resolve(name, value, alias_name, alias):
 
 
 class SSMMetaPolicy:
-    """The SSM policy with its parameters, spec and rollout state (the prototype's
+    """The SSM policy with its parameters, spec and rollout state (the original README's
     ``SSMMetaPolicy``, with a real SSM layer).
 
     ``params`` is the parameter tree, read **at call time** by every method, so an adapter can set
