@@ -189,7 +189,7 @@ def issue_1017(path):
     float32 reference and the kernel's bfloat16 cast of Q, K, V, Z, Angles, Trap, each against
     ssmref in float64 on the float32 inputs."""
     refs32 = load_refs(path, float64=False)
-    print("issue 1017's configuration, float32 inputs: mamba's metric (p95 rel) / mean|diff| / "
+    print("mamba issue 1017's configuration, float32 inputs: mamba's metric (p95 rel) / mean|diff| / "
           "max|diff| of out")
     print(f"  {'case':16s} {'float32 fwd_ref':32s} {'float64, six inputs in bf16':32s} "
           f"{'... and out rounded to bf16':32s}")

@@ -80,3 +80,44 @@ def test_doc_test_files_pass_under_pytest(path, name, code, tmp_path):
 def test_the_in_process_example_is_there():
     assert [n for _, n, _ in TEST_FILES if n == "test_my_selective_scan.py"]
 
+
+
+#: Projects whose issue trackers the text may cite ("mamba issue 1017"); the project's own issues
+#: and its history belong in commit messages, not in what describes the project as it is.
+UPSTREAM = r"(?:mamba|mamba\.py|mamba\.py's|Triton,|triton|vLLM|fla|PyTorch|JAX|autograd)"
+HISTORY = re.compile(r"\bprototype\b|\bissue \d+|\b(?:earlier|previous) (?:version|session|rule)s?\b",
+                     re.IGNORECASE)
+
+
+def _described_text():
+    paths = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for sub in ("ssmref", "examples", "benchmarks"):
+        paths += sorted((ROOT / sub).rglob("*.py"))
+    return paths
+
+
+def history_words(text):
+    """The places in ``text`` that speak of the project's history: the word "prototype", an
+    issue number not attributed to an upstream project, an earlier version or rule."""
+    found = []
+    for m in HISTORY.finditer(text):
+        before = text[max(0, m.start() - 20):m.start()]
+        if m.group(0).lower().startswith("issue") and re.search(UPSTREAM + r"\s+$", before):
+            continue
+        found.append(m.group(0))
+    return found
+
+
+def test_history_finder_finds_history():
+    assert history_words("as the prototype wrote it; the goal of issue 13") == ["prototype", "issue 13"]
+    assert history_words("mamba issue 1017 and mamba.py issue 26; Triton, issue 7009") == []
+    assert history_words("The earlier rule let it pass") == ["earlier rule"]
+
+
+def test_text_describes_the_project_as_it_is():
+    bad = {}
+    for path in _described_text():
+        words = history_words(path.read_text(encoding="utf-8"))
+        if words:
+            bad[str(path.relative_to(ROOT))] = words
+    assert not bad, f"history in the project's text (belongs in commit messages): {bad}"
