@@ -47,7 +47,10 @@ def environment():
 def pinned_env():
     """``(environment variables, None)`` for the pinned arithmetic, or ``(None, reason)`` where
     this machine cannot compute it (not x86-64, no AVX2/FMA)."""
-    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:                                                 # NumPy 1.x
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return None, f"the pinned arithmetic is x86-64's; this machine is {platform.machine()}"
     if not (__cpu_features__.get("AVX2") and __cpu_features__.get("FMA3")):
@@ -75,7 +78,9 @@ def generate(out_dir, *, certify=False):
     if env is None:
         raise RuntimeError(reason)
     cmd = [sys.executable, "-m", "ssmref", "vectors", out_dir] + (["--certify"] if certify else [])
-    subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-4000:]}")
     return read_set(out_dir, certify=certify)
 
 
