@@ -19,11 +19,12 @@ import sys
 
 import numpy as onp
 
-from ssmref import highprec as H
+from ssmref.crosscheck import highprec as H
+from ssmref.crosscheck.families.structured_bounds import (diag_kernel_error_bound, diag_scan_error_bound,
+                                                          dplr_kernel_error_bound)
+from ssmref.crosscheck.families.structured_certify import certify, mp_diag_kernel, mp_dplr_kernel
 from ssmref.ssm import ssm_kernel
 from ssmref.structured import diag_kernel, diag_scan, diag_to_dense, dplr_kernel, init_diag, init_dplr
-from ssmref.structured.bounds import diag_kernel_error_bound, diag_scan_error_bound, dplr_kernel_error_bound
-from ssmref.structured.certify import certify, mp_diag_kernel, mp_dplr_kernel
 
 L = 1001
 

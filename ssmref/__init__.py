@@ -10,7 +10,6 @@ Foundation (single modules)
   :mod:`ssmref.params`      parameter trees: map, flatten, ravel, norms, stop_gradient
   :mod:`ssmref.storage`     trusted files: atomic writes, ``.npz`` read header-first, bounded JSON
   :mod:`ssmref.recurrence`  the diagonal linear recurrence (adjoint VJP) and the associative scan
-  :mod:`ssmref.highprec`    40-digit recomputation for certifying the references (mpmath, optional)
   :mod:`ssmref.optim`       torch-exact Adam and global-norm clipping, as (init, update) pairs
   :mod:`ssmref.nn`          dense layers, MLPs, softmax, categorical and Gaussian distributions
   :mod:`ssmref.maml`        MAML / FOMAML / Meta-SGD: adapt, meta_loss, meta_gradient
@@ -28,7 +27,9 @@ Applications (subpackages)
                             monitors
 
 Tools
-  :mod:`ssmref.crosscheck`  golden vectors and the checker for ports (``vectors`` / ``check``)
+  :mod:`ssmref.crosscheck`  golden vectors and the checker for ports (``vectors`` / ``check``),
+                            and the certification of the references: 40-digit recomputations
+                            (``crosscheck.highprec``, mpmath, optional) and error bounds
   :mod:`ssmref.experiments` measurements that use the public API (not library): TTA under
                             shifted dynamics, a meta-trained policy under a rescaled action
   :mod:`ssmref.cli`         ``python -m ssmref``

@@ -18,12 +18,12 @@ import pytest
 mpmath = pytest.importorskip("mpmath")
 
 from ssmref import crosscheck as X                                       # noqa: E402
-from ssmref import highprec                                              # noqa: E402
+from ssmref.crosscheck import highprec                                   # noqa: E402
 from ssmref.crosscheck import registry                                   # noqa: E402
 from ssmref.crosscheck.families import selective_ref                     # noqa: E402
+from ssmref.crosscheck.families.structured_bounds import (               # noqa: E402
+    diag_scan_vjp_dt_bound, dplr_kernel_error_bound)
 from ssmref.selective import selective_scan                              # noqa: E402
-from ssmref.structured.bounds import (diag_scan_vjp_dt_bound,              # noqa: E402
-                                      dplr_kernel_error_bound)
 
 #: Cheap cases (a few seconds together), certified as they are.
 CHEAP = ["ssm_scan", "ssm_step", "ssm_scan_vjp", "discretize_zoh", "discretize_bilinear",

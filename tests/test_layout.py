@@ -1,5 +1,6 @@
 """The package's layout is part of the specification: no import cycles, short modules, one
-NumPy alias convention, and the layers of docs/index.md.
+NumPy alias convention, the layers of docs/index.md, and certification (40-digit references,
+error bounds, high-precision arithmetic) only in the kit.
 
 Imports are read from the source (``ast``), module level and inside functions alike: a lazy import
 inside a function closes a cycle as surely as one at the top.
@@ -7,6 +8,7 @@ inside a function closes a cycle as surely as one at the top.
 
 import ast
 import pathlib
+import re
 
 import pytest
 
@@ -146,10 +148,72 @@ def test_foundation_does_not_import_the_layers_above():
         assert not above, f"{name} imports {above}"
 
 
+MODEL_PACKAGES = ("ssmref.ssm", "ssmref.structured", "ssmref.selective", "ssmref.delta")
+APPLICATIONS_AND_TOOLS = ("ssmref.metarl", "ssmref.adaptation", "ssmref.crosscheck",
+                          "ssmref.experiments", "ssmref.cli")
+
+
+def in_package(name, packages):
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
 def test_models_do_not_import_applications_or_tools():
     for name, deps in GRAPH.items():
-        if name.startswith("ssmref.ssm"):
-            bad = sorted(d for d in deps if d.startswith(("ssmref.metarl", "ssmref.adaptation",
-                                                          "ssmref.crosscheck", "ssmref.experiments",
-                                                          "ssmref.cli")))
+        if in_package(name, MODEL_PACKAGES):
+            bad = sorted(d for d in deps if in_package(d, APPLICATIONS_AND_TOOLS))
             assert not bad, f"{name} imports {bad}"
+
+
+# Certification (40-digit references, error bounds, the high-precision arithmetic under them) is
+# the kit's: a model package holds models, the foundation what models and applications share.
+KIT = "ssmref.crosscheck"
+CERTIFICATION = re.compile(r"certify|bounds|highprec|\w+_(ref|certify|bounds)")
+
+
+def misplaced_certification(modules, graph):
+    """Messages for each certification module outside the kit, each module outside the kit that
+    imports one, and each module outside the kit that imports mpmath (the 40-digit arithmetic)."""
+    def certifying(name):
+        return CERTIFICATION.fullmatch(name.rpartition(".")[2]) is not None
+
+    out = [f"{name} is certification outside {KIT}" for name in sorted(modules)
+           if certifying(name) and not in_package(name, (KIT,))]
+    for name in sorted(graph):
+        if not in_package(name, (KIT,)):
+            out += [f"{name} imports {d}" for d in sorted(graph[name]) if certifying(d)]
+    return out
+
+
+def mpmath_importers():
+    found = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "mpmath" or n.startswith("mpmath.") for n in names):
+                found.setdefault(name, node.lineno)
+    return found
+
+
+def test_the_certification_rule_finds_misplaced_modules():
+    modules = {"ssmref.structured.certify", "ssmref.structured.bounds", "ssmref.highprec",
+               "ssmref.selective.scan_ref", "ssmref.delta.rule", "ssmref.crosscheck.highprec",
+               "ssmref.crosscheck.families.structured_bounds", "ssmref.crosscheck.families.ssm_ref"}
+    graph = {name: set() for name in modules}
+    graph["ssmref.delta.rule"] = {"ssmref.crosscheck.families.ssm_ref"}
+    assert misplaced_certification(modules, graph) == [
+        "ssmref.highprec is certification outside ssmref.crosscheck",
+        "ssmref.selective.scan_ref is certification outside ssmref.crosscheck",
+        "ssmref.structured.bounds is certification outside ssmref.crosscheck",
+        "ssmref.structured.certify is certification outside ssmref.crosscheck",
+        "ssmref.delta.rule imports ssmref.crosscheck.families.ssm_ref"]
+
+
+def test_certification_lives_in_the_kit():
+    """No module named certify, bounds, highprec or *_ref / *_certify / *_bounds outside
+    ssmref.crosscheck (not in a model package, not in the foundation, not in an application),
+    none imported from outside it, and mpmath imported only inside it."""
+    assert not misplaced_certification(MODULES, GRAPH)
+    outside = {n: line for n, line in mpmath_importers().items() if not in_package(n, (KIT,))}
+    assert not outside, f"mpmath imported outside {KIT}: {outside}"
+    assert "ssmref.crosscheck.highprec" in mpmath_importers()

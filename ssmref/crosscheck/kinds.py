@@ -59,7 +59,7 @@ class Kind:
                                                         # with the attrs the checker reads
     complex_inputs: tuple = ()                          # required inputs stored as complex128
     # (inputs, attrs) -> {output: object array of mpmath numbers}: an independent recomputation
-    # in 40 digits (ssmref.highprec; mpmath imported only when called), for ``ref_error``
+    # in 40 digits (ssmref.crosscheck.highprec; mpmath imported only when called), for ref_error
     reference: Optional[Callable] = None
     # (inputs, attrs) -> {output: κ >= 1}: the cancellation factor of an output that is a sum of
     # terms larger than itself (κ = Σ|t_n| / |Σ t_n|); it scales atol in every dtype

@@ -154,11 +154,12 @@ def certified(kind):
 
 def ref_errors(kind, inputs, attrs, outputs):
     """``{output: ||y − y_40||_F / ||y_40||_F}`` of the expected ``outputs`` against the kind's
-    40-digit recomputation from ``inputs`` (:func:`ssmref.highprec.ref_error`; needs mpmath)."""
+    40-digit recomputation from ``inputs`` (:func:`ssmref.crosscheck.highprec.ref_error`; needs
+    mpmath)."""
     rules = KIND_RULES[kind]
     if rules.reference is None:
         raise ValueError(f"kind {kind!r} has no 40-digit reference")
-    from ssmref import highprec                          # mpmath only on this path
+    from ssmref.crosscheck import highprec               # mpmath only on this path
     ref = rules.reference(inputs, attrs)
     if set(ref) != set(outputs):
         raise RuntimeError(f"kind {kind}: the reference has outputs {sorted(ref)}, the case "

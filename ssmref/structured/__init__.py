@@ -16,9 +16,11 @@ Modules (equations in each module's docstring; the spec is ``docs/structured.md`
 - :mod:`~ssmref.structured.dplr`           S4: bilinear DPLR recurrence and the Cauchy kernel
 - :mod:`~ssmref.structured.init`           initial / random test parameters
 - :mod:`~ssmref.structured.validate`       argument checks (``ValueError`` naming the argument)
-- :mod:`~ssmref.structured.bounds`         first-order rounding-error bounds (where 1e-14 is not reachable)
-- :mod:`~ssmref.structured.certify`        40-digit references, ``certify`` / ``reference`` (needs
-  ``mpmath``, imported lazily; built on :mod:`ssmref.highprec`)
+
+The certification lives in the kit: :mod:`ssmref.crosscheck.families.structured_certify` (40-digit
+recomputations, ``certify`` / ``reference``; mpmath, imported lazily) and
+:mod:`ssmref.crosscheck.families.structured_bounds` (first-order rounding-error bounds where 1e-14
+is not reachable).
 
 Conventions: ``autograd.grad`` of a real loss w.r.t. a complex ``z`` is ``∂L/∂Re z − i ∂L/∂Im z``
 (as ``jax.grad``; PyTorch's ``.grad`` is its conjugate); outputs read the NEW state

@@ -1,7 +1,7 @@
 """40-digit references of the delta rule kinds: the certification hooks of :mod:`.delta`.
 
-Each function recomputes a kind's expected outputs from the SAME float64 inputs (exact as
-rationals) in 40-digit arithmetic (:mod:`ssmref.highprec`, mpmath imported lazily) by the plain
+Each function recomputes a kind's expected outputs from the SAME float64 inputs (exact as rationals)
+in 40-digit arithmetic (:mod:`ssmref.crosscheck.highprec`, mpmath imported lazily) by the plain
 recurrence, one step after the other (the float64 side: the WY/UT chunked form and autograd)::
 
     q̂ = scale · n(q),  k̂ = n(k),  n(x) = x / sqrt(Σ x² + 1e-6) (when l2norm, else x)
@@ -22,7 +22,7 @@ and the value heads' ``∂q̂, ∂k̂`` summed over each group (GVA).
 
 import numpy as onp
 
-from ssmref import highprec
+from ssmref.crosscheck import highprec
 
 
 def _mp(v):

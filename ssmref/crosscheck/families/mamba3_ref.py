@@ -1,7 +1,7 @@
 """40-digit references of the Mamba-3 kinds: the certification hooks of :mod:`.mamba3`.
 
-Each function recomputes a kind's expected outputs from the SAME float64 inputs (exact as
-rationals) in 40-digit arithmetic (:mod:`ssmref.highprec`) by the step loop, one step after the
+Each function recomputes a kind's expected outputs from the SAME float64 inputs (exact as rationals)
+in 40-digit arithmetic (:mod:`ssmref.crosscheck.highprec`) by the step loop, one step after the
 other (the float64 side: the angle as one cumulative sum, the state by SSD's chunks, autograd)::
 
     θ_t = wrap(θ_{t-1} + π tanh(a_t) DT_t)       (exact π; wrap(θ) = θ − 2π floor(θ / 2π))
@@ -32,7 +32,7 @@ and their cotangents through.
 
 import numpy as onp
 
-from ssmref import highprec
+from ssmref.crosscheck import highprec
 
 _STATES = ("Input_Angle_State", "Input_SSM_State", "Input_K_State", "Input_V_State")
 _OUTPUTS = ("out", "angle_state", "ssm_state", "k_state", "v_state")

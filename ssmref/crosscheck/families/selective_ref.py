@@ -1,7 +1,7 @@
 """40-digit references of the selective kinds: the certification hooks of :mod:`.selective`.
 
-Each function recomputes a kind's expected outputs from the SAME float64 inputs (exact as
-rationals) in 40-digit arithmetic (:mod:`ssmref.highprec`, mpmath imported lazily) by the plain
+Each function recomputes a kind's expected outputs from the SAME float64 inputs (exact as rationals)
+in 40-digit arithmetic (:mod:`ssmref.crosscheck.highprec`, mpmath imported lazily) by the plain
 recurrence over time, one step after the other (the float64 side: the adjoint primitive, grouped
 matrix products, SSD's chunked form, autograd), and returns ``{output: object array}``::
 
@@ -47,7 +47,7 @@ summed over batch rows, and over the channels (heads) of a group for grouped B a
 
 import numpy as onp
 
-from ssmref import highprec
+from ssmref.crosscheck import highprec
 from ssmref.crosscheck.families import selective_naive
 from ssmref.crosscheck.precision import round_to_dtype
 

@@ -1,9 +1,9 @@
 """40-digit references of the dense SSM kinds: the certification hooks of :mod:`.ssm`.
 
 Each function recomputes one kind's expected outputs from the SAME float64 inputs (exact as
-rationals) in 40-digit arithmetic (:mod:`ssmref.highprec`, mpmath imported lazily) by the plain
-algorithm, and returns ``{output name: object array of mpmath numbers}``; the registry scores the
-float64 outputs against them with :func:`ssmref.highprec.ref_error`::
+rationals) in 40-digit arithmetic (:mod:`ssmref.crosscheck.highprec`, mpmath imported lazily) by the
+plain algorithm, and returns ``{output name: object array of mpmath numbers}``; the registry scores
+the float64 outputs against them with :func:`ssmref.crosscheck.highprec.ref_error`::
 
     ssm_scan       h_t = A h_{t-1} + B u_t,  y_t = C h_t + D u_t          (the recurrence)
     ssm_step       h_next = A h + B u,  y = C h_next + D u
@@ -20,7 +20,7 @@ scaling and squaring with Padé for ``expm``), so agreement is evidence, not an 
 
 import numpy as onp
 
-from ssmref import highprec
+from ssmref.crosscheck import highprec
 
 PARAMS = ("A", "B", "C", "D")
 

@@ -33,7 +33,7 @@ from ssmref.structured import (bidirectional, diag_convolve, diag_discretize, di
                                s4d_kernel, s4d_lin)
 from ssmref.checks import check_choice
 from ssmref.structured import validate as structured_validate
-from ssmref.structured import bounds
+from ssmref.crosscheck.families import structured_bounds
 
 DIAG = ("Lambda", "B", "C", "D", "dt")
 DPLR = ("Lambda", "P", "Q", "B", "dt")
@@ -326,7 +326,7 @@ def _scan_vjp_condition(x, a):
     """``ddt``'s cancellation with one ``Δ`` for every state (a sum over the states' terms)."""
     if onp.shape(x["dt"]) != ():
         return {}
-    return {"ddt": bounds.diag_scan_vjp_dt_bound(x, a, 1.0)}
+    return {"ddt": structured_bounds.diag_scan_vjp_dt_bound(x, a, 1.0)}
 
 
 def _grads(*names):

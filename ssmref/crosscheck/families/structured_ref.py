@@ -1,10 +1,11 @@
 """40-digit references of the structured kinds: the certification hooks of :mod:`.structured`.
 
-Each function recomputes a kind's expected outputs from the same float64 inputs in 40-digit
-arithmetic (:mod:`ssmref.highprec`; mpmath imported lazily), by an algorithm independent of the
-float64 one, and returns ``{output name: object array of mpmath numbers}``:
+Each function recomputes a case's expected outputs from the same float64 inputs in 40-digit
+arithmetic (:mod:`ssmref.crosscheck.highprec`; mpmath imported lazily), by an algorithm independent
+of the float64 one, and returns ``{output name: object array of mpmath numbers}``; the forward
+passes are :mod:`.structured_certify`'s recomputations of the model functions:
 
-    diag_discretize  exp, expm1 and quotients                  (ssmref.structured.certify)
+    diag_discretize  exp, expm1 and quotients
     diag_scan        the plain recurrence                      (the expected values: FFT convolution)
     diag_kernel      running products Λ̄^{k+1} = Λ̄ Λ̄^k         (expected: exp(kΔΛ) compensated)
     s4d_kernel       the same, channel by channel
@@ -28,8 +29,8 @@ pairing); the real ``Δ`` gets ``Re`` of the same products.
 
 import numpy as onp
 
-from ssmref import highprec
-from ssmref.structured import certify
+from ssmref.crosscheck import highprec
+from ssmref.crosscheck.families import structured_certify
 
 
 def _diag(x):
@@ -45,20 +46,21 @@ def _scale(a):
 
 def discretize(x, a):
     """``{"Lambda_bar", "B_bar"}``."""
-    lam_bar, B_bar = certify.mp_diag_discretize(_diag(x), a["method"])
+    lam_bar, B_bar = structured_certify.mp_diag_discretize(_diag(x), a["method"])
     return {"Lambda_bar": lam_bar, "B_bar": B_bar}
 
 
 def scan(x, a):
     """``{"y", "x_last"}`` by the recurrence."""
-    y, x_last = certify.mp_diag_scan(_diag(x), x["u"], x["h0"], method=a["method"], output=a["output"])
+    y, x_last = structured_certify.mp_diag_scan(_diag(x), x["u"], x["h0"], method=a["method"],
+                                                output=a["output"])
     return {"y": y, "x_last": x_last}
 
 
 def kernel(x, a):
     """``{"K"}`` by running products."""
-    return {"K": certify.mp_diag_kernel(_diag(x), int(a["length"]), method=a["method"],
-                                   output=a["output"])}
+    return {"K": structured_certify.mp_diag_kernel(_diag(x), int(a["length"]), method=a["method"],
+                                                   output=a["output"])}
 
 
 @highprec.high_precision
@@ -70,7 +72,7 @@ def s4d_kernel(x, a):
     for h in range(Hn):
         prm = {"Lambda": x["Lambda"][h], "B": x["B"][h][:, None], "C": x["C"][:, h],
                "D": onp.zeros((c, 1)), "dt": x["dt"][h]}
-        K[:, h] = certify.mp_diag_kernel(prm, L, method=a["method"], output=a["output"])[:, :, 0].T
+        K[:, h] = structured_certify.mp_diag_kernel(prm, L, method=a["method"], output=a["output"])[:, :, 0].T
     return {"K": K}
 
 
@@ -79,28 +81,29 @@ def bidirectional(x, a):
     """``{"y"}``: the forward recurrence plus the backward one on the reversed input."""
     prm = _diag(x)
     back = dict(prm, C=x["Cb"], D=onp.zeros_like(x["D"]))
-    y_f, _ = certify.mp_diag_scan(prm, x["u"], None, method=a["method"], output=a["output"])
-    y_b, _ = certify.mp_diag_scan(back, x["u"][:, ::-1], None, method=a["method"], output=a["output"])
+    y_f, _ = structured_certify.mp_diag_scan(prm, x["u"], None, method=a["method"], output=a["output"])
+    y_b, _ = structured_certify.mp_diag_scan(back, x["u"][:, ::-1], None, method=a["method"],
+                                             output=a["output"])
     return {"y": y_f + y_b[:, ::-1]}
 
 
 def dplr_discretize(x, a):
     """``{"A_bar", "B_bar"}`` by dense LU."""
-    A_bar, B_bar = certify.mp_dplr_discretize(x)
+    A_bar, B_bar = structured_certify.mp_dplr_discretize(x)
     return {"A_bar": A_bar, "B_bar": B_bar}
 
 
 @highprec.high_precision
 def dplr_truncate(x, a):
     """``{"Ct"}``: ``C − C Ā^L``."""
-    A_bar, _ = certify.mp_dplr_discretize(x)
+    A_bar, _ = structured_certify.mp_dplr_discretize(x)
     C = highprec.to_mp(x["C"])
     return {"Ct": C - onp.dot(C, highprec.matrix_power(A_bar, int(a["length"])))}
 
 
 def dplr_kernel(x, a):
     """``{"K"}`` from ``C = C̃ (I − Ā^L)^{-1}`` and the dense powers."""
-    return {"K": certify.mp_dplr_kernel(x, int(a["length"]))}
+    return {"K": structured_certify.mp_dplr_kernel(x, int(a["length"]))}
 
 
 # --- gradients ------------------------------------------------------------------------------

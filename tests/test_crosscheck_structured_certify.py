@@ -8,12 +8,13 @@ from hypothesis import strategies as st
 
 mpmath = pytest.importorskip("mpmath")
 
-from ssmref import highprec as H                                          # noqa: E402
+from ssmref.crosscheck import highprec as H                               # noqa: E402
+from ssmref.crosscheck.families.structured_bounds import (  # noqa: E402
+    diag_kernel_error_bound, diag_scan_error_bound, dplr_kernel_error_bound)
+from ssmref.crosscheck.families.structured_certify import (  # noqa: E402
+    certify, mp_diag_kernel, reference)
 from ssmref.ssm import ssm_kernel                                         # noqa: E402
 from ssmref.structured import diag_kernel, diag_to_dense, init_diag, init_dplr  # noqa: E402
-from ssmref.structured.bounds import (diag_kernel_error_bound, diag_scan_error_bound,  # noqa: E402
-                                      dplr_kernel_error_bound)
-from ssmref.structured.certify import certify, mp_diag_kernel, reference  # noqa: E402
 
 
 def test_highprec_conversions_are_exact_and_ref_error_measures_what_it_should():

@@ -14,7 +14,9 @@ never when ``ssmref`` is imported.  Arrays of mpmath numbers are NumPy object ar
 ``*``, ``onp.dot`` and ``onp.einsum``-free loops work on them elementwise; every function that
 computes in high precision runs under ``mpmath.workdps(DPS)``.
 
-Used by :mod:`ssmref.structured.certify`; the same helpers serve the dense and selective kinds.
+The kit's certification is built on these helpers: every family's 40-digit references
+(:mod:`ssmref.crosscheck.families`, the ``*_ref`` modules and :mod:`.structured_certify`) and the
+``ref_error`` of ``python -m ssmref vectors --certify``.
 """
 
 import functools

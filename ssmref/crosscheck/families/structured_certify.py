@@ -1,7 +1,9 @@
-"""40-digit references for the structured kinds, and the measured error of the float64 results.
+"""40-digit recomputations of the structured model functions, and the measured error of their
+float64 results.
 
-Each ``mp_*`` function recomputes one kind's output from the same float64 inputs in 40-digit
-arithmetic (:mod:`ssmref.highprec`), by an algorithm independent of the float64 one:
+Each ``mp_*`` function recomputes one function's output from the same float64 arguments in 40-digit
+arithmetic (:mod:`ssmref.crosscheck.highprec`), by an algorithm independent of the float64 one
+(:mod:`.structured_ref` builds the structured cases' references on them):
 
 ==================  ===========================================  =======================================
 kind                float64 (ssmref.structured)                  40-digit reference (here)
@@ -17,15 +19,16 @@ dplr_scan           O(N r) Woodbury steps                        dense ``Ā``, `
 :func:`certify` returns ``{output name: normwise relative error}`` of the float64 function against
 its reference; :func:`reference` returns the reference rounded to float64 (golden values).
 
-A-priori bounds where 1e-14 is not reachable: :func:`diag_scan_error_bound` (running error
-analysis of the recurrence; it grows like ``ε/(1 − |Λ̄|)`` for slowly decaying modes, which no
-float64 recurrence avoids because ``Λ̄`` itself is rounded), :func:`diag_kernel_error_bound`
-(``ε (c + n)`` per unit of ``Σ_n |C B̄ Λ̄^k|`` for ZOH; plus ``k|w|ε`` for bilinear).
+A-priori bounds where 1e-14 is not reachable are in :mod:`.structured_bounds`:
+``diag_scan_error_bound`` (running error analysis of the recurrence; it grows like
+``ε/(1 − |Λ̄|)`` for slowly decaying modes, which no float64 recurrence avoids because ``Λ̄``
+itself is rounded), ``diag_kernel_error_bound`` (``ε (c + n)`` per unit of ``Σ_n |C B̄ Λ̄^k|`` for
+ZOH; plus ``k|w|ε`` for bilinear).
 """
 
 import numpy as onp
 
-from ssmref import highprec
+from ssmref.crosscheck import highprec
 from ssmref.checks import check_choice
 from ssmref.structured import diagonal
 from ssmref.structured import dplr
