@@ -10,6 +10,7 @@ in both forms and every variant on every case.  Skipped when jax is not installe
 """
 
 import ast
+import functools
 import importlib.util
 import os
 import subprocess
@@ -33,8 +34,13 @@ FAST_VARIANTS = ["delta_rule", "gated_delta_rule", "gated_delta_rule_step"]
 FAST_CHUNKED = ["kda", "gated_delta_rule_beta_per_channel"]
 
 
+VARIANTS = ("beta-on-value", "gate-after", "tile-heads", "varlen-carry")
+
+
+@functools.lru_cache(maxsize=None)
 def touched():
-    """variant -> the cases its convention touches, from the cases' own inputs and attrs."""
+    """variant -> the cases its convention touches, from the cases' own inputs and attrs (built
+    when first asked, not at collection)."""
     cases = {n: X.build_case(n) for n in DELTA}
     return {
         "beta-on-value": set(DELTA),                                     # every case has β < 1
@@ -43,9 +49,6 @@ def touched():
                        if x["v"].shape[-2] > x["q"].shape[-2] > 1},
         "varlen-carry": {n for n, (x, _, _) in cases.items() if "cu_seqlens" in x},
     }
-
-
-TOUCHED = touched()
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +79,14 @@ def test_port_never_imports_ssmref():
 
 
 def test_the_variants_are_the_ones_tested(port):
-    assert set(port.BROKEN) == set(TOUCHED)
+    want = touched()
+    assert set(port.BROKEN) == set(want) == set(VARIANTS)
     assert set(port.KINDS) == {k.name for k in delta.KINDS}
     assert {X.CASES[n].kind for n in FAST} == set(port.KINDS)
-    assert len(TOUCHED["gate-after"]) == 8 and len(TOUCHED["tile-heads"]) == 3
-    assert TOUCHED["varlen-carry"] == {"gated_delta_rule_varlen", "gated_delta_rule_vjp"}
+    assert len(want["gate-after"]) == 8 and len(want["tile-heads"]) == 3
+    assert want["varlen-carry"] == {"gated_delta_rule_varlen", "gated_delta_rule_vjp"}
     for variant in ("gate-after", "tile-heads"):      # the default run tells them apart
-        assert TOUCHED[variant] & set(FAST_VARIANTS) and set(FAST_VARIANTS) - TOUCHED[variant]
+        assert want[variant] & set(FAST_VARIANTS) and set(FAST_VARIANTS) - want[variant]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -109,7 +113,7 @@ def test_broken_variant_fails_exactly_the_cases_it_touches_among_fast(port, vect
     port.run(vectors("float64"), str(tmp_path), "float64", variant, cases=FAST_VARIANTS,
              quiet=True)
     bad, _ = failed(vectors("float64"), tmp_path, FAST_VARIANTS, "float64")
-    assert bad == TOUCHED[variant] & set(FAST_VARIANTS)
+    assert bad == touched()[variant] & set(FAST_VARIANTS)
 
 
 def test_a_recurrence_bug_is_refused_with_chunked(port, vectors, tmp_path):
@@ -132,11 +136,11 @@ def test_port_passes_every_case_from_the_command_line(vectors, tmp_path, dtype):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", sorted(TOUCHED))
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_broken_variant_fails_exactly_the_cases_it_touches(port, vectors, tmp_path, variant):
     port.run(vectors("float64"), str(tmp_path), "float64", variant, quiet=True)
     bad, _ = failed(vectors("float64"), tmp_path, DELTA, "float64")
-    assert bad == TOUCHED[variant]
+    assert bad == touched()[variant]
 
 
 @pytest.mark.slow
@@ -145,4 +149,4 @@ def test_layout_variants_fail_the_same_cases_in_the_chunked_form(port, vectors, 
                                                                  variant):
     port.run(vectors("float64"), str(tmp_path), "float64", variant, quiet=True, chunked=True)
     bad, _ = failed(vectors("float64"), tmp_path, DELTA, "float64")
-    assert bad == TOUCHED[variant]
+    assert bad == touched()[variant]
