@@ -15,7 +15,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGES = ("docs/crosscheck.md", "docs/selective.md", "docs/structured.md")
+PAGES = ("docs/crosscheck.md", "docs/selective.md", "docs/structured.md", "docs/mamba3.md",
+         "docs/delta.md")
 PLACEHOLDERS = ("my_port.py", "my_kernel.py")
 
 
