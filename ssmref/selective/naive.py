@@ -33,6 +33,14 @@ class Arithmetic:
         self.R = (lambda v: v) if R is None else R
         self.work = work
 
+    def arr(self, v):
+        """An input (float64 or complex128) in the working precision, rounded; integer arrays
+        unchanged."""
+        v = onp.asarray(v)
+        if v.dtype.kind == "c":
+            return self.R(v.astype(onp.result_type(self.work, onp.complex64)))
+        return self.R(v.astype(self.work)) if v.dtype.kind == "f" else v
+
     def step(self, dt, bias=None, softplus=False, limit=None):
         """``Δ = clip(softplus(dt + bias), *limit)``, each part when given."""
         R = self.R

@@ -42,14 +42,6 @@ class Arith(Arithmetic):
         defvjp(rnd, lambda ans, v: lambda g: rnd(g))
         super().__init__(rnd, work)
 
-    def arr(self, v):
-        """An input (float64 or complex128, already rounded by the vectors) in the working
-        precision, rounded to the target dtype; integer arrays unchanged."""
-        v = onp.asarray(v)
-        if v.dtype.kind == "c":
-            return self.R(v.astype(onp.result_type(self.work, onp.complex64)))
-        return self.R(v.astype(self.work)) if v.dtype.kind == "f" else v
-
 
 def limit_of(attrs):
     """``attrs["dt_limit"]`` as a pair (the default ``(0, inf)`` when absent)."""
