@@ -237,10 +237,16 @@ def test_one_decoding_of_interleaved_bc():
     assert _where(decodes) == ["ssmref.selective.scan.time_first_bc"]
 
 
-def test_the_kit_runs_the_selective_definitions():
-    """The kit's naive selective baseline is ``ssmref.selective.naive`` with rounding arithmetic:
-    it defines no recurrence of its own."""
-    tree = ast.parse(MODULES["ssmref.crosscheck.families.selective_naive"].read_text(encoding="utf-8"))
+@pytest.mark.parametrize("kit,definition,theirs", [
+    ("selective_naive", "ssmref.selective.naive", {"recurrence", "step", "gate", "silu"}),
+    ("mamba3_naive", "ssmref.selective.mamba3_loop", {"_sequences", "_rotate", "_sigmoid"}),
+    ("delta_naive", "ssmref.delta.recurrent", {"step", "_l2norm"}),
+    ("ssm", "ssmref.ssm.recurrent", set())])
+def test_the_kits_baselines_run_the_definitions(kit, definition, theirs):
+    """Each naive baseline of the kit is the model's definition with rounding arithmetic: it
+    imports the definition and defines none of its pieces itself."""
+    name = f"ssmref.crosscheck.families.{kit}"
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
     names = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-    assert not names & {"recurrence", "step", "gate", "silu"}, names
-    assert "ssmref.selective.naive" in GRAPH["ssmref.crosscheck.families.selective_naive"]
+    assert not names & theirs, names & theirs
+    assert definition in GRAPH[name]
