@@ -48,6 +48,7 @@ from autograd.tracer import getval, isbox, new_box, toposort, trace_stack
 from ssmref.checks import check_flag, check_int, values
 from ssmref.params import (flatten_dict, is_node, stop_gradient, tree_leaves, tree_map,
                            unflatten_dict)
+from ssmref.recurrence import sum_to
 
 __all__ = ["adapt", "meta_loss", "meta_gradient", "tile_params", "batched_meta_loss",
            "batched_meta_gradient", "stop_gradient"]
@@ -202,17 +203,7 @@ def _sgd(p, g, alpha):
 defvjp(_sgd,
        lambda ans, p, g, alpha: lambda G: G,
        lambda ans, p, g, alpha: lambda G: -alpha * G,
-       lambda ans, p, g, alpha: lambda G: _sum_to(-(G * g), np.shape(alpha)))
-
-
-def _sum_to(x, shape):
-    """``x`` summed over the axes that NumPy broadcasting added or stretched to reach its shape."""
-    while np.ndim(x) > len(shape):
-        x = np.sum(x, axis=0)
-    for axis, size in enumerate(shape):
-        if size == 1 and np.shape(x)[axis] != 1:
-            x = np.sum(x, axis=axis, keepdims=True)
-    return x
+       lambda ans, p, g, alpha: lambda G: sum_to(-(G * g), np.shape(alpha)))
 
 
 def _sgd_step(params, grads, inner_lr):

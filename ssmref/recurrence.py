@@ -56,13 +56,20 @@ def _recurrence(a, b, h0):
     return h
 
 
-def _unbroadcast(x, shape, like):
-    """Sum ``x`` down to ``shape`` (NumPy broadcasting in reverse); real part if ``like`` is real."""
+def sum_to(x, shape):
+    """``x`` summed over the axes that NumPy broadcasting added or stretched to reach its shape
+    from ``shape`` (broadcasting in reverse: the VJP of a broadcast; differentiable)."""
     while np.ndim(x) > len(shape):
         x = np.sum(x, axis=0)
     for axis, size in enumerate(shape):
         if size == 1 and np.shape(x)[axis] != 1:
             x = np.sum(x, axis=axis, keepdims=True)
+    return x
+
+
+def _unbroadcast(x, shape, like):
+    """:func:`sum_to` ``shape``, then the real part if ``like`` is real."""
+    x = sum_to(x, shape)
     if not onp.iscomplexobj(like) and onp.iscomplexobj(x):
         x = np.real(x)
     return x
@@ -254,6 +261,15 @@ def _interleave(even, odd):
         odd = np.concatenate([odd, np.zeros((1,) + np.shape(odd)[1:])], axis=0)
     both = np.stack([even, odd], axis=1)                       # (ne, 2, ...)
     return np.reshape(both, (2 * ne,) + np.shape(even)[1:])[:ne + no]
+
+
+def diagonal_combine(earlier, later):
+    """Compose two diagonal affine maps, ``(a1, b1)`` then ``(a2, b2)``:
+    ``x -> a2 (a1 x + b1) + b2 = (a2 a1) x + (a2 b1 + b2)`` (elementwise), the operation whose
+    :func:`associative_scan` over ``(a_t, b_t)`` gives every state of ``h_t = a_t h_{t-1} + b_t``."""
+    a1, b1 = earlier
+    a2, b2 = later
+    return a2 * a1, a2 * b1 + b2
 
 
 def associative_scan(combine, elems):

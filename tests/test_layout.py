@@ -217,3 +217,100 @@ def test_certification_lives_in_the_kit():
     outside = {n: line for n, line in mpmath_importers().items() if not in_package(n, (KIT,))}
     assert not outside, f"mpmath imported outside {KIT}: {outside}"
     assert "ssmref.crosscheck.highprec" in mpmath_importers()
+
+
+# ---------------------------------------------------------------------------------------------
+# One definition of each shared piece of math (found by its shape in the source, not its name)
+# ---------------------------------------------------------------------------------------------
+
+def _functions():
+    """``(module, function node)`` for every function defined in the package."""
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.Lambda)):
+                yield name, node
+
+
+def _where(predicate):
+    """``module.function`` of every function with a node (not inside a nested function) for
+    which ``predicate`` holds."""
+    found = []
+    for module, fn in _functions():
+        body = fn.body if isinstance(fn.body, list) else [fn.body]
+        nodes = [n for stmt in body for n in ast.walk(stmt)]
+        nested = {id(m) for n in nodes if n is not fn and isinstance(n, (ast.FunctionDef, ast.Lambda))
+                  for m in ast.walk(n) if m is not n}
+        if any(predicate(n) for n in nodes if id(n) not in nested):
+            found.append(f"{module}.{getattr(fn, 'name', '<lambda>')}")
+    return sorted(set(found))
+
+
+def _is_name(node, name=None):
+    return isinstance(node, ast.Name) and (name is None or node.id == name)
+
+
+def _is_mult(node):
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult)
+
+
+def test_output_scale_is_defined_once_and_alone_reads_2re():
+    """``s = 2`` for ``output="2re"``: one function, and no other compares ``output`` with "2re"."""
+    defs = [m for m, fn in _functions() if getattr(fn, "name", None) == "output_scale"]
+    assert defs == ["ssmref.structured.diagonal"], defs
+
+    def compares_2re(n):
+        return isinstance(n, ast.Compare) and any(
+            isinstance(c, ast.Constant) and c.value == "2re" for c in [n.left, *n.comparators])
+    assert _where(compares_2re) == ["ssmref.structured.diagonal.output_scale"]
+
+
+def test_one_diagonal_combine():
+    """``(a1, b1), (a2, b2) -> (a2 a1, a2 b1 + b2)`` elementwise is written once."""
+    def composes(n):
+        if not (isinstance(n, ast.Return) and isinstance(n.value, ast.Tuple) and len(n.value.elts) == 2):
+            return False
+        first, second = n.value.elts
+        return (_is_mult(first) and isinstance(second, ast.BinOp) and isinstance(second.op, ast.Add)
+                and _is_mult(second.left) and _is_name(first.left) and _is_name(second.left.left)
+                and first.left.id == second.left.left.id)
+    assert _where(composes) == ["ssmref.recurrence.diagonal_combine"]
+
+
+def test_one_sum_to_shape():
+    """Broadcasting in reverse (``while ndim(x) > len(shape): sum axis 0``) is written once."""
+    def reduces(n):
+        return (isinstance(n, ast.While) and isinstance(n.test, ast.Compare)
+                and isinstance(n.test.comparators[0], ast.Call) and _is_name(n.test.comparators[0].func, "len"))
+    assert _where(reduces) == ["ssmref.recurrence.sum_to"]
+
+
+def test_one_decoding_of_interleaved_bc():
+    """``X[..., 0::2] + 1j X[..., 1::2]`` (mamba's interleaved complex B/C) is decoded once."""
+    def strided(n, start):
+        # x[..., start::2]
+        if not isinstance(n, ast.Subscript):
+            return False
+        parts = n.slice.elts if isinstance(n.slice, ast.Tuple) else [n.slice]
+        return any(isinstance(s, ast.Slice) and isinstance(s.lower, ast.Constant) and s.lower.value == start
+                   and isinstance(s.step, ast.Constant) and s.step.value == 2 for s in parts)
+
+    def decodes(n):
+        return (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add) and strided(n.left, 0)
+                and _is_mult(n.right) and isinstance(n.right.left, ast.Constant)
+                and n.right.left.value == 1j and strided(n.right.right, 1))
+    assert _where(decodes) == ["ssmref.selective.scan.time_first_bc"]
+
+
+@pytest.mark.parametrize("kit,definition,theirs", [
+    ("selective_naive", "ssmref.selective.naive", {"recurrence", "step", "gate", "silu"}),
+    ("mamba3_naive", "ssmref.selective.mamba3_loop", {"_sequences", "_rotate", "_sigmoid"}),
+    ("delta_naive", "ssmref.delta.recurrent", {"step", "_l2norm"}),
+    ("ssm", "ssmref.ssm.recurrent", set())])
+def test_the_kits_baselines_run_the_definitions(kit, definition, theirs):
+    """Each naive baseline of the kit is the model's definition with rounding arithmetic: it
+    imports the definition and defines none of its pieces itself."""
+    name = f"ssmref.crosscheck.families.{kit}"
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    names = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert not names & theirs, names & theirs
+    assert definition in GRAPH[name]

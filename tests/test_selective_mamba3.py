@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssmref.selective import mamba3_siso, mamba3_siso_step, ssd
+from ssmref.selective.mamba3_loop import mamba3_loop
 
 NAMES = ("Q", "K", "V", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z")
 
@@ -173,3 +174,26 @@ def test_bad_step_input():
     with pytest.raises(ValueError, match=r"Input_States\[1\] \(SSM state\) must have shape "
                                          r"\(batch=2, nheads=4, headdim_v=3, headdim_qk=4\)"):
         mamba3_siso_step(**args, Input_States=(s[0], s[1][:, :, :2], s[2], s[3]))
+
+
+STATE_NAMES = ("Input_Angle_State", "Input_SSM_State", "Input_K_State", "Input_V_State")
+OUTPUTS = ("out", "angle_state", "ssm_state", "k_state", "v_state")
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2 ** 32 - 1), L=st.integers(1, 10), hqk=st.sampled_from([1, 2]),
+       r=st.integers(1, 3), states=st.booleans(), options=st.booleans())
+def test_every_form_equals_the_definition(seed, L, hqk, r, states, options):
+    """The chunked form, the recurrence and the step against the plain loop (exact arithmetic)."""
+    x, s = draw(onp.random.default_rng(seed), L=L, hqk=hqk, n=6, r=r, states=states, options=options)
+    inputs = dict({k: v for k, v in x.items() if v is not None}, **dict(zip(STATE_NAMES, s or ())))
+    want = mamba3_loop(inputs)
+    want = [want[k] for k in OUTPUTS]
+    for method in ("chunked", "recurrence"):
+        close(run(x, s, 4, method=method), want)
+    first = mamba3_loop({k: v[:, :1] if k in ("Q", "K", "V", "Angles", "Z") else
+                         (v[..., :1] if k in ("ADT", "DT", "Trap") else v) for k, v in inputs.items()})
+    args = [None if x[k] is None else x[k][:, 0] if k in ("Q", "K", "V", "Angles", "Z") else
+            (x[k][..., 0] if k in ("ADT", "DT", "Trap") else x[k]) for k in NAMES]
+    o, final = mamba3_siso_step(*args, s)
+    close([o, *final], [first["out"][:, 0]] + [first[k] for k in OUTPUTS[1:]])

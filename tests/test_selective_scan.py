@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ssmref.selective import selective_scan, selective_state_update
 from ssmref.selective.functional import softplus
 from ssmref.selective.lti import time_invariant_ssm
-from ssmref.selective.naive import selective_scan_loop
+from ssmref.selective.naive import selective_scan_loop, state_update_step
 from ssmref.ssm import ssm_scan
 
 LAYOUTS = ("fixed", "varying", "grouped")
@@ -273,3 +273,26 @@ def test_state_update_gradients(heads):
             out, new = selective_state_update(**{**kw, name: v})
             return np.sum(out ** 2) + np.sum(np.sin(new))
         check_grads(loss, modes=["rev"], order=2)(kw[name])
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+def test_state_update_is_the_definitions_step(complex_):
+    """``selective_state_update`` against the plain definition's step (values and gradients)."""
+    rng = onp.random.default_rng(11)
+    b, h, d, n, g = 2, 4, 2, 3, 2
+    cplx = (lambda s: rng.standard_normal(s) + 1j * rng.standard_normal(s)) if complex_ else rng.standard_normal
+    kw = dict(state=cplx((b, h, d, n)), x=rng.standard_normal((b, h, d)), dt=rng.standard_normal((b, h, d)),
+              A=-rng.random((h, d, n)) + (1j * rng.standard_normal((h, d, n)) if complex_ else 0),
+              B=cplx((b, g, n)), C=cplx((b, g, n)), D=rng.standard_normal((h, d)),
+              z=rng.standard_normal((b, h, d)), dt_bias=rng.standard_normal((h, d)), dt_softplus=True)
+    out, new = selective_state_update(**kw)
+    want, want_new = state_update_step(**kw)
+    close(new, want_new, 1e-13)
+    close(out, want, 1e-13)
+    if not complex_:
+        for name in ("x", "dt", "A", "B", "D", "z", "dt_bias"):
+            def loss(v, fun):
+                o, s = fun(**{**kw, name: v})
+                return np.sum(o ** 2) + np.sum(np.sin(s))
+            close(autograd.grad(loss)(kw[name], selective_state_update),
+                  autograd.grad(loss)(kw[name], state_update_step), 1e-12)

@@ -30,9 +30,15 @@ import autograd.numpy as np
 L2NORM_EPS = 1e-6
 
 
-def l2norm(x, eps=L2NORM_EPS):
-    """``x / sqrt(Σ_last x² + eps)`` along the last axis (fla's ``l2norm_fwd``; smooth in ``x``)."""
-    return x / np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + eps)
+def _exact(x):
+    return x
+
+
+def l2norm(x, eps=L2NORM_EPS, rnd=None):
+    """``x / sqrt(Σ_last x² + eps)`` along the last axis (fla's ``l2norm_fwd``; smooth in ``x``).
+    ``rnd``: the arithmetic, applied to the result of every operation (``None``: exact)."""
+    R = _exact if rnd is None else rnd
+    return R(x / R(np.sqrt(R(np.sum(x * x, axis=-1, keepdims=True)) + eps)))
 
 
 def core_layout(q, k, v, g, beta, scale, l2norm_qk):
@@ -55,20 +61,25 @@ def core_layout(q, k, v, g, beta, scale, l2norm_qk):
     return q, k, v, g, beta
 
 
-def delta_step_core(S, q, k, v, g, beta):
+def delta_step_core(S, q, k, v, g, beta, rnd=None):
     """One step: ``(o (B, HV, V), S_new (B, HV, K, V))`` from ``S (B, HV, K, V)``,
-    ``q, k (B, HV, K)``, ``v (B, HV, V)``, ``g (B, HV, Kg)``, ``beta (B, HV, Vb)``."""
-    P = np.exp(g)[..., None] * S                                  # (B, HV, K, V): decay first
-    u = beta * (v - np.einsum("bhkv,bhk->bhv", P, k))             # (B, HV, V): β ⊙ (v − Pᵀk)
-    S_new = P + k[..., None] * u[..., None, :]                    # (B, HV, K, V): P + k uᵀ
-    return np.einsum("bhkv,bhk->bhv", S_new, q), S_new            # o = S_newᵀ q
+    ``q, k (B, HV, K)``, ``v (B, HV, V)``, ``g (B, HV, Kg)``, ``beta (B, HV, Vb)``.
+    ``rnd``: the arithmetic, applied to the result of every operation (``None``: exact, the
+    float64 definition; the cross-check kit's naive baseline rounds to a dtype); the sums over
+    ``K`` run in the arrays' precision and are rounded once."""
+    R = _exact if rnd is None else rnd
+    P = R(R(np.exp(g))[..., None] * S)                            # (B, HV, K, V): decay first
+    Pk = R(np.sum(P * k[..., None], axis=-2))                     # (B, HV, V): Pᵀk
+    u = R(beta * R(v - Pk))                                       # (B, HV, V): β ⊙ (v − Pᵀk)
+    S_new = R(P + R(k[..., None] * u[..., None, :]))              # (B, HV, K, V): P + k uᵀ
+    return R(np.sum(S_new * q[..., None], axis=-2)), S_new        # o = S_newᵀ q
 
 
-def delta_recurrence(q, k, v, g, beta, S):
+def delta_recurrence(q, k, v, g, beta, S, rnd=None):
     """``(o (B, T, HV, V), S_T (B, HV, K, V))``: :func:`delta_step_core` for ``t = 0..T-1``."""
     outs = []
     for t in range(np.shape(v)[1]):
-        o, S = delta_step_core(S, q[:, t], k[:, t], v[:, t], g[:, t], beta[:, t])
+        o, S = delta_step_core(S, q[:, t], k[:, t], v[:, t], g[:, t], beta[:, t], rnd)
         outs.append(o)
     if not outs:
         return np.zeros(np.shape(v)), S

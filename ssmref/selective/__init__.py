@@ -12,8 +12,10 @@ every float argument:
 
 Building blocks others may reuse: :func:`.scan.selective_core` (the unchecked recurrence of both
 scan functions), :func:`.chunked.ssd_chunked` and :func:`.ssd.ssd_recurrence` (the SSD forms),
-:func:`.functional.diagonal_scan` (recurrence / associative scan), :mod:`.naive` (the definitions as
-taped loops) and :func:`.lti.time_invariant_ssm` (the dense system of the time-invariant case).
+:func:`.functional.diagonal_scan` (recurrence / associative scan), :mod:`.naive` and
+:mod:`.mamba3_loop` (the definitions as taped loops, with their arithmetic passed in: exact, or
+rounding to a dtype for the cross-check kit) and :func:`.lti.time_invariant_ssm` (the dense system
+of the time-invariant case).
 Equations, conventions and how they differ from mamba_ssm and JAX ports: ``docs/selective.md``
 (Mamba-3: ``docs/mamba3.md``).
 """

@@ -17,7 +17,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.extend import defvjp, primitive
 
-from ssmref.recurrence import linear_recurrence
+from ssmref.recurrence import diagonal_combine, linear_recurrence
 from ssmref.ssm import associative_scan
 
 SCAN_METHODS = ("recurrence", "parallel")
@@ -68,13 +68,6 @@ def matmul(a, b):
     return contiguous(np.matmul(contiguous(a), contiguous(b)))
 
 
-def _compose(earlier, later):
-    """``(a1, b1)`` then ``(a2, b2)``: ``x -> a2 (a1 x + b1) + b2 = (a2 a1) x + (a2 b1 + b2)``."""
-    a1, b1 = earlier
-    a2, b2 = later
-    return a2 * a1, a2 * b1 + b2
-
-
 def diagonal_scan(a, b, h0=None, method="recurrence"):
     """All states ``h: (T, ...)`` of ``h_t = a_t ⊙ h_{t-1} + b_t`` with ``h_{-1} = h0``.
 
@@ -86,5 +79,5 @@ def diagonal_scan(a, b, h0=None, method="recurrence"):
         return linear_recurrence(a, b, h0)
     if h0 is not None:
         b = np.concatenate([(b[0] + a[0] * h0)[None], b[1:]], axis=0)       # (T, ...)
-    _, h = associative_scan(_compose, (a, b))
+    _, h = associative_scan(diagonal_combine, (a, b))
     return h

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import autograd.numpy as np
 import numpy as onp
+from autograd.tracer import getval
 
 from ssmref.selective import args
 from ssmref.selective.functional import contiguous, diagonal_scan, silu, step_size
@@ -82,14 +83,24 @@ def selective_core(u, dt, A, B, C, D=None, z=None, h0=None, method="recurrence")
     return y, x[-1]
 
 
-def time_first_bc(X, layout):
-    """B or C (validated, see :func:`ssmref.selective.args.scan_bc`) in :func:`selective_core`'s
-    form: fixed ``(1, 1, d, n)``; varying and grouped :class:`Grouped` ``(L, b, g, n)``."""
-    if layout == "fixed":
+def time_first_bc(X, complex_A):
+    """B or C of the selective scan, time first: fixed ``(d, n)`` -> ``(1, 1, d, n)``; varying
+    ``(b, n, L)``, grouped ``(b, g, n, L)`` -> ``(L, b, g, n)`` (varying: ``g = 1``); for complex
+    ``A`` a real one is ``(re, im)`` interleaved, ``(b, [g,] n, 2L)``, and is made complex (exact).
+    The one decoding of the layouts, used by every form of the scan and by the kit."""
+    if np.ndim(X) == 2:
         return X[None, None]                                       # (1, 1, d, n)
-    if layout == "interleaved":
-        X = X[..., 0::2] + 1j * X[..., 1::2]                       # (b, g, n, L) complex
-    return Grouped(contiguous(np.transpose(X, (3, 0, 1, 2))))      # (L, b, g, n)
+    if np.ndim(X) == 3:
+        X = X[:, None]                                             # (b, 1, n, Lx)
+    if complex_A and not onp.iscomplexobj(getval(X)):
+        X = X[..., 0::2] + 1j * X[..., 1::2]                       # (b, g, n, L) from (re, im)
+    return np.transpose(X, (3, 0, 1, 2))                           # (L, b, g, n)
+
+
+def _operand(X, complex_A):
+    # time_first_bc in selective_core's form: fixed as is, the others Grouped (contiguous)
+    V = time_first_bc(X, complex_A)
+    return V if np.ndim(X) == 2 else Grouped(contiguous(V))
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -107,12 +118,13 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     (log-depth associative scan); they agree to rounding.  Nothing is modified in place.
     See docs/selective.md for the conventions; softplus is exact (no threshold at 20).
     """
-    u, delta, A, (B, lay_B), (C, lay_C), D, z, delta_bias = args.scan_args(
+    u, delta, A, (B, _), (C, _), D, z, delta_bias = args.scan_args(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method)
     t_first = lambda v: None if v is None else np.transpose(v, (2, 0, 1))   # noqa: E731  (L, b, d)
     dt = step_size(t_first(delta), delta_bias, delta_softplus)      # (L, b, d)
-    out, last = selective_core(t_first(u), dt, A, time_first_bc(B, lay_B), time_first_bc(C, lay_C),
-                               D, t_first(z), method=method)
+    cA = args.is_complex(A)
+    out, last = selective_core(t_first(u), dt, A, _operand(B, cA), _operand(C, cA), D, t_first(z),
+                               method=method)
     out = np.transpose(out, (1, 2, 0))                             # (b, d, L)
     return (out, last) if return_last_state else out
 

@@ -18,10 +18,14 @@ from ssmref.recurrence import dense_recurrence, matmul_last
 from ssmref.ssm.dims import PARAM_NAMES, check_sequence_inputs, check_step_inputs
 
 
-def step(params, h, u):
-    """One step of the recurrence, unchecked: ``(y, h')`` for ``h: (..., n)``, ``u: (..., m)``."""
-    h_next = np.dot(h, params["A"].T) + np.dot(u, params["B"].T)      # (..., n)
-    y = np.dot(h_next, params["C"].T) + np.dot(u, params["D"].T)       # (..., p)
+def step(params, h, u, rnd=None):
+    """One step of the recurrence, unchecked: ``(y, h')`` for ``h: (..., n)``, ``u: (..., m)``.
+
+    ``rnd`` is the arithmetic: applied to the result of every operation (``None``: exact, the
+    float64 definition; the cross-check kit's naive baseline passes rounding to a dtype)."""
+    R = (lambda v: v) if rnd is None else rnd
+    h_next = R(R(np.dot(h, params["A"].T)) + R(np.dot(u, params["B"].T)))    # (..., n)
+    y = R(R(np.dot(h_next, params["C"].T)) + R(np.dot(u, params["D"].T)))    # (..., p)
     return y, h_next
 
 

@@ -35,7 +35,7 @@ import autograd.numpy as np
 import numpy as onp
 
 from ssmref.checks import check_choice, shape_of
-from ssmref.recurrence import linear_recurrence
+from ssmref.recurrence import diagonal_combine, linear_recurrence
 from ssmref.ssm import associative_scan, causal_fft_conv
 from ssmref.structured import accurate
 from ssmref.structured import validate
@@ -83,6 +83,8 @@ def _readout(C, x, D, u, scale):
 
 
 def output_scale(output):
+    """``s`` of ``y = s·Re(C x) + D u``: ``2.0`` for ``output="2re"`` (the conjugate-symmetric
+    half), else ``1.0``; the one definition, used by every form, bound and reference."""
     return 2.0 if output == "2re" else 1.0
 
 
@@ -117,12 +119,6 @@ def diag_scan(params, u, h0=None, *, method, output):
     return diag_scan_core(Lam, B, C, D, dt, u, h0, method, output)
 
 
-def _diag_combine(a, b):
-    # (λ1, v1) then (λ2, v2): x -> λ2 (λ1 x + v1) + v2
-    (l1, v1), (l2, v2) = a, b
-    return l2 * l1, l2 * v1 + v2
-
-
 def diag_parallel_scan(params, u, h0=None, *, method, output):
     """Same values as :func:`diag_scan`, by the associative scan of S5 (Smith et al. 2023):
     elements ``(Λ̄, B̄ u_t)`` combined by ``(λ1, v1) • (λ2, v2) = (λ2 λ1, λ2 v1 + v2)`` with
@@ -137,7 +133,7 @@ def diag_parallel_scan(params, u, h0=None, *, method, output):
     if h0 is not None:
         v = np.concatenate([v[:1] + lam_bar * h0, v[1:]], axis=0)
     lam_t = lam_bar * np.ones(np.shape(v))                   # (T, ..., n): Λ̄ at every step
-    _, x = associative_scan(_diag_combine, (lam_t, v))       # (T, ..., n)
+    _, x = associative_scan(diagonal_combine, (lam_t, v))       # (T, ..., n)
     x = np.moveaxis(x, 0, -2)                                # (..., T, n)
     return _readout(C, x, D, u, output_scale(output)), x[..., -1, :]
 

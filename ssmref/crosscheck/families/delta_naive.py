@@ -1,6 +1,8 @@
-"""Baseline mode for the delta rule kinds: the plain recurrence in a target dtype, rounding after
-every operation (``R``: :func:`ssmref.crosscheck.precision.rounder`; the reductions over ``K``
-accumulate in the working precision, float32 for float16 / bfloat16, then round once)::
+"""Baseline mode for the delta rule kinds: the definition (:func:`ssmref.delta.recurrent.l2norm`,
+:func:`~ssmref.delta.recurrent.delta_recurrence`, :func:`~ssmref.delta.recurrent.delta_step_core`)
+in a target dtype, rounding after every operation (``R``: :func:`ssmref.crosscheck.precision.rounder`;
+the reductions over ``K`` accumulate in the working precision, float32 for float16 / bfloat16,
+then round once)::
 
     n(x)  = R(x / R(sqrt(R(Σ x²) + 1e-6)))          (when use_qk_l2norm_in_kernel)
     q̂     = R(scale · n(q))
@@ -18,21 +20,17 @@ import numpy as onp
 from autograd.tracer import getval
 
 from ssmref.crosscheck.families.selective_naive import Arith
+from ssmref.delta.recurrent import delta_recurrence, delta_step_core, l2norm
 
 #: The float inputs of the sequence kinds that have gradients (``d<name>``).
 GRADS = ("q", "k", "v", "g", "beta", "initial_state")
-
-
-def _l2norm(ar, x):
-    R = ar.R
-    return R(x / R(np.sqrt(R(np.sum(x * x, axis=-1, keepdims=True)) + 1e-6)))
 
 
 def _layout(ar, x, attrs, time=True):
     """``q̂, k̂ (…, HV, K)``, ``g (…, HV, Kg)``, ``beta (…, HV, Vb)`` in the dtype."""
     q, k, v = x["q"], x["k"], x["v"]
     if attrs["use_qk_l2norm_in_kernel"]:
-        q, k = _l2norm(ar, q), _l2norm(ar, k)
+        q, k = l2norm(q, rnd=ar.R), l2norm(k, rnd=ar.R)
     q = ar.R(q * ar.R(onp.asarray(attrs["scale"], dtype=ar.work)))
     axis = 2 if time else 1
     rep = np.shape(v)[axis] // np.shape(q)[axis]
@@ -42,16 +40,6 @@ def _layout(ar, x, attrs, time=True):
         (g[..., None] if np.ndim(g) == axis + 1 else g)
     beta = x["beta"][..., None] if np.ndim(x["beta"]) == axis + 1 else x["beta"]
     return q, k, v, g, beta
-
-
-def step(ar, S, q, k, v, g, beta):
-    """One step in the dtype: ``(o, S_new)``; shapes as :func:`ssmref.delta.recurrent.delta_step_core`."""
-    R = ar.R
-    P = R(R(np.exp(g))[..., None] * S)
-    Pk = R(np.sum(P * k[..., None], axis=-2))                     # (B, HV, V)
-    u = R(beta * R(v - Pk))
-    S = R(P + R(k[..., None] * u[..., None, :]))
-    return R(np.sum(S * q[..., None], axis=-2)), S
 
 
 def sequence(ar, x, attrs):
@@ -67,11 +55,11 @@ def sequence(ar, x, attrs):
     outs, finals = [], []
     for n, (a, b) in enumerate(segments):
         S = S0 if cu is None else S0[n:n + 1]
-        for t in range(a, b):
-            o, S = step(ar, S, q[:, t], k[:, t], v[:, t], g[:, t], beta[:, t])
+        if b > a:                                                 # the definition, rounded by R
+            o, S = delta_recurrence(q[:, a:b], k[:, a:b], v[:, a:b], g[:, a:b], beta[:, a:b], S, ar.R)
             outs.append(o)
         finals.append(S)
-    return np.stack(outs, axis=1), (finals[0] if cu is None else np.concatenate(finals, axis=0))
+    return np.concatenate(outs, axis=1), (finals[0] if cu is None else np.concatenate(finals, axis=0))
 
 
 def naive_sequence(inputs, attrs, R, work):
@@ -97,5 +85,5 @@ def naive_step(inputs, attrs, R, work):
     ar = Arith(R, work)
     x = {k: ar.arr(v) for k, v in inputs.items()}
     q, k, v, g, beta = _layout(ar, x, attrs, time=False)
-    o, new = step(ar, x["state"], q, k, v, g, beta)
+    o, new = delta_step_core(x["state"], q, k, v, g, beta, ar.R)
     return {"o": o, "new_state": new}

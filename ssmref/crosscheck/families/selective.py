@@ -39,6 +39,7 @@ from ssmref.crosscheck.kinds import Case, Kind
 from ssmref.crosscheck.precision import DTYPES, round_to_dtype
 from ssmref.selective import args as selective_args
 from ssmref.selective import selective_scan, selective_state_update, ssd
+from ssmref.selective.functional import step_size
 
 # ---------------------------------------------------------------------------------------------
 # The references (float64, from ssmref.selective)
@@ -249,18 +250,13 @@ def memory(log_decay, keep=None):
 
 def _scan_length(x, attrs):
     bias = x.get("delta_bias")
-    dt = x["delta"] if bias is None else x["delta"] + bias[:, None]       # (b, d, L)
-    if attrs["delta_softplus"]:
-        dt = onp.logaddexp(0.0, dt)
+    dt = step_size(x["delta"], None if bias is None else bias[:, None], attrs["delta_softplus"])
     log_a = onp.moveaxis(dt, 2, 0)[..., None] * onp.real(x["A"])           # (L, b, d, n)
     return memory(log_a)
 
 
 def _ssd_length(x, attrs):
-    dt = x["dt"] if "dt_bias" not in x else x["dt"] + x["dt_bias"]        # (b, L, h)
-    if attrs["dt_softplus"]:
-        dt = onp.logaddexp(0.0, dt)
-    dt = onp.clip(dt, *selective_naive.limit_of(attrs))
+    dt = step_size(x["dt"], x.get("dt_bias"), attrs["dt_softplus"], selective_naive.limit_of(attrs))
     keep = None
     if "seq_idx" in x:
         idx = x["seq_idx"]
@@ -270,9 +266,7 @@ def _ssd_length(x, attrs):
 
 
 def _decode_length(x, attrs):
-    dt = x["dt"] if "dt_bias" not in x else x["dt"] + x["dt_bias"]        # (S, b, [h,] d)
-    if attrs["dt_softplus"]:
-        dt = onp.logaddexp(0.0, dt)
+    dt = step_size(x["dt"], x.get("dt_bias"), attrs["dt_softplus"])      # (S, b, [h,] d)
     return memory(dt[..., None] * onp.real(x["A"]))                       # (S, b, [h,] d, n)
 
 

@@ -50,6 +50,7 @@ import numpy as onp
 from ssmref.crosscheck import highprec
 from ssmref.crosscheck.families import selective_naive
 from ssmref.crosscheck.precision import round_to_dtype
+from ssmref.selective.scan import time_first_bc
 
 #: Distance, relative to a decode state's terms ``T``, within which its rounding to
 #: ``state_dtype`` must not change (checked in 40 digits): above the double rounding's window
@@ -109,13 +110,6 @@ def _step_size(v, bias, softplus, limit=None):
     return delta, slope
 
 
-def _complex_pairs(X):
-    """Real ``(..., 2L)`` with ``(re, im)`` interleaved -> complex ``(..., L)`` (exact)."""
-    Z = onp.empty(X.shape[:-1] + (X.shape[-1] // 2,), dtype=complex)
-    Z.real, Z.imag = X[..., 0::2], X[..., 1::2]
-    return Z
-
-
 def _as_input(G, like, interleaved):
     """A gradient ``∂q`` of the complex or real quantity in the layout and kind of the input."""
     if interleaved:
@@ -138,12 +132,7 @@ class _BC:
         X = onp.asarray(X)
         self.raw, self.fixed, self.grouped = X, X.ndim == 2, X.ndim == 4
         self.interleaved = complex_A and X.dtype.kind != "c" and not self.fixed
-        if self.fixed:
-            self.values = _mp(X)[None, None]
-        else:
-            X = X if self.grouped else X[:, None]
-            X = _complex_pairs(X) if self.interleaved else X
-            self.values = _mp(onp.transpose(X, (3, 0, 1, 2)))
+        self.values = _mp(time_first_bc(X, complex_A))               # exact: pairs made complex
         self.d = d
 
     def at(self, t):

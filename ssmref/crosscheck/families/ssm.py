@@ -22,6 +22,7 @@ from ssmref.crosscheck.families import ssm_ref
 from ssmref.crosscheck.families.ssm_log_depth import (log_depth_kernel, log_depth_scan,
                                                       log_depth_vjp, vjp_outputs)
 from ssmref.crosscheck.kinds import Case, Kind, memory_length
+from ssmref.ssm.recurrent import step
 
 PARAMS = ssm.PARAM_NAMES
 
@@ -239,10 +240,10 @@ def _naive_scan(x, attrs, R, work):
 
 
 def _naive_step(x, attrs, R, work):
-    A, B, C, D = (R(onp.asarray(x[k], dtype=work)) for k in PARAMS)
+    params = {k: R(onp.asarray(x[k], dtype=work)) for k in PARAMS}
     h, u = R(onp.asarray(x["h"], dtype=work)), R(onp.asarray(x["u"], dtype=work))
-    h_next = R(R(h @ A.T) + R(u @ B.T))
-    return {"h_next": h_next, "y": R(R(h_next @ C.T) + R(u @ D.T))}
+    y, h_next = step(params, h, u, R)                     # the definition, rounded by R
+    return {"h_next": h_next, "y": y}
 
 
 def _naive_vjp(x, attrs, R, work):

@@ -31,7 +31,7 @@ import numpy as onp
 
 from ssmref.structured import accurate
 from ssmref.structured import validate
-from ssmref.structured.diagonal import discrete_system, diag_scan_core
+from ssmref.structured.diagonal import diag_scan_core, discrete_system, output_scale
 from ssmref.structured.dplr import unit_roots
 
 EPS = onp.finfo(float).eps / 2
@@ -63,7 +63,7 @@ def diag_kernel_error_bound(params, length, *, method, output):
     mod_pow = onp.abs(accurate.power(k, dt, Lam, method))                         # |λ̄|^k, (L, n)
     c_k = 4.0 + (3.0 * k * accurate.bilinear_error_scale(dt, Lam) if method == "bilinear" else 0.0)
     weight = mod_pow * (C_B[method] + c_k + 2 * C_OP + n + 1) * EPS              # (L, n)
-    s = 2.0 if output == "2re" else 1.0
+    s = output_scale(output)
     err = s * onp.einsum("pn,ln,nm->lpm", onp.abs(C), weight, onp.abs(Bbar))
     K = s * onp.real(onp.einsum("pn,ln,nm->lpm", C, accurate.power(k, dt, Lam, method), Bbar))
     return _norm_rel(err, K)
@@ -88,7 +88,7 @@ def diag_scan_error_bound(params, u, h0=None, *, method, output):
     x = onp.zeros((ub.shape[0], n), complex) if h0 is None else onp.broadcast_to(h0, (ub.shape[0], n)) + 0j
     rho = onp.abs(lam_bar)
     e = onp.zeros(x.shape)
-    s = 2.0 if output == "2re" else 1.0
+    s = output_scale(output)
     ey = onp.zeros(ub.shape[:2] + (p,))
     for t in range(ub.shape[1]):
         b = ub[:, t] @ Bbar.T                                                     # (batch, n)

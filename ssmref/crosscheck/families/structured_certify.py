@@ -33,6 +33,7 @@ from ssmref.checks import check_choice
 from ssmref.structured import diagonal
 from ssmref.structured import dplr
 from ssmref.structured import validate
+from ssmref.structured.diagonal import output_scale
 
 EPS = onp.finfo(float).eps / 2          # unit roundoff 2^-53
 
@@ -62,10 +63,6 @@ def mp_diag_discretize(params, method):
     check_choice("method", method, validate.METHODS)
     (Lam, B, C, D, dt), _ = _diag_inputs(params)
     return _mp_discretize(Lam, B, dt, method)
-
-
-def output_scale(output):
-    return 2 if output == "2re" else 1
 
 
 @highprec.high_precision

@@ -19,6 +19,8 @@ bfloat16 held in float32 / complex64), the way a straightforward port computes::
 
 import numpy as onp
 
+from ssmref.structured.diagonal import output_scale
+
 
 def _cw(work):
     return onp.complex64 if work == onp.float32 else onp.complex128
@@ -31,10 +33,6 @@ def _get(x, names, R, work):
         a = onp.asarray(x[k])
         out.append(R(a.astype(_cw(work) if a.dtype.kind == "c" else work)))
     return out
-
-
-def _scale(a):
-    return 2.0 if a["output"] == "2re" else 1.0
 
 
 def _factors(Lam, dt, method, R):
@@ -84,7 +82,7 @@ def scan(x, a, R, work):
     Lam, B, C, D, dt, u, h0 = _get(x, ("Lambda", "B", "C", "D", "dt", "u", "h0"), R, work)
     f, Bbar = _discretize(Lam, B, dt, a["method"], R)
     X = _states(f[0], Bbar, u, h0, R)
-    return {"y": R(_readout(X, C, _scale(a), R) + R(u @ D.T)), "x_last": X[:, -1]}
+    return {"y": R(_readout(X, C, output_scale(a["output"]), R) + R(u @ D.T)), "x_last": X[:, -1]}
 
 
 def _chain(f, g_lam_bar, g_Bbar, B, dt_shape, R):
@@ -100,7 +98,7 @@ def scan_vjp(x, a, R, work):
     """The scan's outputs and gradients by the forward and reverse recurrences in the dtype."""
     Lam, B, C, D, dt, u, h0, gy, gx = _get(
         x, ("Lambda", "B", "C", "D", "dt", "u", "h0", "gy", "gx"), R, work)
-    s = _scale(a)
+    s = output_scale(a["output"])
     f, Bbar = _discretize(Lam, B, dt, a["method"], R)
     lam_bar = f[0]
     X = _states(lam_bar, Bbar, u, h0, R)                      # (b, T, n)
@@ -137,13 +135,13 @@ def kernel(x, a, R, work):
     f, Bbar = _discretize(Lam, B, dt, a["method"], R)
     W = _powers(f[0], int(a["length"]), R)                    # (L, n)
     CB = R(C[:, :, None] * Bbar[None])                        # (p, n, m)
-    return {"K": R(_scale(a) * onp.real(R(onp.einsum("ln,pnm->lpm", W, CB))))}
+    return {"K": R(output_scale(a["output"]) * onp.real(R(onp.einsum("ln,pnm->lpm", W, CB))))}
 
 
 def kernel_vjp(x, a, R, work):
     """The kernel and its gradients, sums over lags in the dtype."""
     Lam, B, C, dt, gK = _get(x, ("Lambda", "B", "C", "dt", "gK"), R, work)
-    s = _scale(a)
+    s = output_scale(a["output"])
     f, Bbar = _discretize(Lam, B, dt, a["method"], R)
     L = int(a["length"])
     W = _powers(f[0], L, R)                                   # (L, n)
@@ -172,13 +170,13 @@ def s4d_kernel(x, a, R, work):
     f, Bbar = _discretize(Lam.reshape(-1), B.reshape(-1, 1), onp.repeat(dt, N), a["method"], R)
     W = _powers(f[0].reshape(H, N), int(a["length"]), R)      # (L, H, N)
     CB = R(C * Bbar.reshape(H, N)[None])                      # (c, H, N)
-    return {"K": R(_scale(a) * onp.real(R(onp.einsum("chi,lhi->chl", CB, W))))}
+    return {"K": R(output_scale(a["output"]) * onp.real(R(onp.einsum("chi,lhi->chl", CB, W))))}
 
 
 def bidirectional(x, a, R, work):
     """S5's layer: a forward and a backward recurrence in the dtype."""
     Lam, B, C, Cb, D, dt, u = _get(x, ("Lambda", "B", "C", "Cb", "D", "dt", "u"), R, work)
-    s = _scale(a)
+    s = output_scale(a["output"])
     f, Bbar = _discretize(Lam, B, dt, a["method"], R)
     h0 = onp.zeros((u.shape[0], Lam.shape[0]), dtype=Lam.dtype)
     y_f = _readout(_states(f[0], Bbar, u, h0, R), C, s, R)

@@ -31,6 +31,7 @@ import numpy as onp
 
 from ssmref.crosscheck import highprec
 from ssmref.crosscheck.families import structured_certify
+from ssmref.structured.diagonal import output_scale
 
 
 def _diag(x):
@@ -38,10 +39,6 @@ def _diag(x):
     prm.setdefault("C", onp.zeros((1, x["Lambda"].shape[0])))
     prm.setdefault("D", onp.zeros((prm["C"].shape[0], x["B"].shape[1])))
     return prm
-
-
-def _scale(a):
-    return 2 if a["output"] == "2re" else 1
 
 
 def discretize(x, a):
@@ -146,7 +143,7 @@ def _chain(f, g_lam_bar, g_Bbar, B, dt_shape):
 def scan_vjp(x, a):
     """The scan's outputs and gradients by the adjoint recurrence in 40 digits."""
     (Lam, B, C, D, u, h0, gy, gx), dt = _inputs(x, ("Lambda", "B", "C", "D", "u", "h0", "gy", "gx"))
-    s = _scale(a)
+    s = output_scale(a["output"])
     f = _factors(Lam, dt, a["method"])
     lam_bar, Bbar = f[0], f[1][:, None] * B
     batch, T = u.shape[:2]
@@ -183,7 +180,7 @@ def scan_vjp(x, a):
 def kernel_vjp(x, a):
     """The kernel and its gradients, sums over lags in 40 digits."""
     (Lam, B, C, gK), dt = _inputs(x, ("Lambda", "B", "C", "gK"))
-    s, L = _scale(a), int(a["length"])
+    s, L = output_scale(a["output"]), int(a["length"])
     f = _factors(Lam, dt, a["method"])
     lam_bar, Bbar = f[0], f[1][:, None] * B
     zero = highprec.to_mp(0.0)
