@@ -138,9 +138,9 @@ def test_no_private_names_imported_across_modules(name):
 
 
 def test_foundation_does_not_import_the_layers_above():
-    """params, rng, checks, recurrence, optim, nn and maml sit below every model and tool."""
+    """params, rng, checks, recurrence, optim, nn and maml (with maml_args) sit below every model and tool."""
     foundation = {"ssmref.params", "ssmref.rng", "ssmref.checks", "ssmref.recurrence",
-                  "ssmref.optim", "ssmref.nn", "ssmref.maml"}
+                  "ssmref.optim", "ssmref.nn", "ssmref.maml", "ssmref.maml_args"}
     for name in foundation & set(GRAPH):
         above = sorted(m for m in GRAPH[name] if m not in foundation)
         assert not above, f"{name} imports {above}"
@@ -153,3 +153,22 @@ def test_models_do_not_import_applications_or_tools():
                                                           "ssmref.crosscheck", "ssmref.experiments",
                                                           "ssmref.cli")))
             assert not bad, f"{name} imports {bad}"
+
+
+#: Modules that may word their own array checks: the rule itself, and the file loader, whose
+#: archives hold bool and integer data arrays beside the numbers it requires finite.
+OWN_ARRAY_CHECKS = {"ssmref.checks", "ssmref.storage"}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_one_validation_rule_for_arrays(name):
+    """Arrays are checked by :func:`ssmref.checks.check_array` (numeric, never bool, finite unless
+    documented) and by nothing else: no other module words a bool refusal or a non-finite one."""
+    if name in OWN_ARRAY_CHECKS:
+        return
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    texts = [node.value for raise_ in ast.walk(tree) if isinstance(raise_, ast.Raise)
+             for node in ast.walk(raise_)
+             if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    own = [t for t in texts if "got a bool" in t or "non-finite entries" in t]
+    assert not own, f"{name} words its own array check: {own} (use ssmref.checks.check_array)"

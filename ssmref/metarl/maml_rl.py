@@ -34,7 +34,8 @@ from autograd import value_and_grad
 
 from ssmref import maml
 from ssmref.checks import check_choice, check_int, check_scalar
-from ssmref.metarl.policy.core import check_env, log_prob, policy_sequence_core
+from ssmref.metarl.policy.args import check_env
+from ssmref.metarl.policy.core import log_prob, policy_sequence_core
 from ssmref.metarl.policy.kinds import check_policy_params, param_shapes, spec_from_json
 from ssmref.metarl.policy.tasks import split_tasks, tasks_distribution, tasks_rollout, tile_values
 from ssmref.metarl.rl.baseline import fit_linear_baseline_core, predict_linear_baseline_core

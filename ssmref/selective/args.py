@@ -12,7 +12,7 @@ import numbers
 import numpy as onp
 from autograd.tracer import getval, isbox
 
-from ssmref.checks import check_choice, check_flag, check_int, shape_of, values
+from ssmref.checks import check_array, check_choice, check_flag, check_int, shape_of, values
 
 
 def _fmt(shape, names):
@@ -22,23 +22,14 @@ def _fmt(shape, names):
 def array(name, x, shape, names, *, complex_ok=False, note=""):
     """``x`` as a finite float64 (complex128 if ``complex_ok`` and complex) array of ``shape``
     (``None`` = any size, but at least 1); ``names`` label the dims in the error message."""
-    raw = values(name, x)
-    dtype = raw.dtype
     want = _fmt(shape, names)
-    if dtype.kind == "b":
-        raise ValueError(f"{name} must be a float array {want}, got a bool array of shape {shape_of(x)}")
-    if dtype.kind == "c" and not complex_ok:
-        raise ValueError(f"{name} must be real{note}, got a complex array of shape {shape_of(x)}")
-    if dtype.kind not in "iufc":
-        raise ValueError(f"{name} must be a numeric array {want}, got dtype {dtype}")
+    raw = check_array(name, x, complex_ok=complex_ok, note=note)
     got = shape_of(x)
     if len(got) != len(shape) or any((w is not None and w != g) or g < 1 for w, g in zip(shape, got)):
         raise ValueError(f"{name} must have shape {want}{note}, got {got}")
-    if not onp.all(onp.isfinite(raw)):
-        raise ValueError(f"{name} has non-finite entries (shape {got})")
     if isbox(x):
         return x
-    return onp.asarray(raw, dtype=onp.complex128 if dtype.kind == "c" else onp.float64)
+    return onp.asarray(raw, dtype=onp.complex128 if raw.dtype.kind == "c" else onp.float64)
 
 
 def optional(name, x, shape, names, **kw):

@@ -97,14 +97,9 @@ def fit_linear_baseline(obs, returns, mask, reg_coeff=1e-5):
     """
     m = check_mask(mask)
     check_like_mask("returns", returns, m)
+    _check_obs(obs, m)
     obs_v = onp.asarray(getval(obs)).astype(onp.float64)
     ret_v = onp.asarray(getval(returns)).astype(onp.float64)
-    valid = m.reshape(-1) > 0                                   # (N*T,)
-    if not onp.all(onp.isfinite(ret_v.reshape(-1)[valid])):
-        raise ValueError("returns must be finite at valid steps")
-    _check_obs(obs_v, m)
-    if not onp.all(onp.isfinite(obs_v.reshape(-1, obs_v.shape[2])[valid])):
-        raise ValueError("obs must be finite at valid steps")
     return fit_linear_baseline_core(obs_v, ret_v, m, reg_coeff)
 
 
