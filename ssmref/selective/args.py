@@ -8,6 +8,7 @@ argument, the expected and the received shape.  The shapes are mamba_ssm's (see 
 
 import math
 import numbers
+from typing import NamedTuple, Optional
 
 import numpy as onp
 from autograd.tracer import getval, isbox
@@ -180,9 +181,25 @@ def seq_idx_arg(seq_idx, b, L):
     return raw.astype(onp.int64)
 
 
+class SSDArgs(NamedTuple):
+    """Checked arguments of ``ssd`` (all real; plain arrays as float64, boxes unchanged)."""
+    x: object                      # (b, L, h, p)
+    dt: object                     # (b, L, h), before bias, softplus and clamp
+    A: object                      # (h,)
+    B: object                      # (b, L, g, n)
+    C: object                      # (b, L, g, n)
+    chunk_size: int                # 1 <= chunk_size <= L
+    D: Optional[object]            # (h,) or (h, p)
+    z: Optional[object]            # (b, L, h, p)
+    dt_bias: Optional[object]      # (h,)
+    initial_states: Optional[object]  # (b, h, p, n)
+    seq_idx: Optional[onp.ndarray]  # (b, L) int64
+    dt_limit: tuple                # (lo, hi) floats
+
+
 def ssd_args(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus,
              dt_limit, return_final_states, method):
-    """Checked arguments of ``ssd`` (all real)."""
+    """Checked arguments of ``ssd`` as :class:`SSDArgs`."""
     ndim_of("x", x, (4,), "(batch, seqlen, nheads, headdim)")
     x = array("x", x, (None,) * 4, ("batch", "seqlen", "nheads", "headdim"))
     b, L, h, p = shape_of(x)
@@ -209,4 +226,4 @@ def ssd_args(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
     dt_limit = dt_limit_arg(dt_limit)
     check_flag("return_final_states", return_final_states)
     check_choice("method", method, ("chunked", "recurrence", "parallel"))
-    return x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_limit
+    return SSDArgs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_limit)
