@@ -78,10 +78,10 @@ def adapt(params, loss_fn, support, *, inner_lr, steps=1, first_order=False):
     that does not return a real scalar.
     """
     check_common(params, loss_fn, inner_lr, steps, first_order)
-    return _adapt(params, loss_fn, support, inner_lr, steps, first_order)
+    return adapt_core(params, loss_fn, support, inner_lr, steps, first_order)
 
 
-def _adapt(params, loss_fn, support, inner_lr, steps, first_order):
+def adapt_core(params, loss_fn, support, inner_lr, steps, first_order):
     """:func:`adapt` without the argument checks."""
     theta = tree_map(lambda p: p, params)
     for _ in range(int(steps)):
@@ -149,14 +149,14 @@ def meta_loss(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=False):
     unless ``first_order``).  ``tasks`` is a non-empty sequence of ``(support, query)`` pairs.
     """
     check_common(params, loss_fn, inner_lr, steps, first_order)
-    return _meta_loss(params, loss_fn, check_tasks(tasks), inner_lr, steps, first_order)
+    return meta_loss_core(params, loss_fn, check_tasks(tasks), inner_lr, steps, first_order)
 
 
-def _meta_loss(params, loss_fn, tasks, inner_lr, steps, first_order):
+def meta_loss_core(params, loss_fn, tasks, inner_lr, steps, first_order):
     """:func:`meta_loss` without the argument checks."""
     total = 0.0
     for support, query in tasks:
-        fast = _adapt(params, loss_fn, support, inner_lr, steps, first_order)
+        fast = adapt_core(params, loss_fn, support, inner_lr, steps, first_order)
         loss = loss_fn(fast, query)
         if np.ndim(loss) != 0:
             raise ValueError(f"loss_fn: must return a scalar, got shape {np.shape(loss)}")
@@ -193,7 +193,7 @@ def meta_gradient(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=Fals
     check_flag("wrt_inner_lr", wrt_inner_lr)
 
     def objective(theta, alpha):
-        return _meta_loss(theta, loss_fn, tasks, alpha, steps, first_order)
+        return meta_loss_core(theta, loss_fn, tasks, alpha, steps, first_order)
     return _outer_value_and_grad(objective, params, inner_lr, wrt_inner_lr)
 
 
@@ -243,12 +243,12 @@ def batched_meta_loss(params, batched_loss_fn, support, query, *, num_tasks, inn
     """
     check_common(params, batched_loss_fn, inner_lr, steps, first_order)
     num_tasks = check_int("num_tasks", num_tasks, minimum=1)
-    return _batched_meta_loss(params, batched_loss_fn, support, query, num_tasks, inner_lr, steps,
+    return batched_meta_loss_core(params, batched_loss_fn, support, query, num_tasks, inner_lr, steps,
                               first_order)
 
 
-def _batched_meta_loss(params, batched_loss_fn, support, query, num_tasks, inner_lr, steps,
-                       first_order):
+def batched_meta_loss_core(params, batched_loss_fn, support, query, num_tasks, inner_lr, steps,
+                           first_order):
     """:func:`batched_meta_loss` without the argument checks."""
     def per_task(theta, data):
         losses = batched_loss_fn(theta, data)
@@ -257,7 +257,7 @@ def _batched_meta_loss(params, batched_loss_fn, support, query, num_tasks, inner
                              f"{np.shape(losses)}")
         return losses
 
-    fast = _adapt(tile_params(params, num_tasks), lambda t, d: np.sum(per_task(t, d)), support,
+    fast = adapt_core(tile_params(params, num_tasks), lambda t, d: np.sum(per_task(t, d)), support,
                   inner_lr, steps, first_order)
     return np.mean(per_task(fast, query))
 
@@ -270,7 +270,7 @@ def batched_meta_gradient(params, batched_loss_fn, support, query, *, num_tasks,
     check_flag("wrt_inner_lr", wrt_inner_lr)
 
     def objective(theta, alpha):
-        return _batched_meta_loss(theta, batched_loss_fn, support, query, num_tasks, alpha, steps,
+        return batched_meta_loss_core(theta, batched_loss_fn, support, query, num_tasks, alpha, steps,
                                   first_order)
     return _outer_value_and_grad(objective, params, inner_lr, wrt_inner_lr)
 

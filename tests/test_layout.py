@@ -172,3 +172,32 @@ def test_one_validation_rule_for_arrays(name):
              if isinstance(node, ast.Constant) and isinstance(node.value, str)]
     own = [t for t in texts if "got a bool" in t or "non-finite entries" in t]
     assert not own, f"{name} words its own array check: {own} (use ssmref.checks.check_array)"
+
+
+#: The cross-check kit's families are callables of ``(inputs, attrs)``, not public functions with
+#: a checked boundary; the naming rule below is for the library's functions.
+KIT = "ssmref.crosscheck"
+VALIDATORS = ("check_", "values", "shape_of")
+
+
+def _module_functions(name):
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    return [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if not m.startswith(KIT)))
+def test_one_name_for_unchecked_math(name):
+    """A public ``f`` checks its arguments and calls its unchecked twin ``f_core``: no module
+    defines a private ``_f`` beside a public ``f``, and no ``*_core`` function validates (it calls
+    no ``check_*``, ``*_args``, ``values`` or ``shape_of``)."""
+    functions = _module_functions(name)
+    names = {f.name for f in functions}
+    twins = sorted(n for n in names if n.startswith("_") and not n.startswith("__") and n[1:] in names)
+    assert not twins, f"{name}: unchecked twins named {twins}; name them <public name>_core"
+    for f in functions:
+        if not f.name.endswith("_core"):
+            continue
+        called = {getattr(c.func, "id", None) or getattr(c.func, "attr", None)
+                  for c in ast.walk(f) if isinstance(c, ast.Call)}
+        checks = sorted(c for c in called if c and (c.startswith(VALIDATORS) or c.endswith("_args")))
+        assert not checks, f"{name}.{f.name} is unchecked math by its name but calls {checks}"

@@ -18,7 +18,7 @@ from ssmref.recurrence import dense_recurrence, matmul_last
 from ssmref.ssm.dims import PARAM_NAMES, check_sequence_inputs, check_step_inputs
 
 
-def step(params, h, u):
+def ssm_step_core(params, h, u):
     """One step of the recurrence, unchecked: ``(y, h')`` for ``h: (..., n)``, ``u: (..., m)``."""
     h_next = np.dot(h, params["A"].T) + np.dot(u, params["B"].T)      # (..., n)
     y = np.dot(h_next, params["C"].T) + np.dot(u, params["D"].T)       # (..., p)
@@ -31,7 +31,7 @@ def ssm_step(params, h, u):
     Shapes: ``h: (..., n)``, ``u: (..., m)`` with broadcastable leading dims; ``y: (..., p)``.
     """
     check_step_inputs(params, h, u)
-    return step(params, h, u)
+    return ssm_step_core(params, h, u)
 
 
 def states_and_outputs(params, u, h0, parallel):

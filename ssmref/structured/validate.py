@@ -155,7 +155,7 @@ def length(L):
     return check_int("length", L, minimum=1)
 
 
-def dplr_core(params):
+def dplr_args(params):
     """Validated ``(Lambda (N,), P (N, r), Q (N, r), B (N, m), dt ())`` of a DPLR system (complex
     arrays cast; ``dt`` a positive scalar: S4 has one step per channel, see ``layouts``)."""
     params_dict(params, DPLR_KEYS, "DPLR SSM")

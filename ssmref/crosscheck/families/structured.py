@@ -311,7 +311,7 @@ def _validate_s4d(x, a):
 def _validate_dplr(kind):
     def validate(x, a):
         _options(a, method=False, output=False, length=kind != "dplr_discretize")
-        Lam, P, Q, B, dt = structured_validate.dplr_core(x)
+        Lam, P, Q, B, dt = structured_validate.dplr_args(x)
         if kind != "dplr_discretize":
             structured_validate.output_matrix(x, "C" if kind == "dplr_truncate" else "Ct", Lam.shape[0])
     return validate

@@ -27,8 +27,9 @@ Two forms compute the same numbers (to rounding, tested to 1e-12):
   action and reward), so consecutive episodes can stream through one state.
 
 Everything here is a pure function of ``params`` (no in-place writes), differentiable with autograd
-to any order.  Each public function checks its arguments and calls the unchecked ``_name`` below
-it; the trainers and :func:`policy_rollout` call those directly once their boundary has checked.
+to any order.  Each public function checks its arguments (:mod:`ssmref.metarl.policy.args`) and
+calls its unchecked twin ``name_core``; the trainers and :func:`policy_rollout` call those
+directly once their boundary has checked.
 
 References: Duan et al., "RL^2: Fast Reinforcement Learning via Slow Reinforcement Learning" (2016)
 for the (o, a_{t-1}, r_{t-1}) input; Finn et al., "Model-Agnostic Meta-Learning" (ICML 2017) for the
@@ -151,7 +152,7 @@ def policy_sequence(params, spec, obs, prev_actions=None, prev_rewards=None, mod
 # ---------------------------------------------------------------------------------------------
 
 # starting rows: h_{-1} = 0, e(a_{-1}) = 0, r_{-1} = 0;  then one step of the SSM and the heads
-def _step(params, spec, h, obs, prev_action, prev_reward, reset):
+def policy_step_core(params, spec, h, obs, prev_action, prev_reward, reset):
     N = np.shape(obs)[0]
     if h is None:
         h, reset = np.zeros((N, spec.state_dim)), onp.ones(N, dtype=bool)
@@ -185,7 +186,7 @@ def policy_step(params, spec, h, obs, prev_action=None, prev_reward=None, reset=
     ``"features" (N, p)``); ``h_next = h_t: (N, n)``.
     """
     check_params(params, spec)
-    return _step(params, spec, *step_args(spec, h, obs, prev_action, prev_reward, reset))
+    return policy_step_core(params, spec, *step_args(spec, h, obs, prev_action, prev_reward, reset))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def policy_rollout_core(params, spec, env, rng, deterministic=False):
 
     def act(obs, t, prev_action, prev_reward):
         nonlocal h
-        out, h = _step(params, spec, h, obs, prev_action, prev_reward, None)
+        out, h = policy_step_core(params, spec, h, obs, prev_action, prev_reward, None)
         a = onp.asarray(sample(spec, out, rng, deterministic))
         return a, {"log_probs": log_prob(spec, out, a), "values": out["values"]}
     return rollout(env, act, rng)
