@@ -79,8 +79,36 @@ def scan_bc(name, X, b, d, n, L, complex_A):
     return X, ("interleaved" if interleaved else "varying"), g
 
 
+class ScanArgs(NamedTuple):
+    """Checked arguments of ``selective_scan``; ``B``, ``C`` with their layouts."""
+    u: object                      # (b, d, L) real
+    delta: object                  # (b, d, L) real
+    A: object                      # (d, n) real or complex
+    B: object                      # (d, n), (b, n, L) or (b, g, n, L); as ``layout_B`` says
+    layout_B: str
+    C: object
+    layout_C: str
+    D: Optional[object]            # (d,)
+    z: Optional[object]            # (b, d, L)
+    delta_bias: Optional[object]   # (d,)
+
+
+class StepArgs(NamedTuple):
+    """Checked arguments of ``selective_state_update``, in head form (see :func:`step_args`)."""
+    state: object                  # (b, h, d, n)
+    x: object                      # (b, h, d)
+    dt: object                     # (b, h, d)
+    A: object                      # (h, d, n)
+    B: object                      # (b, g, n)
+    C: object                      # (b, g, n)
+    D: Optional[object]            # (h, d)
+    z: Optional[object]            # (b, h, d)
+    dt_bias: Optional[object]      # (h, d)
+    has_heads: bool                # whether ``state`` came with heads
+
+
 def scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method):
-    """Checked arguments of ``selective_scan`` (``B``, ``C`` as ``(array, layout)`` pairs)."""
+    """Checked arguments of ``selective_scan`` as :class:`ScanArgs`."""
     ndim_of("u", u, (3,), "(batch, dim, seqlen)")
     u = array("u", u, (None, None, None), ("batch", "dim", "seqlen"))
     b, d, L = shape_of(u)
@@ -98,7 +126,7 @@ def scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_s
     check_flag("delta_softplus", delta_softplus)
     check_flag("return_last_state", return_last_state)
     check_choice("method", method, ("recurrence", "parallel"))
-    return u, delta, A, (B, layout_B), (C, layout_C), D, z, delta_bias
+    return ScanArgs(u, delta, A, B, layout_B, C, layout_C, D, z, delta_bias)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +143,8 @@ def _lift(x, heads_ndim, axis):
 def step_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     """Checked arguments of ``selective_state_update``, all in head form:
     ``state (b, h, d, n)``, ``x, dt, z (b, h, d)``, ``A (h, d, n)``, ``B, C (b, g, n)``,
-    ``D, dt_bias (h, d)``; plus ``has_heads`` (whether ``state`` came with heads)."""
+    ``D, dt_bias (h, d)``; plus ``has_heads`` (whether ``state`` came with heads); a
+    :class:`StepArgs`."""
     nd = ndim_of("state", state, (3, 4), "(batch, dim, dstate) or (batch, nheads, dim, dstate)")
     has_heads = nd == 4
     ndim_of("A", A, (2, 3), "(dim, dstate) or (nheads, dim, dstate)")
@@ -148,8 +177,8 @@ def step_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     check_flag("dt_softplus", dt_softplus)
     lift3 = lambda v: _lift(v, 3, 1)                            # noqa: E731  (b, d) -> (b, 1, d)
     lift2 = lambda v: _lift(v, 2, 0)                            # noqa: E731  (d,) -> (1, d)
-    return (state, lift3(x), lift3(dt), _lift(A, 3, 0), groups["B"], groups["C"],
-            lift2(D), lift3(z), lift2(dt_bias), has_heads)
+    return StepArgs(state, lift3(x), lift3(dt), _lift(A, 3, 0), groups["B"], groups["C"],
+                    lift2(D), lift3(z), lift2(dt_bias), has_heads)
 
 
 # ---------------------------------------------------------------------------------------------
