@@ -140,8 +140,8 @@ def test_no_private_names_imported_across_modules(name):
 def test_foundation_does_not_import_the_layers_above():
     """params, rng, checks, recurrence, optim, nn and maml (with their *_args) sit below every model and tool."""
     foundation = {"ssmref.params", "ssmref.rng", "ssmref.checks", "ssmref.recurrence",
-                  "ssmref.optim", "ssmref.optim_args", "ssmref.nn", "ssmref.maml",
-                  "ssmref.maml_args"}
+                  "ssmref.optim", "ssmref.optim_args", "ssmref.nn", "ssmref.nn_args",
+                  "ssmref.maml", "ssmref.maml_args"}
     for name in foundation & set(GRAPH):
         above = sorted(m for m in GRAPH[name] if m not in foundation)
         assert not above, f"{name} imports {above}"
@@ -202,3 +202,29 @@ def test_one_name_for_unchecked_math(name):
                   for c in ast.walk(f) if isinstance(c, ast.Call)}
         checks = sorted(c for c in called if c and (c.startswith(VALIDATORS) or c.endswith("_args")))
         assert not checks, f"{name}.{f.name} is unchecked math by its name but calls {checks}"
+
+
+#: The model packages and the foundation's math: a reader opening one of their modules sees its
+#: equation (the module docstring) and the code that computes it on the first screen.
+MATH_PACKAGES = ("ssmref.ssm", "ssmref.structured", "ssmref.selective", "ssmref.delta",
+                 "ssmref.metarl.policy", "ssmref.metarl.rl", "ssmref.adaptation", "ssmref.maml",
+                 "ssmref.optim", "ssmref.nn", "ssmref.recurrence")
+FIRST_SCREEN = 70
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith(MATH_PACKAGES)
+                                         and not m.endswith("selftest")))
+def test_math_first(name):
+    """The first function or class of a model module starts within :data:`FIRST_SCREEN` lines,
+    and no argument check comes before its first public function: checks live in ``*_args``
+    modules, long tapes below the public functions."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    if not defs:
+        return
+    assert defs[0].lineno <= FIRST_SCREEN, \
+        f"{name}: the first definition ({defs[0].name}) is at line {defs[0].lineno}"
+    public = [i for i, n in enumerate(defs) if not n.name.startswith("_")]
+    before = defs[:public[0]] if public else defs
+    checks = [n.name for n in before if n.name.lstrip("_").startswith("check") or n.name.endswith("_args")]
+    assert not checks, f"{name}: argument checks {checks} before the first public function"
