@@ -11,7 +11,9 @@ was expected and what was received, and returns the (normalised) value, so a bou
 
 Values may be autograd boxes (a traced learning rate, a traced array); only their values are
 inspected, and boxes are returned unchanged so that differentiation flows through.  ``bool`` is
-never accepted as a number (``True`` is an ``int`` in Python, and ``steps=True`` is a bug).  Every
+never accepted as a number (``True`` is an ``int`` in Python, and ``steps=True`` is a bug).
+Arrays follow one rule, :func:`check_array`: numeric, never bool, real unless the model is complex,
+and finite unless the function documents that it takes NaN or infinities.  Every
 validator reads values through :func:`values`, which refuses ``numpy.ma`` masked arrays: the math
 would compute on the hidden entries (a NaN behind a mask passes a finiteness check that honours
 the mask), so a caller unmasks explicitly (``x.filled(0.0)``, ``x.data``).
@@ -104,29 +106,45 @@ def check_shape(name, x, shape, *, hint=""):
     return x
 
 
-def check_real_array(name, x, *, finite=False):
-    """``x`` is a real (bool, integer or floating) array or scalar: complex, object and string
-    arrays are refused, and with ``finite=True`` so are NaN and infinities.  Returns ``x``."""
+def check_array(name, x, *, complex_ok=False, finite=True, note=""):
+    """The one rule for array arguments: ``x`` (an array, a scalar or an autograd box holding one)
+    is numeric, real unless ``complex_ok``, and finite unless ``finite=False``; ``finite`` may
+    also be a bool mask over the leading axes: only the entries it selects must be finite (padding
+    and the inputs of rows that restart, which the math never reads).  Returns the plain
+    ``ndarray`` of its values (:func:`values`); the caller keeps ``x`` itself (a box stays a box).
+
+    Refused, each with a one-line ``ValueError`` naming the argument and its shape: bool arrays
+    (``True`` is not a number), object and string arrays, complex arrays where the model is real,
+    masked arrays (:func:`values`), and NaN or infinite entries.  A function that takes non-finite
+    entries on purpose passes ``finite=False`` and says so in its docstring (the adapter's guards,
+    the monitors, the checker's results).  ``note`` (e.g. ``" for real A"``) says why a complex
+    array is refused.
+    """
     raw = values(name, x)
     kind = raw.dtype.kind
-    if kind == "c":
-        raise ValueError(f"{name} must be real, got a complex array of shape {shape_of(x)} "
-                         f"(complex SSMs are separate functions; see docs/)")
-    if kind not in "biuf":
+    if kind == "b":
+        raise ValueError(f"{name} must be numeric, got a bool array of shape {raw.shape}")
+    if kind == "c" and not complex_ok:
+        raise ValueError(f"{name} must be real{note}, got a complex array of shape {raw.shape}")
+    if kind not in "iufc":
         raise ValueError(f"{name} must be a numeric array, got dtype {raw.dtype}")
-    if finite and not onp.all(onp.isfinite(raw)):
-        raise ValueError(f"{name} has non-finite entries (shape {shape_of(x)})")
+    if isinstance(finite, (bool, onp.bool_)):
+        if finite and not onp.all(onp.isfinite(raw)):
+            raise ValueError(f"{name} has non-finite entries (shape {raw.shape})")
+    elif not onp.all(onp.isfinite(raw[onp.asarray(finite, dtype=bool)])):
+        raise ValueError(f"{name} has non-finite entries where it is read (shape {raw.shape})")
+    return raw
+
+
+def check_real_array(name, x, *, finite=True):
+    """``x`` under :func:`check_array` with real values; returns ``x`` (a box stays a box)."""
+    check_array(name, x, finite=finite)
     return x
 
 
-def check_numeric_array(name, x, *, finite=False):
-    """``x`` is a real or complex numeric array or scalar (object/string refused); returns ``x``."""
-    raw = values(name, x)
-    kind = raw.dtype.kind
-    if kind not in "biufc":
-        raise ValueError(f"{name} must be a numeric array, got dtype {raw.dtype}")
-    if finite and not onp.all(onp.isfinite(raw)):
-        raise ValueError(f"{name} has non-finite entries (shape {shape_of(x)})")
+def check_numeric_array(name, x, *, finite=True):
+    """``x`` under :func:`check_array`, real or complex; returns ``x`` (a box stays a box)."""
+    check_array(name, x, complex_ok=True, finite=finite)
     return x
 
 

@@ -31,9 +31,9 @@ Networks", ICML; Nichol, Achiam & Schulman (2018), "On First-Order Meta-Learning
 arXiv:1803.02999 (FOMAML); Li, Zhou, Chen & Li (2017), "Meta-SGD: Learning to Learn Quickly for
 Few-Shot Learning", arXiv:1707.09835.
 
-Layout: input validation (once, in each public function); reverse mode per leaf
-(:func:`_tree_vjp`); the inner loop (:func:`adapt`); the outer objective (:func:`meta_loss`,
-:func:`meta_gradient`) and its batched form.  The MAML-RL trainer ``MetaMAML`` builds on this
+Layout: the inner loop (:func:`adapt`); the outer objective (:func:`meta_loss`,
+:func:`meta_gradient`) and its batched form; reverse mode per leaf (:func:`_tree_vjp`, at the
+end).  The arguments are checked once, in each public function, by :mod:`ssmref.maml_args`.  The MAML-RL trainer ``MetaMAML`` builds on this
 module in :mod:`ssmref.metarl`.  For speed the tape is kept short: parameters are traced leaf by
 leaf (no autograd ``DictBox``), and the inner step and the tiling over tasks are one node per leaf
 (``docs/maml.md``, "Speed"); the derivatives are autograd's, tested against the plain forms.
@@ -45,7 +45,8 @@ from autograd.core import VJPNode, add_outgrads
 from autograd.extend import defvjp, primitive, vspace
 from autograd.tracer import getval, isbox, new_box, toposort, trace_stack
 
-from ssmref.checks import check_flag, check_int, values
+from ssmref.checks import check_flag, check_int
+from ssmref.maml_args import check_common, check_tasks
 from ssmref.params import (flatten_dict, is_node, stop_gradient, tree_leaves, tree_map,
                            unflatten_dict)
 from ssmref.recurrence import sum_to
@@ -55,129 +56,44 @@ __all__ = ["adapt", "meta_loss", "meta_gradient", "tile_params", "batched_meta_l
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation (on values: under autograd the arguments may be boxes, so checks read getval(x))
-# ---------------------------------------------------------------------------------------------
-
-def _check_params(params):
-    if not is_node(params):
-        raise ValueError(f"params: expected a dict of arrays, got {type(getval(params)).__name__}")
-    for path, leaf in zip(_paths(params), tree_leaves(params)):
-        a = values(f"params[{path!r}]", leaf)
-        if a.dtype.kind != "f":
-            raise ValueError(f"params[{path!r}]: expected a floating array, got dtype {a.dtype}")
-
-
-def _paths(tree):
-    """Dotted leaf names in the order of :func:`tree_leaves`."""
-    return list(flatten_dict(tree))
-
-
-def _check_inner_lr(inner_lr, params):
-    """Raise ``ValueError`` unless ``inner_lr`` is a valid ``α`` for ``params``."""
-    if not is_node(inner_lr):
-        a = onp.asarray(getval(inner_lr))
-        if a.ndim != 0 or a.dtype.kind not in "iuf":
-            raise ValueError("inner_lr: expected a float or a dict of arrays shaped like params, "
-                             f"got {type(getval(inner_lr)).__name__} with shape {a.shape}")
-        if not onp.isfinite(a) or a < 0:
-            raise ValueError(f"inner_lr: expected a finite non-negative float, got {float(a)!r}")
-        return
-    try:
-        tree_map(lambda p, a: None, params, inner_lr)
-    except ValueError as e:
-        raise ValueError(f"inner_lr: must have the same structure as params ({e})") from None
-    for path, p, a in zip(_paths(params), tree_leaves(params), tree_leaves(inner_lr)):
-        a = onp.asarray(getval(a))
-        p_shape = onp.shape(getval(p))
-        if a.dtype.kind not in "iuf":
-            raise ValueError(f"inner_lr[{path!r}]: expected a real array, got dtype {a.dtype}")
-        try:
-            ok = onp.broadcast_shapes(a.shape, p_shape) == p_shape
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"inner_lr[{path!r}]: shape {a.shape} does not broadcast to the "
-                             f"parameter shape {p_shape}")
-        if not onp.all(onp.isfinite(a)):
-            raise ValueError(f"inner_lr[{path!r}]: expected finite entries, got non-finite values")
-
-
-def _check_loop_args(loss_fn, steps, first_order):
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn: expected a callable loss_fn(params, data), got "
-                         f"{type(loss_fn).__name__}")
-    check_int("steps", steps, minimum=0)
-    check_flag("first_order", first_order)
-
-
-def _check_common(params, loss_fn, inner_lr, steps, first_order):
-    """The arguments every public function of this module takes, checked once."""
-    _check_params(params)
-    _check_loop_args(loss_fn, steps, first_order)
-    _check_inner_lr(inner_lr, params)
-
-
-def _check_tasks(tasks):
-    try:
-        tasks = list(tasks)
-    except TypeError:
-        raise ValueError(f"tasks: expected a sequence of (support, query) pairs, got "
-                         f"{type(tasks).__name__}") from None
-    if not tasks:
-        raise ValueError("tasks: expected at least one (support, query) pair, got none")
-    for i, task in enumerate(tasks):
-        if not isinstance(task, (tuple, list)) or len(task) != 2:
-            raise ValueError(f"tasks[{i}]: expected a (support, query) pair, got "
-                             f"{type(task).__name__}"
-                             + (f" of length {len(task)}" if hasattr(task, "__len__") else ""))
-    return tasks
-
-
-# ---------------------------------------------------------------------------------------------
-# Reverse mode w.r.t. the leaves of a tree
-# ---------------------------------------------------------------------------------------------
-
-# autograd boxes a dict argument as one DictBox: every ``params[k]`` is then a node whose VJP
-# builds a zero-filled copy of the whole tree (``container_untake``), and these trees are summed.
-# In the sinusoid meta-gradient that was 38 of 156 nodes and most of the adds.  Tracing every leaf
-# as a root of its own gives the same derivatives (the same backward pass as autograd's
-# ``backward_pass``, read at several roots) and hands ``fun`` a plain dict of array boxes.
-def _tree_vjp(fun, tree):
-    """``(fun(tree), vjp)``: ``vjp(g)`` is the tree of ``g ∂fun/∂leaf`` (zeros for unused leaves).
-
-    Like ``autograd.make_vjp``, on possibly boxed leaves, so an enclosing ``grad`` differentiates
-    through ``vjp`` (this is where the second-order terms of MAML come from).
-    """
-    flat = flatten_dict(tree)
-    with trace_stack.new_trace() as trace:
-        roots = {name: VJPNode.new_root() for name in flat}
-        out = fun(unflatten_dict({name: new_box(x, trace, roots[name]) for name, x in flat.items()}))
-    if not (isbox(out) and out._trace == trace):                 # independent of the tree
-        return out, lambda g: unflatten_dict({name: vspace(x).zeros() for name, x in flat.items()})
-    root_names = {node: name for name, node in roots.items()}
-
-    def vjp(g):
-        outgrads, grads = {out._node: (g, False)}, {}
-        for node in toposort(out._node):
-            g_node = outgrads.pop(node)[0]
-            if node in root_names:
-                grads[root_names[node]] = g_node
-            for parent, ingrad in zip(node.parents, node.vjp(g_node)):
-                outgrads[parent] = add_outgrads(outgrads.get(parent), ingrad)
-        return unflatten_dict({name: grads[name] if name in grads else vspace(x).zeros()
-                               for name, x in flat.items()})
-    return out._value, vjp
-
-
-def _value_and_grad(fun, tree):
-    """``(fun(tree), ∇ fun(tree))`` for a real scalar ``fun``, w.r.t. the leaves of ``tree``."""
-    value, vjp = _tree_vjp(fun, tree)
-    return value, vjp(np.ones_like(value))
-
-
-# ---------------------------------------------------------------------------------------------
 # Inner loop
 # ---------------------------------------------------------------------------------------------
+
+def adapt(params, loss_fn, support, *, inner_lr, steps=1, first_order=False):
+    """Fast parameters after ``steps`` gradient steps on the support loss.
+
+    ``θ_0 = params``;  ``θ_{k+1} = θ_k − α ⊙ ∇_θ loss_fn(θ_k, support)``;  returns ``θ_steps``.
+
+    ``inner_lr`` (``α``) is a float, or (Meta-SGD, Li et al. 2017) a tree with the structure of
+    ``params`` whose leaves broadcast to their parameter's shape; the same ``α`` is used at every
+    step.  ``steps=0`` returns a new dict holding the input leaves (not copies).
+
+    Second order (default): the inner gradients are taken with autograd on the (possibly traced)
+    ``θ_k``, so an enclosing ``grad`` differentiates through them and picks up the Hessian terms.
+    ``first_order=True``: each inner gradient is :func:`stop_gradient`-ed, so
+    ``∂θ_{k+1}/∂θ_k = I`` and ``∂θ_{k+1}/∂α = −∇L_s(θ_k)`` (as constants); FOMAML.
+
+    Raises ``ValueError`` for a non-dict ``params``, non-floating leaves, ``steps < 0``, a negative
+    or non-finite float ``inner_lr`` (Meta-SGD tree entries may be negative), an ``inner_lr``
+    tree whose structure or shapes do not match ``params``, non-finite entries, or a ``loss_fn``
+    that does not return a real scalar.
+    """
+    check_common(params, loss_fn, inner_lr, steps, first_order)
+    return adapt_core(params, loss_fn, support, inner_lr, steps, first_order)
+
+
+def adapt_core(params, loss_fn, support, inner_lr, steps, first_order):
+    """:func:`adapt` without the argument checks."""
+    theta = tree_map(lambda p: p, params)
+    for _ in range(int(steps)):
+        if first_order:
+            # Inner gradient on the unboxed values: a constant for every enclosing grad.
+            grads = stop_gradient(_loss_grad(stop_gradient(theta), loss_fn, support))
+        else:
+            grads = _loss_grad(theta, loss_fn, support)
+        theta = _sgd_step(theta, grads, inner_lr)
+    return theta
+
 
 def _loss_grad(params, loss_fn, data):
     """``∇_θ loss_fn(θ, data)`` at ``θ = params``; ``ValueError`` unless the loss is a real scalar.
@@ -213,41 +129,6 @@ def _sgd_step(params, grads, inner_lr):
     return tree_map(lambda p, g: _sgd(p, g, inner_lr), params, grads)
 
 
-def adapt(params, loss_fn, support, *, inner_lr, steps=1, first_order=False):
-    """Fast parameters after ``steps`` gradient steps on the support loss.
-
-    ``θ_0 = params``;  ``θ_{k+1} = θ_k − α ⊙ ∇_θ loss_fn(θ_k, support)``;  returns ``θ_steps``.
-
-    ``inner_lr`` (``α``) is a float, or (Meta-SGD, Li et al. 2017) a tree with the structure of
-    ``params`` whose leaves broadcast to their parameter's shape; the same ``α`` is used at every
-    step.  ``steps=0`` returns a new dict holding the input leaves (not copies).
-
-    Second order (default): the inner gradients are taken with autograd on the (possibly traced)
-    ``θ_k``, so an enclosing ``grad`` differentiates through them and picks up the Hessian terms.
-    ``first_order=True``: each inner gradient is :func:`stop_gradient`-ed, so
-    ``∂θ_{k+1}/∂θ_k = I`` and ``∂θ_{k+1}/∂α = −∇L_s(θ_k)`` (as constants); FOMAML.
-
-    Raises ``ValueError`` for a non-dict ``params``, non-floating leaves, ``steps < 0``, a negative
-    or non-finite float ``inner_lr`` (Meta-SGD tree entries may be negative), an ``inner_lr`` tree whose structure or shapes do not match
-    ``params``, or a ``loss_fn`` that does not return a real scalar.
-    """
-    _check_common(params, loss_fn, inner_lr, steps, first_order)
-    return _adapt(params, loss_fn, support, inner_lr, steps, first_order)
-
-
-def _adapt(params, loss_fn, support, inner_lr, steps, first_order):
-    """:func:`adapt` without the argument checks."""
-    theta = tree_map(lambda p: p, params)
-    for _ in range(int(steps)):
-        if first_order:
-            # Inner gradient on the unboxed values: a constant for every enclosing grad.
-            grads = stop_gradient(_loss_grad(stop_gradient(theta), loss_fn, support))
-        else:
-            grads = _loss_grad(theta, loss_fn, support)
-        theta = _sgd_step(theta, grads, inner_lr)
-    return theta
-
-
 # ---------------------------------------------------------------------------------------------
 # Outer objective
 # ---------------------------------------------------------------------------------------------
@@ -258,15 +139,15 @@ def meta_loss(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=False):
     A scalar, differentiable with autograd w.r.t. ``params`` and ``inner_lr`` (second order
     unless ``first_order``).  ``tasks`` is a non-empty sequence of ``(support, query)`` pairs.
     """
-    _check_common(params, loss_fn, inner_lr, steps, first_order)
-    return _meta_loss(params, loss_fn, _check_tasks(tasks), inner_lr, steps, first_order)
+    check_common(params, loss_fn, inner_lr, steps, first_order)
+    return meta_loss_core(params, loss_fn, check_tasks(tasks), inner_lr, steps, first_order)
 
 
-def _meta_loss(params, loss_fn, tasks, inner_lr, steps, first_order):
+def meta_loss_core(params, loss_fn, tasks, inner_lr, steps, first_order):
     """:func:`meta_loss` without the argument checks."""
     total = 0.0
     for support, query in tasks:
-        fast = _adapt(params, loss_fn, support, inner_lr, steps, first_order)
+        fast = adapt_core(params, loss_fn, support, inner_lr, steps, first_order)
         loss = loss_fn(fast, query)
         if np.ndim(loss) != 0:
             raise ValueError(f"loss_fn: must return a scalar, got shape {np.shape(loss)}")
@@ -298,12 +179,12 @@ def meta_gradient(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=Fals
     gradients as constants: ``∇_θ F = mean_i ∇L_q(θ_K^i)``, and
     ``∇_α F = −mean_i Σ_k ∇L_s(θ_k^i) ⊙ ∇L_q(θ_K^i)`` (summed over the leaf for a float ``α``).
     """
-    _check_common(params, loss_fn, inner_lr, steps, first_order)
-    tasks = _check_tasks(tasks)
+    check_common(params, loss_fn, inner_lr, steps, first_order)
+    tasks = check_tasks(tasks)
     check_flag("wrt_inner_lr", wrt_inner_lr)
 
     def objective(theta, alpha):
-        return _meta_loss(theta, loss_fn, tasks, alpha, steps, first_order)
+        return meta_loss_core(theta, loss_fn, tasks, alpha, steps, first_order)
     return _outer_value_and_grad(objective, params, inner_lr, wrt_inner_lr)
 
 
@@ -351,14 +232,14 @@ def batched_meta_loss(params, batched_loss_fn, support, query, *, num_tasks, inn
     computation instead of ``N``, which is what makes it fast under autograd.  ``inner_lr`` as in
     :func:`adapt` (a float, or a Meta-SGD tree shaped like ``params``; it broadcasts over tasks).
     """
-    _check_common(params, batched_loss_fn, inner_lr, steps, first_order)
+    check_common(params, batched_loss_fn, inner_lr, steps, first_order)
     num_tasks = check_int("num_tasks", num_tasks, minimum=1)
-    return _batched_meta_loss(params, batched_loss_fn, support, query, num_tasks, inner_lr, steps,
+    return batched_meta_loss_core(params, batched_loss_fn, support, query, num_tasks, inner_lr, steps,
                               first_order)
 
 
-def _batched_meta_loss(params, batched_loss_fn, support, query, num_tasks, inner_lr, steps,
-                       first_order):
+def batched_meta_loss_core(params, batched_loss_fn, support, query, num_tasks, inner_lr, steps,
+                           first_order):
     """:func:`batched_meta_loss` without the argument checks."""
     def per_task(theta, data):
         losses = batched_loss_fn(theta, data)
@@ -367,7 +248,7 @@ def _batched_meta_loss(params, batched_loss_fn, support, query, num_tasks, inner
                              f"{np.shape(losses)}")
         return losses
 
-    fast = _adapt(tile_params(params, num_tasks), lambda t, d: np.sum(per_task(t, d)), support,
+    fast = adapt_core(tile_params(params, num_tasks), lambda t, d: np.sum(per_task(t, d)), support,
                   inner_lr, steps, first_order)
     return np.mean(per_task(fast, query))
 
@@ -375,11 +256,53 @@ def _batched_meta_loss(params, batched_loss_fn, support, query, num_tasks, inner
 def batched_meta_gradient(params, batched_loss_fn, support, query, *, num_tasks, inner_lr,
                           steps=1, first_order=False, wrt_inner_lr=False):
     """``(F, grads)`` of :func:`batched_meta_loss`, as :func:`meta_gradient` returns them."""
-    _check_common(params, batched_loss_fn, inner_lr, steps, first_order)
+    check_common(params, batched_loss_fn, inner_lr, steps, first_order)
     num_tasks = check_int("num_tasks", num_tasks, minimum=1)
     check_flag("wrt_inner_lr", wrt_inner_lr)
 
     def objective(theta, alpha):
-        return _batched_meta_loss(theta, batched_loss_fn, support, query, num_tasks, alpha, steps,
+        return batched_meta_loss_core(theta, batched_loss_fn, support, query, num_tasks, alpha, steps,
                                   first_order)
     return _outer_value_and_grad(objective, params, inner_lr, wrt_inner_lr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reverse mode w.r.t. the leaves of a tree
+# ---------------------------------------------------------------------------------------------
+
+# autograd boxes a dict argument as one DictBox: every ``params[k]`` is then a node whose VJP
+# builds a zero-filled copy of the whole tree (``container_untake``), and these trees are summed.
+# In the sinusoid meta-gradient that was 38 of 156 nodes and most of the adds.  Tracing every leaf
+# as a root of its own gives the same derivatives (the same backward pass as autograd's
+# ``backward_pass``, read at several roots) and hands ``fun`` a plain dict of array boxes.
+def _tree_vjp(fun, tree):
+    """``(fun(tree), vjp)``: ``vjp(g)`` is the tree of ``g ∂fun/∂leaf`` (zeros for unused leaves).
+
+    Like ``autograd.make_vjp``, on possibly boxed leaves, so an enclosing ``grad`` differentiates
+    through ``vjp`` (this is where the second-order terms of MAML come from).
+    """
+    flat = flatten_dict(tree)
+    with trace_stack.new_trace() as trace:
+        roots = {name: VJPNode.new_root() for name in flat}
+        out = fun(unflatten_dict({name: new_box(x, trace, roots[name]) for name, x in flat.items()}))
+    if not (isbox(out) and out._trace == trace):                 # independent of the tree
+        return out, lambda g: unflatten_dict({name: vspace(x).zeros() for name, x in flat.items()})
+    root_names = {node: name for name, node in roots.items()}
+
+    def vjp(g):
+        outgrads, grads = {out._node: (g, False)}, {}
+        for node in toposort(out._node):
+            g_node = outgrads.pop(node)[0]
+            if node in root_names:
+                grads[root_names[node]] = g_node
+            for parent, ingrad in zip(node.parents, node.vjp(g_node)):
+                outgrads[parent] = add_outgrads(outgrads.get(parent), ingrad)
+        return unflatten_dict({name: grads[name] if name in grads else vspace(x).zeros()
+                               for name, x in flat.items()})
+    return out._value, vjp
+
+
+def _value_and_grad(fun, tree):
+    """``(fun(tree), ∇ fun(tree))`` for a real scalar ``fun``, w.r.t. the leaves of ``tree``."""
+    value, vjp = _tree_vjp(fun, tree)
+    return value, vjp(np.ones_like(value))

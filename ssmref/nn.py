@@ -23,31 +23,10 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.tracer import getval
 
+from ssmref.nn_args import check_axis, check_dim, check_ndim_at_least
 from ssmref.rng import as_rng
 
 LOG_2PI = float(onp.log(2.0 * onp.pi))
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation helpers
-# ---------------------------------------------------------------------------------------------
-
-def _check_dim(name, value):
-    if isinstance(value, (bool, onp.bool_)) or not isinstance(value, (int, onp.integer)) \
-            or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
-def _check_ndim_at_least(name, x, n):
-    if np.ndim(x) < n:
-        raise ValueError(f"{name} must have at least {n} dimension(s), got shape {np.shape(x)}")
-
-
-def _check_axis(name, x, axis):
-    nd = np.ndim(x)
-    if not isinstance(axis, (int, onp.integer)) or not -nd <= axis < nd or nd == 0:
-        raise ValueError(f"axis {axis!r} is out of range for {name} of shape {np.shape(x)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +42,7 @@ def dense_init(in_dim, out_dim, *, rng, scale=1.0):
     (``torch.nn.Linear`` draws ``Uniform(-1/sqrt(in), 1/sqrt(in))`` for both instead; the values
     never need to agree, since weights are copied, not re-drawn, in cross-checks.)
     """
-    in_dim, out_dim = _check_dim("in_dim", in_dim), _check_dim("out_dim", out_dim)
+    in_dim, out_dim = check_dim("in_dim", in_dim), check_dim("out_dim", out_dim)
     if not onp.isfinite(scale) or scale < 0:
         raise ValueError(f"scale must be finite and >= 0, got {scale!r}")
     rng = as_rng(rng)
@@ -79,7 +58,7 @@ def dense_apply(params, x):
     out_dim, in_dim = np.shape(W)
     if np.shape(b) != (out_dim,):
         raise ValueError(f"params['b'] must have shape ({out_dim},), got {np.shape(b)}")
-    _check_ndim_at_least("x", x, 1)
+    check_ndim_at_least("x", x, 1)
     if np.shape(x)[-1] != in_dim:
         raise ValueError(f"x must have shape (..., {in_dim}), got {np.shape(x)}")
     return np.dot(x, W.T) + b  # (..., out)
@@ -150,7 +129,7 @@ def _max_shift(x, axis, name="x"):
     Only the value of ``c`` is used (``getval``): the softmax family does not depend on ``c``
     mathematically, so treating it as a constant keeps every derivative exact and smooth.
     """
-    _check_axis(name, x, axis)
+    check_axis(name, x, axis)
     c = onp.max(getval(x), axis=axis, keepdims=True)
     c = onp.where(onp.isfinite(c), c, 0.0)  # an all -inf (or +inf) slice: no shift
     return x - c, c
@@ -193,7 +172,7 @@ def _check_logits(logits):
     (so a caller such as the test-time adapter's non-finite guard sees them), and only sampling,
     which cannot return ``nan``, refuses them (:func:`categorical_sample`).
     """
-    _check_ndim_at_least("logits", logits, 1)
+    check_ndim_at_least("logits", logits, 1)
 
 
 def categorical_log_prob(logits, actions):
@@ -249,7 +228,7 @@ def categorical_sample(logits, rng):
 
 def _gaussian_shape(mean, log_std):
     """``mean: (..., d)``; ``log_std`` must broadcast to ``mean.shape`` (e.g. ``(d,)``)."""
-    _check_ndim_at_least("mean", mean, 1)
+    check_ndim_at_least("mean", mean, 1)
     try:
         shape = onp.broadcast_shapes(np.shape(mean), np.shape(log_std))
     except ValueError:
@@ -285,7 +264,7 @@ def gaussian_entropy(log_std, mean=None):
     ``(..., d)`` only to broadcast a shared ``log_std: (d,)`` to the batch shape ``(...)`` of the
     means.
     """
-    _check_ndim_at_least("log_std", log_std, 1)
+    check_ndim_at_least("log_std", log_std, 1)
     if mean is not None:
         log_std = log_std + onp.zeros(_gaussian_shape(mean, log_std))  # (..., d)
     return np.sum(log_std + 0.5 * (1.0 + LOG_2PI), axis=-1)

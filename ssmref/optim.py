@@ -33,65 +33,18 @@ Framework conventions (what a port must match; see ``docs/optim.md``):
 
 import autograd.numpy as np
 import numpy as onp
-from autograd.tracer import getval
 
-from ssmref.checks import check_int, check_real_array, check_scalar
-from ssmref.params import flatten_dict, global_norm, is_node, tree_map
+from ssmref.checks import check_int, check_scalar
+from ssmref.optim_args import (check_adam_hyper, check_adam_state, check_real_tree,
+                               check_tree_like)
+from ssmref.params import global_norm, is_node, tree_map
 
 CLIP_EPS = 1e-6  # added to the total norm in the clipping coefficient, as torch does
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation helpers
-# ---------------------------------------------------------------------------------------------
-
-def _check_adam_hyper(lr, b1, b2, eps, weight_decay):
-    check_scalar("lr", lr, low=0.0)
-    check_scalar("b1", b1, low=0.0, high=1.0, high_open=True)
-    check_scalar("b2", b2, low=0.0, high=1.0, high_open=True)
-    check_scalar("eps", eps, low=0.0)
-    check_scalar("weight_decay", weight_decay, low=0.0)
-
-
-def _check_real_tree(name, tree):
-    """Every leaf of ``tree`` is a real (not complex, not object) array."""
-    if not is_node(tree):
-        raise ValueError(f"{name} must be a dict of arrays (expected a dict), got "
-                         f"{type(getval(tree)).__name__}")
-    for k, leaf in flatten_dict(tree).items():
-        check_real_array(f"{name}[{k!r}]", leaf)
-
-
-def _check_tree_like(name, tree, ref_name, ref):
-    """``tree`` has exactly the leaf names and leaf shapes of ``ref``, else ``ValueError``."""
-    _check_real_tree(name, tree)
-    flat, flat_ref = flatten_dict(tree), flatten_dict(ref)
-    if sorted(flat) != sorted(flat_ref):
-        missing = sorted(set(flat_ref) - set(flat))
-        extra = sorted(set(flat) - set(flat_ref))
-        raise ValueError(f"{name} does not match {ref_name}: missing {missing}, extra {extra}")
-    for k in flat_ref:
-        if np.shape(flat[k]) != np.shape(flat_ref[k]):
-            raise ValueError(f"{name}[{k!r}] has shape {np.shape(flat[k])}, expected "
-                             f"{np.shape(flat_ref[k])} as {ref_name}[{k!r}]")
-
-
-def _check_adam_state(state, params):
-    if not is_node(state) or sorted(state.keys()) != ["m", "step", "v"]:
-        got = sorted(state.keys()) if is_node(state) else type(state).__name__
-        raise ValueError(f"state must be an Adam state with keys ['m', 'step', 'v'], got {got}")
-    step = state["step"]
-    check_int("state['step']", step, minimum=0)
-    _check_tree_like("state['m']", state["m"], "params", params)
-    _check_tree_like("state['v']", state["v"], "params", params)
-    for k, v in flatten_dict(state["v"]).items():      # a second moment is a mean of squares
-        if onp.any(onp.asarray(getval(v)) < 0):
-            raise ValueError(f"state['v'][{k!r}] has negative entries; it must be >= 0")
-
-
 def apply_updates(params, updates):
     """``theta + delta`` leaf by leaf: the one way a step is applied to parameters."""
-    _check_tree_like("updates", updates, "params", params)
+    check_tree_like("updates", updates, "params", params)
     return tree_map(lambda p, d: p + d, params, updates)
 
 
@@ -107,15 +60,15 @@ def sgd(lr):
     check_scalar("lr", lr, low=0.0)
 
     def init(params):
-        _check_real_tree("params", params)
+        check_real_tree("params", params)
         return {"step": 0}
 
     def update(grads, state, params):
         if not is_node(state) or sorted(state.keys()) != ["step"]:
             raise ValueError(f"state must be an SGD state {{'step': t}}, got {state!r}")
         check_int("state['step']", state["step"], minimum=0)
-        _check_real_tree("params", params)
-        _check_tree_like("grads", grads, "params", params)
+        check_real_tree("params", params)
+        check_tree_like("grads", grads, "params", params)
         delta = tree_map(lambda g: -lr * g, grads)
         return apply_updates(params, delta), {"step": int(state["step"]) + 1}
 
@@ -132,7 +85,7 @@ def adam_init(params):
     ``step`` is a Python ``int`` (the number of updates taken); ``m`` and ``v`` are float64 trees
     with the leaf shapes of ``params``.
     """
-    _check_real_tree("params", params)
+    check_real_tree("params", params)
     zeros = tree_map(lambda p: onp.zeros(np.shape(p)), params)
     return {"step": 0, "m": zeros, "v": tree_map(onp.copy, zeros)}
 
@@ -182,10 +135,10 @@ def adam_step(grads, state, params, *, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weig
     ``v_t = 0`` (a gradient entry that has been exactly zero so far) the derivative of
     ``sqrt(v_t)`` is infinite and autograd returns ``nan``.
     """
-    _check_adam_hyper(lr, b1, b2, eps, weight_decay)
-    _check_real_tree("params", params)
-    _check_tree_like("grads", grads, "params", params)
-    _check_adam_state(state, params)
+    check_adam_hyper(lr, b1, b2, eps, weight_decay)
+    check_real_tree("params", params)
+    check_tree_like("grads", grads, "params", params)
+    check_adam_state(state, params)
 
     t = int(state["step"]) + 1
     out = tree_map(lambda g, m, v, p: _adam_leaf(g, m, v, p, t, lr, b1, b2, eps, weight_decay),
@@ -203,7 +156,7 @@ def adam(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
     :func:`adam_step` (see there for the equations).  Hyperparameters are validated on
     construction: ``lr >= 0``, ``0 <= b1, b2 < 1``, ``eps >= 0``, ``weight_decay >= 0``.
     """
-    _check_adam_hyper(lr, b1, b2, eps, weight_decay)  # fail at construction, not at first update
+    check_adam_hyper(lr, b1, b2, eps, weight_decay)  # fail at construction, not at first update
     hyper = dict(lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
 
     def update(grads, state, params):
@@ -244,7 +197,7 @@ def clip_by_global_norm(grads, max_norm):
     ``total_norm`` gives ``coef = 0`` and ``nan`` for infinite entries, as in torch.
     """
     check_scalar("max_norm", max_norm, low=0.0)
-    _check_real_tree("grads", grads)
+    check_real_tree("grads", grads)
     total_norm = global_norm(grads)
     coef = np.minimum(1.0, max_norm / (total_norm + CLIP_EPS))
     return tree_map(lambda g: coef * g, grads), total_norm

@@ -42,10 +42,10 @@ def tree_map(fn, tree, *rest):
 
     All trees must have the same keys at every level; otherwise ``ValueError`` names the path.
     """
-    return _tree_map(fn, tree, rest, "")
+    return _map_at(fn, tree, rest, "")
 
 
-def _tree_map(fn, tree, rest, path):
+def _map_at(fn, tree, rest, path):
     if not is_node(tree):
         for other in rest:
             if is_node(other):
@@ -56,7 +56,7 @@ def _tree_map(fn, tree, rest, path):
         if not is_node(other) or sorted(other.keys()) != keys:
             got = sorted(other.keys()) if is_node(other) else "a leaf"
             raise ValueError(f"tree structures differ at {path or '<root>'}: keys {keys} vs {got}")
-    return {k: _tree_map(fn, tree[k], [o[k] for o in rest], f"{path}{SEP}{k}" if path else k)
+    return {k: _map_at(fn, tree[k], [o[k] for o in rest], f"{path}{SEP}{k}" if path else k)
             for k in keys}
 
 

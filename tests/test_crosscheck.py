@@ -346,7 +346,7 @@ def test_bfloat16_emulation_equals_torch(rng):
 
 def test_vjp_reference_via_convolution_equals_the_scan(rng):
     """Long VJP cases differentiate ssm_convolve; it must equal autograd through the recurrence."""
-    inputs, _ = build_vjp(2, 300, 6, 2, 3, 0.95)(rng)
+    inputs, _ = build_vjp(batch=2, T=300, n=6, m=2, p=3, rho=0.95)(rng)
     out = compute_vjp(inputs, {})                                  # T > 256: convolution
 
     def total(args):

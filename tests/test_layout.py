@@ -140,9 +140,10 @@ def test_no_private_names_imported_across_modules(name):
 
 
 def test_foundation_does_not_import_the_layers_above():
-    """params, rng, checks, recurrence, optim, nn and maml sit below every model and tool."""
+    """params, rng, checks, recurrence, optim, nn and maml (with their *_args) sit below every model and tool."""
     foundation = {"ssmref.params", "ssmref.rng", "ssmref.checks", "ssmref.recurrence",
-                  "ssmref.optim", "ssmref.nn", "ssmref.maml"}
+                  "ssmref.optim", "ssmref.optim_args", "ssmref.nn", "ssmref.nn_args",
+                  "ssmref.maml", "ssmref.maml_args"}
     for name in foundation & set(GRAPH):
         above = sorted(m for m in GRAPH[name] if m not in foundation)
         assert not above, f"{name} imports {above}"
@@ -314,3 +315,77 @@ def test_the_kits_baselines_run_the_definitions(kit, definition, theirs):
     names = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     assert not names & theirs, names & theirs
     assert definition in GRAPH[name]
+
+
+#: Modules that may word their own array checks: the rule itself, and the file loader, whose
+#: archives hold bool and integer data arrays beside the numbers it requires finite.
+OWN_ARRAY_CHECKS = {"ssmref.checks", "ssmref.storage"}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_one_validation_rule_for_arrays(name):
+    """Arrays are checked by :func:`ssmref.checks.check_array` (numeric, never bool, finite unless
+    documented) and by nothing else: no other module words a bool refusal or a non-finite one."""
+    if name in OWN_ARRAY_CHECKS:
+        return
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    texts = [node.value for raise_ in ast.walk(tree) if isinstance(raise_, ast.Raise)
+             for node in ast.walk(raise_)
+             if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    own = [t for t in texts if "got a bool" in t or "non-finite entries" in t]
+    assert not own, f"{name} words its own array check: {own} (use ssmref.checks.check_array)"
+
+
+#: The cross-check kit's families are callables of ``(inputs, attrs)``, not public functions with
+#: a checked boundary; the naming rule below is for the library's functions.
+KIT = "ssmref.crosscheck"
+VALIDATORS = ("check_", "values", "shape_of")
+
+
+def _module_functions(name):
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    return [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if not m.startswith(KIT)))
+def test_one_name_for_unchecked_math(name):
+    """A public ``f`` checks its arguments and calls its unchecked twin ``f_core``: no module
+    defines a private ``_f`` beside a public ``f``, and no ``*_core`` function validates (it calls
+    no ``check_*``, ``*_args``, ``values`` or ``shape_of``)."""
+    functions = _module_functions(name)
+    names = {f.name for f in functions}
+    twins = sorted(n for n in names if n.startswith("_") and not n.startswith("__") and n[1:] in names)
+    assert not twins, f"{name}: unchecked twins named {twins}; name them <public name>_core"
+    for f in functions:
+        if not f.name.endswith("_core"):
+            continue
+        called = {getattr(c.func, "id", None) or getattr(c.func, "attr", None)
+                  for c in ast.walk(f) if isinstance(c, ast.Call)}
+        checks = sorted(c for c in called if c and (c.startswith(VALIDATORS) or c.endswith("_args")))
+        assert not checks, f"{name}.{f.name} is unchecked math by its name but calls {checks}"
+
+
+#: The model packages and the foundation's math: a reader opening one of their modules sees its
+#: equation (the module docstring) and the code that computes it on the first screen.
+MATH_PACKAGES = ("ssmref.ssm", "ssmref.structured", "ssmref.selective", "ssmref.delta",
+                 "ssmref.metarl.policy", "ssmref.metarl.rl", "ssmref.adaptation", "ssmref.maml",
+                 "ssmref.optim", "ssmref.nn", "ssmref.recurrence")
+FIRST_SCREEN = 70
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith(MATH_PACKAGES)
+                                         and not m.endswith("selftest")))
+def test_math_first(name):
+    """The first function or class of a model module starts within :data:`FIRST_SCREEN` lines,
+    and no argument check comes before its first public function: checks live in ``*_args``
+    modules, long tapes below the public functions."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    if not defs:
+        return
+    assert defs[0].lineno <= FIRST_SCREEN, \
+        f"{name}: the first definition ({defs[0].name}) is at line {defs[0].lineno}"
+    public = [i for i, n in enumerate(defs) if not n.name.startswith("_")]
+    before = defs[:public[0]] if public else defs
+    checks = [n.name for n in before if n.name.lstrip("_").startswith("check") or n.name.endswith("_args")]
+    assert not checks, f"{name}: argument checks {checks} before the first public function"

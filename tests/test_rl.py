@@ -212,9 +212,9 @@ def _gram(obs, returns, mask):
 
 def test_baseline_refuses_non_finite_valid_data():
     obs, mask = onp.zeros((1, 2, 1)), onp.ones((1, 2))
-    with pytest.raises(ValueError, match="returns must be finite"):
+    with pytest.raises(ValueError, match="returns has non-finite entries where it is read"):
         rl.fit_linear_baseline(obs, onp.array([[1.0, onp.nan]]), mask)
-    with pytest.raises(ValueError, match="obs must be finite"):
+    with pytest.raises(ValueError, match="obs has non-finite entries where it is read"):
         rl.fit_linear_baseline(onp.full((1, 2, 1), onp.inf), onp.ones((1, 2)), mask)
 
 

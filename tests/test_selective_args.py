@@ -22,7 +22,7 @@ cA = -r.random((d, n)) + 1j * r.random((d, n))
 SCAN_CASES = [
     (dict(u=r.standard_normal((b, d))), r"u must be \(batch, dim, seqlen\), got shape \(2, 4\)"),
     (dict(u=r.standard_normal((b, d, L)) + 1j), "u must be real"),
-    (dict(u=onp.ones((b, d, L), bool)), "u must be a float array.*bool"),
+    (dict(u=onp.ones((b, d, L), bool)), "u must be numeric.*bool"),
     (dict(u=onp.array([["a"]]).reshape(1, 1, 1)), "u must be a numeric array"),
     (dict(u=onp.zeros((b, d, 0)), delta=onp.zeros((b, d, 0))), r"u must have shape .*got \(2, 4, 0\)"),
     (dict(delta=r.random((b, d, L + 1))), r"delta must have shape \(batch=2, dim=4, seqlen=5\), got \(2, 4, 6\)"),
@@ -82,7 +82,7 @@ STEP_CASES = [
     (dict(dt_softplus=None), "dt_softplus must be True or False"),
     (dict(heads=False, B=r.standard_normal((b, 2, n)), C=r.standard_normal((b, 2, n))),
      "ngroups=2, which must divide nheads=1"),
-    (dict(heads=False, x=r.standard_normal((b, d)).astype(bool)), "x must be a float array.*bool"),
+    (dict(heads=False, x=r.standard_normal((b, d)).astype(bool)), "x must be numeric.*bool"),
 ]
 
 

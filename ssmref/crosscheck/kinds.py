@@ -23,8 +23,11 @@ from ssmref.params import flatten_dict, unflatten_dict
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One golden-vector case: ``build(rng) -> (inputs, attrs)`` draws raw float64 inputs,
-    ``compute(inputs, attrs) -> outputs`` is the float64 reference (from ssmref's functions)."""
+    ``compute(inputs, attrs) -> outputs`` is the float64 reference (from ssmref's functions).
+    Built as ``Case(name, kind=..., build=..., compute=..., doc=...)``: after the name, every
+    field is keyword-only."""
     name: str
+    _: dataclasses.KW_ONLY
     kind: str
     build: Callable
     compute: Callable
@@ -45,8 +48,9 @@ def _no_axis(name):
 
 @dataclasses.dataclass(frozen=True)
 class Kind:
-    """The checker's rules for one kind of case."""
+    """The checker's rules for one kind of case; after the name, every field is keyword-only."""
     name: str
+    _: dataclasses.KW_ONLY
     required_inputs: tuple = ()                         # inputs the checker itself reads
     validate: Optional[Callable] = None                 # (inputs, attrs) -> None or ValueError
     effective_length: Callable = _no_length             # (inputs, attrs) -> L >= 1

@@ -27,7 +27,7 @@ from ssmref.crosscheck.files import (SPEC_VERSION, UnknownNameError, VectorsErro
                                      one_line, read_manifest, read_npz, select_names, write_npz)
 from ssmref.crosscheck.kinds import case_seed
 from ssmref.crosscheck.precision import check_dtype, round_to_dtype, rounder
-from ssmref.checks import check_flag
+from ssmref.checks import check_array, check_flag
 from ssmref.progress import Progress
 from ssmref.storage import atomic_write, inside
 
@@ -116,8 +116,7 @@ def validate_inputs(kind, inputs, attrs, outputs=None):
         if inputs[k].dtype.kind != want:
             raise ValueError(f"input {k!r} has dtype {inputs[k].dtype}, expected "
                              f"{'complex' if want == 'c' else 'float'}")
-        if not onp.all(onp.isfinite(inputs[k])):
-            raise ValueError(f"input {k!r} has non-finite entries")
+        check_array(f"input {k!r}", inputs[k], complex_ok=True)
     if rules.validate is not None:
         rules.validate(inputs, attrs)
     if outputs is not None and rules.validate_outputs is not None:

@@ -138,12 +138,12 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
                 log(f"{run_dir} is being written by another writer ({e.holder}): this "
                     f"evaluation is not written to {name}")
                 write = False
-        return _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
+        return evaluate_core(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
                          blas_threads_limit, write)
 
 
-def _evaluate(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
-              blas_threads_limit, write):
+def evaluate_core(run_dir, config, tasks, steps, later_inner_lr, protocol, name, log, plot,
+                  blas_threads_limit, write):
     # evaluate() once its arguments and config.json are checked (and the lock is held to write)
     trainer = load_trainer(run_dir, config)
     trainer.blas_threads = blas_threads_limit

@@ -34,7 +34,8 @@ from autograd import value_and_grad
 
 from ssmref import maml
 from ssmref.checks import check_choice, check_int, check_scalar
-from ssmref.metarl.policy.core import check_env, log_prob, policy_sequence_core
+from ssmref.metarl.policy.args import check_env
+from ssmref.metarl.policy.core import log_prob, policy_sequence_core
 from ssmref.metarl.policy.kinds import check_policy_params, param_shapes, spec_from_json
 from ssmref.metarl.policy.tasks import split_tasks, tasks_distribution, tasks_rollout, tile_values
 from ssmref.metarl.rl.baseline import fit_linear_baseline_core, predict_linear_baseline_core
@@ -93,7 +94,7 @@ class MetaMAMLConfig:
 
 
 # R = discounted returns,  b = linear baseline fitted on this batch,  A = normalize(R - b)
-def _trajectory_data(traj, gamma, estimator):
+def trajectory_data_core(traj, gamma, estimator):
     m = traj["mask"]
     R = discounted_returns_core(traj["rewards"], m, gamma)                 # (N, T)
     coeffs = fit_linear_baseline_core(traj["obs"], R, m)
@@ -130,7 +131,7 @@ def trajectory_data(traj, gamma, estimator="reinforce"):
     m = check_mask(traj["mask"])
     check_like_mask("rewards", traj["rewards"], m)
     check_like_mask("obs", traj["obs"], m, trailing=onp.shape(traj["obs"])[2:])
-    return _trajectory_data({**traj, "mask": m}, gamma, estimator)
+    return trajectory_data_core({**traj, "mask": m}, gamma, estimator)
 
 
 def surrogate_loss(spec):
@@ -162,7 +163,7 @@ def tasks_trajectory_data(traj, num_tasks, gamma, estimator):
     or ``baseline`` and ``scale (M,)`` (DiCE).  Unchecked (the trainer's own rollouts)."""
     keys = ("obs", "actions", "rewards", "mask")
     by_task = {k: split_tasks(traj[k], num_tasks) for k in keys}
-    per_task = [_trajectory_data({k: by_task[k][i] for k in keys}, gamma, estimator)
+    per_task = [trajectory_data_core({k: by_task[k][i] for k in keys}, gamma, estimator)
                 for i in range(num_tasks)]
     data = {k: onp.stack([d[k] for d in per_task]) for k in per_task[0]
             if k not in ("estimator", "gamma")}

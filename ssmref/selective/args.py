@@ -8,11 +8,12 @@ argument, the expected and the received shape.  The shapes are mamba_ssm's (see 
 
 import math
 import numbers
+from typing import NamedTuple, Optional
 
 import numpy as onp
 from autograd.tracer import getval, isbox
 
-from ssmref.checks import check_choice, check_flag, check_int, shape_of, values
+from ssmref.checks import check_array, check_choice, check_flag, check_int, shape_of, values
 
 
 def _fmt(shape, names):
@@ -22,23 +23,14 @@ def _fmt(shape, names):
 def array(name, x, shape, names, *, complex_ok=False, note=""):
     """``x`` as a finite float64 (complex128 if ``complex_ok`` and complex) array of ``shape``
     (``None`` = any size, but at least 1); ``names`` label the dims in the error message."""
-    raw = values(name, x)
-    dtype = raw.dtype
     want = _fmt(shape, names)
-    if dtype.kind == "b":
-        raise ValueError(f"{name} must be a float array {want}, got a bool array of shape {shape_of(x)}")
-    if dtype.kind == "c" and not complex_ok:
-        raise ValueError(f"{name} must be real{note}, got a complex array of shape {shape_of(x)}")
-    if dtype.kind not in "iufc":
-        raise ValueError(f"{name} must be a numeric array {want}, got dtype {dtype}")
+    raw = check_array(name, x, complex_ok=complex_ok, note=note)
     got = shape_of(x)
     if len(got) != len(shape) or any((w is not None and w != g) or g < 1 for w, g in zip(shape, got)):
         raise ValueError(f"{name} must have shape {want}{note}, got {got}")
-    if not onp.all(onp.isfinite(raw)):
-        raise ValueError(f"{name} has non-finite entries (shape {got})")
     if isbox(x):
         return x
-    return onp.asarray(raw, dtype=onp.complex128 if dtype.kind == "c" else onp.float64)
+    return onp.asarray(raw, dtype=onp.complex128 if raw.dtype.kind == "c" else onp.float64)
 
 
 def optional(name, x, shape, names, **kw):
@@ -87,8 +79,36 @@ def scan_bc(name, X, b, d, n, L, complex_A):
     return X, ("interleaved" if interleaved else "varying"), g
 
 
+class ScanArgs(NamedTuple):
+    """Checked arguments of ``selective_scan``; ``B``, ``C`` with their layouts."""
+    u: object                      # (b, d, L) real
+    delta: object                  # (b, d, L) real
+    A: object                      # (d, n) real or complex
+    B: object                      # (d, n), (b, n, L) or (b, g, n, L); as ``layout_B`` says
+    layout_B: str
+    C: object
+    layout_C: str
+    D: Optional[object]            # (d,)
+    z: Optional[object]            # (b, d, L)
+    delta_bias: Optional[object]   # (d,)
+
+
+class StepArgs(NamedTuple):
+    """Checked arguments of ``selective_state_update``, in head form (see :func:`step_args`)."""
+    state: object                  # (b, h, d, n)
+    x: object                      # (b, h, d)
+    dt: object                     # (b, h, d)
+    A: object                      # (h, d, n)
+    B: object                      # (b, g, n)
+    C: object                      # (b, g, n)
+    D: Optional[object]            # (h, d)
+    z: Optional[object]            # (b, h, d)
+    dt_bias: Optional[object]      # (h, d)
+    has_heads: bool                # whether ``state`` came with heads
+
+
 def scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method):
-    """Checked arguments of ``selective_scan`` (``B``, ``C`` as ``(array, layout)`` pairs)."""
+    """Checked arguments of ``selective_scan`` as :class:`ScanArgs`."""
     ndim_of("u", u, (3,), "(batch, dim, seqlen)")
     u = array("u", u, (None, None, None), ("batch", "dim", "seqlen"))
     b, d, L = shape_of(u)
@@ -106,7 +126,7 @@ def scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_s
     check_flag("delta_softplus", delta_softplus)
     check_flag("return_last_state", return_last_state)
     check_choice("method", method, ("recurrence", "parallel"))
-    return u, delta, A, (B, layout_B), (C, layout_C), D, z, delta_bias
+    return ScanArgs(u, delta, A, B, layout_B, C, layout_C, D, z, delta_bias)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +143,8 @@ def _lift(x, heads_ndim, axis):
 def step_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     """Checked arguments of ``selective_state_update``, all in head form:
     ``state (b, h, d, n)``, ``x, dt, z (b, h, d)``, ``A (h, d, n)``, ``B, C (b, g, n)``,
-    ``D, dt_bias (h, d)``; plus ``has_heads`` (whether ``state`` came with heads)."""
+    ``D, dt_bias (h, d)``; plus ``has_heads`` (whether ``state`` came with heads); a
+    :class:`StepArgs`."""
     nd = ndim_of("state", state, (3, 4), "(batch, dim, dstate) or (batch, nheads, dim, dstate)")
     has_heads = nd == 4
     ndim_of("A", A, (2, 3), "(dim, dstate) or (nheads, dim, dstate)")
@@ -156,8 +177,8 @@ def step_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     check_flag("dt_softplus", dt_softplus)
     lift3 = lambda v: _lift(v, 3, 1)                            # noqa: E731  (b, d) -> (b, 1, d)
     lift2 = lambda v: _lift(v, 2, 0)                            # noqa: E731  (d,) -> (1, d)
-    return (state, lift3(x), lift3(dt), _lift(A, 3, 0), groups["B"], groups["C"],
-            lift2(D), lift3(z), lift2(dt_bias), has_heads)
+    return StepArgs(state, lift3(x), lift3(dt), _lift(A, 3, 0), groups["B"], groups["C"],
+                    lift2(D), lift3(z), lift2(dt_bias), has_heads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,9 +210,25 @@ def seq_idx_arg(seq_idx, b, L):
     return raw.astype(onp.int64)
 
 
+class SSDArgs(NamedTuple):
+    """Checked arguments of ``ssd`` (all real; plain arrays as float64, boxes unchanged)."""
+    x: object                      # (b, L, h, p)
+    dt: object                     # (b, L, h), before bias, softplus and clamp
+    A: object                      # (h,)
+    B: object                      # (b, L, g, n)
+    C: object                      # (b, L, g, n)
+    chunk_size: int                # 1 <= chunk_size <= L
+    D: Optional[object]            # (h,) or (h, p)
+    z: Optional[object]            # (b, L, h, p)
+    dt_bias: Optional[object]      # (h,)
+    initial_states: Optional[object]  # (b, h, p, n)
+    seq_idx: Optional[onp.ndarray]  # (b, L) int64
+    dt_limit: tuple                # (lo, hi) floats
+
+
 def ssd_args(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus,
              dt_limit, return_final_states, method):
-    """Checked arguments of ``ssd`` (all real)."""
+    """Checked arguments of ``ssd`` as :class:`SSDArgs`."""
     ndim_of("x", x, (4,), "(batch, seqlen, nheads, headdim)")
     x = array("x", x, (None,) * 4, ("batch", "seqlen", "nheads", "headdim"))
     b, L, h, p = shape_of(x)
@@ -218,4 +255,4 @@ def ssd_args(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
     dt_limit = dt_limit_arg(dt_limit)
     check_flag("return_final_states", return_final_states)
     check_choice("method", method, ("chunked", "recurrence", "parallel"))
-    return x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_limit
+    return SSDArgs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_limit)

@@ -3,13 +3,14 @@
 The sequence is cut into chunks of ``Q`` steps (the last one padded with ``Δ = 0``, which is the
 identity step).  With the per-step log decay ``ℓ_t = Δ_t A_h`` and, inside a chunk,
 
-    seg[i, j] = Σ_{m=j+1}^{i} ℓ_m   (j <= i),        L[i, j] = exp(seg[i, j]) · same(i, j),
+    seg[i, j] = Σ_{m=j+1}^{i} ℓ_m   (j <= i),        M[i, j] = exp(seg[i, j]) · same(i, j),
 
-where ``same(i, j)`` is 1 when no sequence restart (``seq_idx`` change) lies in ``(j, i]``, the
-recurrence ``s_t = e^{ℓ_t} s_{t-1} + Δ_t x_t B_tᵀ``, ``y_t = s_t C_t`` splits into
+the decay mask (Dao & Gu's ``L``; here ``L`` is the sequence length), where ``same(i, j)`` is 1
+when no sequence restart (``seq_idx`` change) lies in ``(j, i]``, the recurrence
+``s_t = e^{ℓ_t} s_{t-1} + Δ_t x_t B_tᵀ``, ``y_t = s_t C_t`` splits into
 
-    1. intra-chunk (quadratic, "attention" form):  y_i  = Σ_{j<=i} (C_i·B_j) L[i, j] Δ_j x_j
-    2. chunk states:                               S_c  = Σ_j L[Q-1, j] Δ_j x_j B_jᵀ
+    1. intra-chunk (quadratic, "attention" form):  y_i  = Σ_{j<=i} (C_i·B_j) M[i, j] Δ_j x_j
+    2. chunk states:                               S_c  = Σ_j M[Q-1, j] Δ_j x_j B_jᵀ
     3. inter-chunk recurrence over chunks:         H_c  = e^{Σ_chunk ℓ} same_c · H_{c-1} + S_c,
                                                    H_{-1} = initial_states
     4. state -> output:                            y_i += e^{Σ_{m<=i} ℓ_m} same(i, -1) · H_{c-1} C_i

@@ -118,13 +118,13 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     (log-depth associative scan); they agree to rounding.  Nothing is modified in place.
     See docs/selective.md for the conventions; softplus is exact (no threshold at 20).
     """
-    u, delta, A, (B, _), (C, _), D, z, delta_bias = args.scan_args(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method)
+    a = args.scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                       method)
     t_first = lambda v: None if v is None else np.transpose(v, (2, 0, 1))   # noqa: E731  (L, b, d)
-    dt = step_size(t_first(delta), delta_bias, delta_softplus)      # (L, b, d)
-    cA = args.is_complex(A)
-    out, last = selective_core(t_first(u), dt, A, _operand(B, cA), _operand(C, cA), D, t_first(z),
-                               method=method)
+    dt = step_size(t_first(a.delta), a.delta_bias, delta_softplus)  # (L, b, d)
+    cA = args.is_complex(a.A)
+    out, last = selective_core(t_first(a.u), dt, a.A, _operand(a.B, cA), _operand(a.C, cA), a.D,
+                               t_first(a.z), method=method)
     out = np.transpose(out, (1, 2, 0))                             # (b, d, L)
     return (out, last) if return_last_state else out
 
@@ -142,17 +142,17 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     ``out`` has the shape of ``x``.  Complex ``A`` (complex ``state``, ``B``, ``C`` allowed) is an
     extension with :func:`selective_scan`'s ``2·Re`` convention; mamba's kernel is real only.
     """
-    state, x, dt, A, B, C, D, z, dt_bias, has_heads = args.step_args(
-        state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+    a = args.step_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+    state, x, A, B, C = a.state, a.x, a.A, a.B, a.C
     h = np.shape(state)[1]
     g = np.shape(B)[1]
     if g > 1:
         B, C = (np.repeat(X, h // g, axis=1) for X in (B, C))      # (b, h, n): head i -> group i // (h/g)
-    delta = step_size(dt, dt_bias, dt_softplus)                    # (b, h, d)
+    delta = step_size(a.dt, a.dt_bias, dt_softplus)                # (b, h, d)
     add_t = lambda v: None if v is None else v[None]               # noqa: E731  (1, b, h, d)
     out, new_state = selective_core(x[None], delta[None], A, B[None, :, :, None, :],
-                                     C[None, :, :, None, :], D, add_t(z), h0=state)
+                                     C[None, :, :, None, :], a.D, add_t(a.z), h0=state)
     out = out[0]                                                   # (b, h, d)
-    if not has_heads:
+    if not a.has_heads:
         out, new_state = out[:, 0], new_state[:, 0]                # (b, d), (b, d, n)
     return out, new_state

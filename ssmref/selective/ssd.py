@@ -71,17 +71,17 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
     and a chunk size above ``L`` is taken as ``L`` (memory ``O(min(chunk_size, L)²)`` per head).
     ``method``: ``"chunked"`` (default), ``"recurrence"`` or ``"parallel"`` (see module docs).
     """
-    x, dt, A, B, C, Q, D, z, dt_bias, initial_states, seq_idx, dt_limit = args.ssd_args(
-        x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_limit,
-        return_final_states, method)
-    dt = step_size(dt, dt_bias, dt_softplus, dt_limit)             # (b, L, h)
-    restarts = None if seq_idx is None else restart_counter(seq_idx)
+    a = args.ssd_args(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
+                      dt_softplus, dt_limit, return_final_states, method)
+    x, A, B, C, D = a.x, a.A, a.B, a.C, a.D
+    dt = step_size(a.dt, a.dt_bias, dt_softplus, a.dt_limit)       # (b, L, h)
+    restarts = None if a.seq_idx is None else restart_counter(a.seq_idx)
     if method == "chunked":
-        y, final = ssd_chunked(x, dt, A, B, C, Q, restarts, initial_states)
+        y, final = ssd_chunked(x, dt, A, B, C, a.chunk_size, restarts, a.initial_states)
     else:
-        y, final = ssd_recurrence(x, dt, A, B, C, restarts, initial_states, method)
+        y, final = ssd_recurrence(x, dt, A, B, C, restarts, a.initial_states, method)
     if D is not None:
         y = y + (D[:, None] if np.ndim(D) == 1 else D) * x        # (b, L, h, p)
-    if z is not None:
-        y = y * silu(z)
+    if a.z is not None:
+        y = y * silu(a.z)
     return (y, final) if return_final_states else y

@@ -88,11 +88,7 @@ class StateSpaceModel:
         if (m, n, p) != (self.input_dim, self.state_dim, self.output_dim):
             raise ValueError(f"params have (input, state, output) dims {(m, n, p)}, the model has "
                              f"{(self.input_dim, self.state_dim, self.output_dim)}")
-        new = tree_copy({k: params[k] for k in PARAM_NAMES})
-        for k, v in new.items():
-            if not onp.all(onp.isfinite(v)):
-                raise ValueError(f"params[{k!r}] has non-finite entries")
-        self.params = new
+        self.params = tree_copy({k: params[k] for k in PARAM_NAMES})     # checked by ssm_dims
 
     def save(self, path):
         """Write parameters, hidden state and mode to ``path`` (``.npz``, atomic, no pickle)."""

@@ -18,7 +18,7 @@ from ssmref.recurrence import dense_recurrence, matmul_last
 from ssmref.ssm.dims import PARAM_NAMES, check_sequence_inputs, check_step_inputs
 
 
-def step(params, h, u, rnd=None):
+def ssm_step_core(params, h, u, rnd=None):
     """One step of the recurrence, unchecked: ``(y, h')`` for ``h: (..., n)``, ``u: (..., m)``.
 
     ``rnd`` is the arithmetic: applied to the result of every operation (``None``: exact, the
@@ -35,7 +35,7 @@ def ssm_step(params, h, u):
     Shapes: ``h: (..., n)``, ``u: (..., m)`` with broadcastable leading dims; ``y: (..., p)``.
     """
     check_step_inputs(params, h, u)
-    return step(params, h, u)
+    return ssm_step_core(params, h, u)
 
 
 def states_and_outputs(params, u, h0, parallel):

@@ -77,7 +77,7 @@ def dplr_discretize(params):
     ``params``: ``{"Lambda": (N,), "P": (N, r), "Q": (N, r), "B": (N, m), "dt": ()}`` (other keys
     ignored).  ``A_1 = (2/Δ − Λ + P Q^*)^{-1}`` by Woodbury (as annotated-s4's ``discrete_DPLR``).
     """
-    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Lam, P, Q, B, dt = validate.dplr_args(params)
     return dplr_discrete_system(Lam, P, Q, B, dt)
 
 
@@ -86,7 +86,7 @@ def dplr_truncate(params, length):
 
     ``Ā^L`` by repeated squaring of the rounded ``Ā`` (relative error ≈ L ε ||Ā^L||).
     """
-    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Lam, P, Q, B, dt = validate.dplr_args(params)
     C = validate.output_matrix(params, "C", np.shape(Lam)[0])
     L = validate.length(length)
     Abar, _ = dplr_discrete_system(Lam, P, Q, B, dt)
@@ -95,7 +95,7 @@ def dplr_truncate(params, length):
 
 def dplr_untruncate(params, length):
     """``C = C̃ (I − Ā^L)^{-1}`` (p, N) from ``params["Ct"]``; ``ValueError`` if ``I − Ā^L`` is singular."""
-    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Lam, P, Q, B, dt = validate.dplr_args(params)
     Ct = validate.output_matrix(params, "Ct", np.shape(Lam)[0])
     L = validate.length(length)
     Abar, _ = dplr_discrete_system(Lam, P, Q, B, dt)
@@ -113,7 +113,7 @@ def dplr_scan(params, u, h0=None):
     ``u: (T, m)`` or ``(batch, T, m)`` real; ``h0: (N,)`` or ``(batch, N)`` complex.
     (A taped Python loop over ``t``: the state matrix is not diagonal.)
     """
-    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Lam, P, Q, B, dt = validate.dplr_args(params)
     N = np.shape(Lam)[0]
     C = validate.output_matrix(params, "C", N)
     D = validate.feedthrough(params, np.shape(C)[0], np.shape(B)[1])
@@ -183,7 +183,7 @@ def dplr_kernel(params, length, *, allow_unstable=False):
     ``allow_unstable=True`` (with ``Q = P`` and ``Re Λ ≤ 0``, ``A + A^* ⪯ 0``: the system is
     stable), and ``Λ_n`` at a pole of the Cauchy kernel (:func:`cauchy_poles`; ``Λ_n = 0`` is one).
     """
-    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Lam, P, Q, B, dt = validate.dplr_args(params)
     Ct = validate.output_matrix(params, "Ct", np.shape(Lam)[0])
     L = validate.length(length)
     validate.stable(Lam, allow_unstable)

@@ -108,7 +108,7 @@ def dplr_to_dense(params, *, discrete=True):
     ``ssmref.ssm.discretize(A, B, dt, "bilinear")`` (equal to the discrete one).
     """
     check_flag("discrete", discrete)
-    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Lam, P, Q, B, dt = validate.dplr_args(params)
     N = shape_of(Lam)[0]
     C = validate.output_matrix(params, "C", N)
     D = validate.feedthrough(params, shape_of(C)[0], shape_of(B)[1])

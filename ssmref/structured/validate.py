@@ -19,7 +19,8 @@ import numpy as onp
 from autograd.tracer import getval
 
 from ssmref.params import is_node
-from ssmref.checks import check_choice, check_flag, check_int, check_shape, shape_of, values
+from ssmref.checks import (check_array, check_choice, check_flag, check_int, check_shape, shape_of,
+                           values)
 
 METHODS = ("zoh", "bilinear")
 OUTPUTS = ("re", "2re")
@@ -28,14 +29,7 @@ DPLR_KEYS = ("Lambda", "P", "Q", "B", "dt")
 
 
 def _kind(name, x):
-    raw = values(name, x)
-    if raw.dtype.kind == "b":
-        raise ValueError(f"{name} must be numeric, got a bool array of shape {raw.shape}")
-    if raw.dtype.kind not in "iufc":
-        raise ValueError(f"{name} must be a numeric array, got dtype {raw.dtype}")
-    if not onp.all(onp.isfinite(raw)):
-        raise ValueError(f"{name} has non-finite entries (shape {raw.shape})")
-    return raw.dtype.kind
+    return check_array(name, x, complex_ok=True).dtype.kind
 
 
 def complex_array(name, x, shape):
@@ -161,7 +155,7 @@ def length(L):
     return check_int("length", L, minimum=1)
 
 
-def dplr_core(params):
+def dplr_args(params):
     """Validated ``(Lambda (N,), P (N, r), Q (N, r), B (N, m), dt ())`` of a DPLR system (complex
     arrays cast; ``dt`` a positive scalar: S4 has one step per channel, see ``layouts``)."""
     params_dict(params, DPLR_KEYS, "DPLR SSM")

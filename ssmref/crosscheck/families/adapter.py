@@ -97,17 +97,19 @@ def _compute_adapter(x, attrs):
 
 
 CASES = [
-    Case("adapter_tent", "adapter", _build_adapter("tent", _TENT_CONFIG), _compute_adapter,
-         "tent on a linear classifier: 5 calls of 1 step, clipping, step bound, trust region, "
-         "EMA"),
-    Case("adapter_eata", "adapter",
-         _build_adapter("eata", _EATA_CONFIG, W_scale=3.0, blank_batch=3), _compute_adapter,
-         "eata: reliable rows only, constant weights exp(E0 - H); 2 steps per call; call 3 has "
-         "no reliable row and is skipped"),
-    Case("adapter_guard", "adapter",
-         _build_adapter("none", _GUARD_CONFIG, nan_at=(2, 5, 3)), _compute_adapter,
-         "the non-finite guard: batch 2 holds a nan, its loss is nan, the call changes nothing "
-         "(Adam's step count, moments, anchor) and reports updated=False"),
+    Case("adapter_tent", kind="adapter", build=_build_adapter("tent", _TENT_CONFIG),
+         compute=_compute_adapter,
+         doc="tent on a linear classifier: 5 calls of 1 step, clipping, step bound, trust region, "
+             "EMA"),
+    Case("adapter_eata", kind="adapter",
+         build=_build_adapter("eata", _EATA_CONFIG, W_scale=3.0, blank_batch=3),
+         compute=_compute_adapter,
+         doc="eata: reliable rows only, constant weights exp(E0 - H); 2 steps per call; call 3 has "
+             "no reliable row and is skipped"),
+    Case("adapter_guard", kind="adapter",
+         build=_build_adapter("none", _GUARD_CONFIG, nan_at=(2, 5, 3)), compute=_compute_adapter,
+         doc="the non-finite guard: batch 2 holds a nan, its loss is nan, the call changes nothing "
+             "(Adam's step count, moments, anchor) and reports updated=False"),
 ]
 
 

@@ -98,25 +98,29 @@ def _compute(x, attrs):
 
 
 CASES = [
-    Case("adapter_shot", "adapter_method", _build("shot", _ENCODER), _compute,
-         "SHOT-IM on the encoder: mean entropy minus the entropy of the mean prediction"),
-    Case("adapter_sar", "adapter_method",
-         _build("sar", _BODY, dict(margin=0.8, reset_constant=0.635)), _compute,
-         "SAR: reliable rows (H < 0.8 ln 3) at θ and at θ + ε, the SAM gradient, model recovery "
-         "when the entropy average falls below 0.635 (from call 4 on)"),
-    Case("adapter_cotta", "adapter_method",
-         _build("cotta", _BODY, dict(teacher_decay=0.9, restore_prob=0.05, n_augment=4, seed=3),
-                x_scale=0.3), _compute,
-         "CoTTA: a 0.9 EMA teacher (0.999 by default; 0.9 makes the order visible), 4 noise augmentations (source confidence < 0.92), "
-         "restore with probability 0.05; the teacher follows the student after its step"),
-    Case("adapter_ttt", "adapter_method", _build("ttt", _ENCODER), _compute,
-         "TTT: the self-supervised head's cross-entropy, encoder only"),
-    Case("adapter_tttpp", "adapter_method",
-         _build("ttt++", _ENCODER, dict(queue_size=2 * B), source=True), _compute,
-         "TTT++: TTT plus mean and covariance alignment to source features, a queue of two "
-         "batches"),
-    Case("adapter_t3a", "adapter_method", _build("t3a", _HEAD, dict(filter_k=3)), _compute,
-         "T3A: supports filtered to the 3 lowest-entropy per class; head.W replaced, head.b = 0"),
+    Case("adapter_shot", kind="adapter_method", build=_build("shot", _ENCODER), compute=_compute,
+         doc="SHOT-IM on the encoder: mean entropy minus the entropy of the mean prediction"),
+    Case("adapter_sar", kind="adapter_method",
+         build=_build("sar", _BODY, dict(margin=0.8, reset_constant=0.635)), compute=_compute,
+         doc="SAR: reliable rows (H < 0.8 ln 3) at θ and at θ + ε, the SAM gradient, model "
+             "recovery when the entropy average falls below 0.635 (from call 4 on)"),
+    Case("adapter_cotta", kind="adapter_method",
+         build=_build("cotta", _BODY,
+                      dict(teacher_decay=0.9, restore_prob=0.05, n_augment=4, seed=3),
+                      x_scale=0.3), compute=_compute,
+         doc="CoTTA: a 0.9 EMA teacher (0.999 by default; 0.9 makes the order visible), 4 noise "
+             "augmentations (source confidence < 0.92), restore with probability 0.05; the "
+             "teacher follows the student after its step"),
+    Case("adapter_ttt", kind="adapter_method", build=_build("ttt", _ENCODER), compute=_compute,
+         doc="TTT: the self-supervised head's cross-entropy, encoder only"),
+    Case("adapter_tttpp", kind="adapter_method",
+         build=_build("ttt++", _ENCODER, dict(queue_size=2 * B), source=True), compute=_compute,
+         doc="TTT++: TTT plus mean and covariance alignment to source features, a queue of two "
+             "batches"),
+    Case("adapter_t3a", kind="adapter_method", build=_build("t3a", _HEAD, dict(filter_k=3)),
+         compute=_compute,
+         doc="T3A: supports filtered to the 3 lowest-entropy per class; head.W replaced, "
+             "head.b = 0"),
 ]
 
 

@@ -75,10 +75,10 @@ def _compute_policy(x, attrs):
 
 
 CASES = [
-    Case("policy_gaussian", "policy", _build_policy(False), _compute_policy,
-         "continuous SSM policy: mean, value, log-prob (summed over dims) and its gradient"),
-    Case("policy_categorical", "policy", _build_policy(True), _compute_policy,
-         "discrete SSM policy (K 5, previous action and reward as input)"),
+    Case("policy_gaussian", kind="policy", build=_build_policy(False), compute=_compute_policy,
+         doc="continuous SSM policy: mean, value, log-prob (summed over dims) and its gradient"),
+    Case("policy_categorical", kind="policy", build=_build_policy(True), compute=_compute_policy,
+         doc="discrete SSM policy (K 5, previous action and reward as input)"),
 ]
 CASES += maml.CASES + adapter.CASES + adapter_methods.CASES
 
@@ -103,7 +103,9 @@ def _gradient_names(name):
 
 
 KINDS = [
-    Kind("policy", ("params.ssm.A", "obs"), _validate_policy, _policy_length, _gradient_names,
-         lambda name: (1, "t") if name in ("mean", "logits", "value", "log_prob") else None),
+    Kind("policy", required_inputs=("params.ssm.A", "obs"), validate=_validate_policy,
+         effective_length=_policy_length, output_class=_gradient_names,
+         sequence_axis=lambda name: (
+             (1, "t") if name in ("mean", "logits", "value", "log_prob") else None)),
 ]
 KINDS += maml.KINDS + adapter.KINDS + adapter_methods.KINDS

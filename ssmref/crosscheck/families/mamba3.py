@@ -167,27 +167,33 @@ def _compute_vjp(x, attrs):
 # ---------------------------------------------------------------------------------------------
 
 CASES = [
-    Case("mamba3_siso", "mamba3_siso", mamba3_inputs(b=2, L=100, h=4, hqk=2, n=16, p=4, r=4),
-         forward, "b 2, L 100, h 4 on 2 Q/K heads (GQA), n 16 with 4 of 8 pairs rotated, p 4, D, "
-         "Z, input states, chunk 16; mamba's test distribution"),
-    Case("mamba3_siso_no_states", "mamba3_siso",
-         mamba3_inputs(b=2, L=64, h=2, hqk=2, n=8, p=4, r=4, D=False, Z=False, states=False),
-         forward, "no D, Z or input states (zeros); every pair rotated"),
-    Case("mamba3_siso_long_memory", "mamba3_siso",
-         mamba3_inputs(b=1, L=2000, h=1, hqk=1, n=8, p=4, r=2, dt=(1e-4, 1e-3)), forward,
-         "DT ~ logU[1e-4, 1e-3]: a memory of hundreds of steps, L 2000 (125 chunks)"),
-    Case("mamba3_siso_varlen", "mamba3_siso",
-         mamba3_inputs(b=1, L=100, h=4, hqk=1, n=8, p=4, r=2, cu=[0, 37, 37, 38, 100]), forward,
-         "cu_seqlens [0, 37, 37, 38, 100]: segments of 37, 0 (returns its input states), 1, 62 "
-         "steps, each with its input states"),
-    Case("mamba3_siso_step", "mamba3_siso_step",
-         mamba3_inputs(b=3, L=1, h=4, hqk=1, n=16, p=8, r=8, step=True, inside=True), forward,
-         "one decoding step (mamba3_siso_step): b 3, h 4 on 1 Q/K head, n 16 all rotated, p 8; "
-         "the angles stay inside (0, 2π)"),
-    Case("mamba3_siso_vjp", "mamba3_siso_vjp",
-         mamba3_inputs(b=2, L=40, h=2, hqk=1, n=8, p=4, r=2, cotangents=True), _compute_vjp,
-         "gradients of Σ g·(out and the four final states) w.r.t. every float input; b 2, L 40, "
-         "h 2 on 1 Q/K head"),
+    Case("mamba3_siso", kind="mamba3_siso",
+         build=mamba3_inputs(b=2, L=100, h=4, hqk=2, n=16, p=4, r=4),
+         compute=forward,
+         doc="b 2, L 100, h 4 on 2 Q/K heads (GQA), n 16 with 4 of 8 pairs rotated, p 4, D, "
+             "Z, input states, chunk 16; mamba's test distribution"),
+    Case("mamba3_siso_no_states", kind="mamba3_siso",
+         build=mamba3_inputs(b=2, L=64, h=2, hqk=2, n=8, p=4, r=4, D=False, Z=False, states=False),
+         compute=forward, doc="no D, Z or input states (zeros); every pair rotated"),
+    Case("mamba3_siso_long_memory", kind="mamba3_siso",
+         build=mamba3_inputs(b=1, L=2000, h=1, hqk=1, n=8, p=4, r=2, dt=(1e-4, 1e-3)),
+         compute=forward,
+         doc="DT ~ logU[1e-4, 1e-3]: a memory of hundreds of steps, L 2000 (125 chunks)"),
+    Case("mamba3_siso_varlen", kind="mamba3_siso",
+         build=mamba3_inputs(b=1, L=100, h=4, hqk=1, n=8, p=4, r=2, cu=[0, 37, 37, 38, 100]),
+         compute=forward,
+         doc="cu_seqlens [0, 37, 37, 38, 100]: segments of 37, 0 (returns its input states), 1, 62 "
+             "steps, each with its input states"),
+    Case("mamba3_siso_step", kind="mamba3_siso_step",
+         build=mamba3_inputs(b=3, L=1, h=4, hqk=1, n=16, p=8, r=8, step=True, inside=True),
+         compute=forward,
+         doc="one decoding step (mamba3_siso_step): b 3, h 4 on 1 Q/K head, n 16 all rotated, p 8; "
+             "the angles stay inside (0, 2π)"),
+    Case("mamba3_siso_vjp", kind="mamba3_siso_vjp",
+         build=mamba3_inputs(b=2, L=40, h=2, hqk=1, n=8, p=4, r=2, cotangents=True),
+         compute=_compute_vjp,
+         doc="gradients of Σ g·(out and the four final states) w.r.t. every float input; b 2, L "
+             "40, h 2 on 1 Q/K head"),
 ]
 
 
@@ -242,10 +248,14 @@ def _no_axis(name):
 _REQUIRED = ("Q", "V", "ADT", "DT", "Angles")
 
 KINDS = [
-    Kind("mamba3_siso", _REQUIRED, _validate, _length, sequence_axis=_axis,
+    Kind("mamba3_siso", required_inputs=_REQUIRED, validate=_validate,
+         effective_length=_length, sequence_axis=_axis,
          naive=mamba3_naive.naive_forward, reference=mamba3_ref.forward),
-    Kind("mamba3_siso_step", _REQUIRED, _validate, _length, sequence_axis=_no_axis,
+    Kind("mamba3_siso_step", required_inputs=_REQUIRED, validate=_validate,
+         effective_length=_length, sequence_axis=_no_axis,
          naive=mamba3_naive.naive_forward, reference=mamba3_ref.forward),
-    Kind("mamba3_siso_vjp", _REQUIRED + COTANGENTS, lambda x, a: _validate(x, a, True), _length,
-         _grads, _axis, mamba3_naive.naive_vjp, reference=mamba3_ref.vjp),
+    Kind("mamba3_siso_vjp", required_inputs=_REQUIRED + COTANGENTS,
+         validate=lambda x, a: _validate(x, a, True), effective_length=_length,
+         output_class=_grads, sequence_axis=_axis,
+         naive=mamba3_naive.naive_vjp, reference=mamba3_ref.vjp),
 ]

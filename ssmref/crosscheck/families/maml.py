@@ -110,22 +110,25 @@ BROADCAST_RATES = {"layer0.W": (), "layer1.W": (40, 1), "layer1.b": (1,), "layer
                    "layer2.b": ()}
 
 CASES = [
-    Case("maml_mlp", "maml", _build_maml(False),
-         _compute_maml(("fast", "meta_loss", "meta_grad", "meta_grad_fo")),
-         "sinusoid MAML: fast weights after 2 steps, meta-loss, 2nd and 1st order meta-grads"),
-    Case("maml_metasgd", "maml", _build_maml(True),
-         _compute_maml(("meta_loss", "meta_grad", "meta_grad_lr")),
-         "Meta-SGD: meta-gradients w.r.t. the parameters and the per-parameter rates"),
-    Case("maml_scalar_lr", "maml", _build_maml(False),
-         _compute_maml(("meta_loss", "meta_grad", "meta_grad_lr", "meta_grad_fo",
-                        "meta_grad_fo_lr")),
-         "MAML, 2 steps: the meta-gradient w.r.t. the scalar rate, second and first order"),
-    Case("maml_metasgd_broadcast", "maml", _build_maml(True, rate_shapes=BROADCAST_RATES),
-         _compute_maml(("fast", "meta_loss", "meta_grad", "meta_grad_lr")),
-         "Meta-SGD with broadcast rates (scalar, per row, per column); rate gradients summed "
-         "over the broadcast axes"),
-    Case("maml_metasgd_steps3", "maml", _build_maml(True, steps=3), _compute_maml(ALL_OUTPUTS),
-         "Meta-SGD, 3 steps: second- and first-order gradients w.r.t. the parameters and rates"),
+    Case("maml_mlp", kind="maml", build=_build_maml(False),
+         compute=_compute_maml(("fast", "meta_loss", "meta_grad", "meta_grad_fo")),
+         doc="sinusoid MAML: fast weights after 2 steps, meta-loss, 2nd and 1st order meta-grads"),
+    Case("maml_metasgd", kind="maml", build=_build_maml(True),
+         compute=_compute_maml(("meta_loss", "meta_grad", "meta_grad_lr")),
+         doc="Meta-SGD: meta-gradients w.r.t. the parameters and the per-parameter rates"),
+    Case("maml_scalar_lr", kind="maml", build=_build_maml(False),
+         compute=_compute_maml(("meta_loss", "meta_grad", "meta_grad_lr", "meta_grad_fo",
+                                "meta_grad_fo_lr")),
+         doc="MAML, 2 steps: the meta-gradient w.r.t. the scalar rate, second and first order"),
+    Case("maml_metasgd_broadcast", kind="maml",
+         build=_build_maml(True, rate_shapes=BROADCAST_RATES),
+         compute=_compute_maml(("fast", "meta_loss", "meta_grad", "meta_grad_lr")),
+         doc="Meta-SGD with broadcast rates (scalar, per row, per column); rate gradients summed "
+             "over the broadcast axes"),
+    Case("maml_metasgd_steps3", kind="maml", build=_build_maml(True, steps=3),
+         compute=_compute_maml(ALL_OUTPUTS),
+         doc="Meta-SGD, 3 steps: second- and first-order gradients w.r.t. the parameters "
+             "and rates"),
 ]
 
 

@@ -22,7 +22,7 @@ from ssmref.crosscheck.families import ssm_ref
 from ssmref.crosscheck.families.ssm_log_depth import (log_depth_kernel, log_depth_scan,
                                                       log_depth_vjp, vjp_outputs)
 from ssmref.crosscheck.kinds import Case, Kind, memory_length
-from ssmref.ssm.recurrent import step
+from ssmref.ssm.recurrent import ssm_step_core
 
 PARAMS = ssm.PARAM_NAMES
 
@@ -35,7 +35,7 @@ def _params(inputs):
 # The cases: inputs and the float64 reference
 # ---------------------------------------------------------------------------------------------
 
-def _build_scan(batch, T, n, m, p, rho):
+def _build_scan(*, batch, T, n, m, p, rho):
     def build(rng):
         params = ssm.init_ssm(m, n, p, rng=rng, scale=rho)  # rho(A) = rho; B, C, D fan-in scaled
         u = rng.standard_normal((batch, T, m))                # (batch, T, m)
@@ -71,10 +71,10 @@ def _compute_kernel(x, attrs):
     return {"K": ssm.ssm_kernel(dict(x, D=onp.zeros((p, m))), int(attrs["length"]))}
 
 
-def build_vjp(batch, T, n, m, p, rho):
+def build_vjp(*, batch, T, n, m, p, rho):
     """The builder of an ``ssm_scan_vjp`` case (public for the tests)."""
     def build(rng):
-        inputs, attrs = _build_scan(batch, T, n, m, p, rho)(rng)
+        inputs, attrs = _build_scan(batch=batch, T=T, n=n, m=m, p=p, rho=rho)(rng)
         inputs["gy"] = rng.standard_normal((batch, T, p))        # cotangent of y
         inputs["gh"] = rng.standard_normal((batch, n))           # cotangent of h_last
         return inputs, attrs
@@ -120,32 +120,43 @@ def _compute_discretize(x, attrs):
 _SCAN = "h_t = A h_{t-1} + B u_t, y_t = C h_t + D u_t from h0"
 
 CASES = [
-    Case("ssm_scan", "ssm_scan", _build_scan(3, 64, 8, 2, 3, 0.9), _compute_scan,
-         f"{_SCAN}; batch 3, T 64, n 8, m 2, p 3, rho 0.9 (the contract's case)"),
-    Case("ssm_scan_T1000", "ssm_scan", _build_scan(2, 1000, 16, 2, 3, 0.9), _compute_scan,
-         "T 1000 (not a power of two), n 16, rho 0.9"),
-    Case("ssm_scan_T2049", "ssm_scan", _build_scan(2, 2049, 16, 2, 3, 0.95), _compute_scan,
-         "T 2049 (crosses 2048), n 16, rho 0.95"),
-    Case("ssm_scan_long", "ssm_scan", _build_scan(1, 16384, 16, 2, 3, 0.99), _compute_scan,
-         "one long sequence, T 16384, n 16, rho 0.99"),
-    Case("ssm_scan_rho0999", "ssm_scan", _build_scan(2, 4096, 16, 2, 3, 0.999), _compute_scan,
-         "spectral radius 0.999 (memory ~1000 steps), T 4096, n 16"),
-    Case("ssm_scan_n1", "ssm_scan", _build_scan(3, 256, 1, 2, 3, 0.9), _compute_scan,
-         "state size 1, T 256"),
-    Case("ssm_scan_n64", "ssm_scan", _build_scan(2, 512, 64, 2, 3, 0.95), _compute_scan,
-         "state size 64, T 512, rho 0.95"),
-    Case("ssm_step", "ssm_step", _build_step, _compute_step,
-         "h_next = A h + B u, y = C h_next + D u; batch 4, n 16, m 3, p 2"),
-    Case("ssm_kernel", "ssm_kernel", _build_kernel, _compute_kernel,
-         "K[k] = C A^k B, k < 1000; n 16, m 2, p 3, rho 0.99"),
-    Case("ssm_scan_vjp", "ssm_scan_vjp", build_vjp(3, 64, 8, 2, 3, 0.9), compute_vjp,
-         "gradients of sum(gy*y) + sum(gh*h_last) w.r.t. A, B, C, D, u, h0; T 64"),
-    Case("ssm_scan_vjp_T2049", "ssm_scan_vjp", build_vjp(2, 2049, 16, 2, 3, 0.95), compute_vjp,
-         "the same for T 2049, n 16, rho 0.95"),
-    Case("discretize_zoh", "discretize", _build_discretize("zoh"), _compute_discretize,
-         "zero-order hold of a non-normal Hurwitz A (n 6), dt 0.1"),
-    Case("discretize_bilinear", "discretize", _build_discretize("bilinear"), _compute_discretize,
-         "bilinear (S4) of HiPPO-LegS (n 8), dt 0.1"),
+    Case("ssm_scan", kind="ssm_scan",
+         build=_build_scan(batch=3, T=64, n=8, m=2, p=3, rho=0.9), compute=_compute_scan,
+         doc=f"{_SCAN}; batch 3, T 64, n 8, m 2, p 3, rho 0.9 (the contract's case)"),
+    Case("ssm_scan_T1000", kind="ssm_scan",
+         build=_build_scan(batch=2, T=1000, n=16, m=2, p=3, rho=0.9), compute=_compute_scan,
+         doc="T 1000 (not a power of two), n 16, rho 0.9"),
+    Case("ssm_scan_T2049", kind="ssm_scan",
+         build=_build_scan(batch=2, T=2049, n=16, m=2, p=3, rho=0.95), compute=_compute_scan,
+         doc="T 2049 (crosses 2048), n 16, rho 0.95"),
+    Case("ssm_scan_long", kind="ssm_scan",
+         build=_build_scan(batch=1, T=16384, n=16, m=2, p=3, rho=0.99), compute=_compute_scan,
+         doc="one long sequence, T 16384, n 16, rho 0.99"),
+    Case("ssm_scan_rho0999", kind="ssm_scan",
+         build=_build_scan(batch=2, T=4096, n=16, m=2, p=3, rho=0.999), compute=_compute_scan,
+         doc="spectral radius 0.999 (memory ~1000 steps), T 4096, n 16"),
+    Case("ssm_scan_n1", kind="ssm_scan",
+         build=_build_scan(batch=3, T=256, n=1, m=2, p=3, rho=0.9), compute=_compute_scan,
+         doc="state size 1, T 256"),
+    Case("ssm_scan_n64", kind="ssm_scan",
+         build=_build_scan(batch=2, T=512, n=64, m=2, p=3, rho=0.95), compute=_compute_scan,
+         doc="state size 64, T 512, rho 0.95"),
+    Case("ssm_step", kind="ssm_step", build=_build_step, compute=_compute_step,
+         doc="h_next = A h + B u, y = C h_next + D u; batch 4, n 16, m 3, p 2"),
+    Case("ssm_kernel", kind="ssm_kernel", build=_build_kernel, compute=_compute_kernel,
+         doc="K[k] = C A^k B, k < 1000; n 16, m 2, p 3, rho 0.99"),
+    Case("ssm_scan_vjp", kind="ssm_scan_vjp",
+         build=build_vjp(batch=3, T=64, n=8, m=2, p=3, rho=0.9), compute=compute_vjp,
+         doc="gradients of sum(gy*y) + sum(gh*h_last) w.r.t. A, B, C, D, u, h0; T 64"),
+    Case("ssm_scan_vjp_T2049", kind="ssm_scan_vjp",
+         build=build_vjp(batch=2, T=2049, n=16, m=2, p=3, rho=0.95), compute=compute_vjp,
+         doc="the same for T 2049, n 16, rho 0.95"),
+    Case("discretize_zoh", kind="discretize",
+         build=_build_discretize("zoh"), compute=_compute_discretize,
+         doc="zero-order hold of a non-normal Hurwitz A (n 6), dt 0.1"),
+    Case("discretize_bilinear", kind="discretize",
+         build=_build_discretize("bilinear"), compute=_compute_discretize,
+         doc="bilinear (S4) of HiPPO-LegS (n 8), dt 0.1"),
 ]
 
 
@@ -242,7 +253,7 @@ def _naive_scan(x, attrs, R, work):
 def _naive_step(x, attrs, R, work):
     params = {k: R(onp.asarray(x[k], dtype=work)) for k in PARAMS}
     h, u = R(onp.asarray(x["h"], dtype=work)), R(onp.asarray(x["u"], dtype=work))
-    y, h_next = step(params, h, u, R)                     # the definition, rounded by R
+    y, h_next = ssm_step_core(params, h, u, R)                     # the definition, rounded by R
     return {"h_next": h_next, "y": y}
 
 
@@ -285,19 +296,24 @@ def _naive_discretize(x, attrs, R, work):
 
 
 KINDS = [
-    Kind("ssm_scan", ("A", "B", "C", "D", "u", "h0"),
-         lambda x, a: _validate_sequence(x, a, False), _sequence_length,
+    Kind("ssm_scan", required_inputs=("A", "B", "C", "D", "u", "h0"),
+         validate=lambda x, a: _validate_sequence(x, a, False), effective_length=_sequence_length,
          sequence_axis=_time_axis_of("y"), naive=_naive_scan, log_depth=log_depth_scan,
          reference=ssm_ref.scan),
-    Kind("ssm_step", ("A", "B", "C", "D", "h", "u"), _validate_step, naive=_naive_step,
+    Kind("ssm_step", required_inputs=("A", "B", "C", "D", "h", "u"),
+         validate=_validate_step, naive=_naive_step,
          reference=ssm_ref.step),
-    Kind("ssm_kernel", ("A", "B", "C"), _validate_kernel, _kernel_length,
+    Kind("ssm_kernel", required_inputs=("A", "B", "C"), validate=_validate_kernel,
+         effective_length=_kernel_length,
          sequence_axis=lambda name: (0, "k") if name == "K" else None, naive=_naive_kernel,
          log_depth=log_depth_kernel, validate_outputs=_validate_kernel_outputs,
          reference=ssm_ref.kernel),
-    Kind("ssm_scan_vjp", ("A", "B", "C", "D", "u", "h0", "gy", "gh"),
-         lambda x, a: _validate_sequence(x, a, True), _sequence_length, _vjp_class,
-         _time_axis_of("y", "du"), _naive_vjp, log_depth_vjp, reference=ssm_ref.scan_vjp),
-    Kind("discretize", ("A", "B", "dt"), _validate_discretize, naive=_naive_discretize,
+    Kind("ssm_scan_vjp", required_inputs=("A", "B", "C", "D", "u", "h0", "gy", "gh"),
+         validate=lambda x, a: _validate_sequence(x, a, True), effective_length=_sequence_length,
+         output_class=_vjp_class,
+         sequence_axis=_time_axis_of("y", "du"), naive=_naive_vjp,
+         log_depth=log_depth_vjp, reference=ssm_ref.scan_vjp),
+    Kind("discretize", required_inputs=("A", "B", "dt"),
+         validate=_validate_discretize, naive=_naive_discretize,
          reference=ssm_ref.discretize),
 ]

@@ -114,7 +114,7 @@ def dplr_kernel_error_bound(params, length):
 
     and the inverse FFT adds ``ε (3 log2 L + 2)`` times ``||K̂||_2/√L``; ``||ΔK||_2 ≤ ||ΔK̂||_2/√L``.
     """
-    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Lam, P, Q, B, dt = validate.dplr_args(params)
     Ct = validate.output_matrix(params, "Ct", onp.shape(Lam)[0])
     L = validate.length(length)
     N, r = onp.shape(P)

@@ -107,11 +107,11 @@ def mp_diag_scan(params, u, h0=None, *, method, output):
 
 
 def _dplr_inputs(params):
-    Lam, P, Q, B, dt = validate.dplr_core(params)
+    Lam, P, Q, B, dt = validate.dplr_args(params)
     return tuple(highprec.to_mp(x) for x in (Lam, P, Q, B, dt))
 
 
-def _mp_dplr_discretize(Lam, P, Q, B, dt):
+def _mp_dplr_dense(Lam, P, Q, B, dt):
     N = Lam.shape[0]
     A = highprec.eye(N) * 0
     for i in range(N):
@@ -124,7 +124,7 @@ def _mp_dplr_discretize(Lam, P, Q, B, dt):
 @highprec.high_precision
 def mp_dplr_discretize(params):
     """Dense ``(Ā, B̄)`` of the DPLR system in 40 digits by LU solves with ``I − Δ/2 A``."""
-    return _mp_dplr_discretize(*_dplr_inputs(params))
+    return _mp_dplr_dense(*_dplr_inputs(params))
 
 
 @highprec.high_precision
@@ -132,7 +132,7 @@ def mp_dplr_kernel(params, length):
     """``K[k] = Re(C Ā^k B̄)`` with ``C = C̃ (I − Ā^L)^{-1}``, in 40 digits (dense, no generating function)."""
     Lam, P, Q, B, dt = _dplr_inputs(params)
     Ct = highprec.to_mp(validate.output_matrix(params, "Ct", Lam.shape[0]))
-    Abar, Bbar = _mp_dplr_discretize(Lam, P, Q, B, dt)
+    Abar, Bbar = _mp_dplr_dense(Lam, P, Q, B, dt)
     M = highprec.eye(Lam.shape[0]) - highprec.matrix_power(Abar, length)
     C = highprec.solve(M.T, Ct.T).T                                  # C M = C̃
     K = onp.empty((length,) + (C.shape[0], B.shape[1]), dtype=object)
@@ -151,7 +151,7 @@ def mp_dplr_scan(params, u, h0=None):
     C = highprec.to_mp(validate.output_matrix(params, "C", N))
     D = highprec.to_mp(validate.feedthrough(params, C.shape[0], m))
     u, h0, batch = validate.sequence(u, h0, m, N)
-    Abar, Bbar = _mp_dplr_discretize(Lam, P, Q, B, dt)
+    Abar, Bbar = _mp_dplr_dense(Lam, P, Q, B, dt)
     ub, hb = _as_batch(u, h0, N)
     Y = onp.empty(ub.shape[:2] + (C.shape[0],), dtype=object)
     X = onp.empty((ub.shape[0], N), dtype=object)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as onp
 
-from ssmref.checks import check_int, check_scalar
+from ssmref.checks import check_array, check_int, check_scalar
 from ssmref.metarl.envs.tasks import repeat_rows, stack_field
 from ssmref.metarl.envs.vector import VecEnv
 from ssmref.rng import as_rng
@@ -80,11 +80,9 @@ class VecNavigation2D(VecEnv):
     goal_tolerance = 0.01
 
     def __init__(self, goals, horizon=100, task_index=None):
-        goals = onp.array(goals, dtype=onp.float64)
+        goals = onp.array(check_array("goals", goals), dtype=onp.float64)
         if goals.ndim != 2 or goals.shape[1] != 2 or goals.shape[0] < 1:
             raise ValueError(f"goals: expected shape (N, 2) with N >= 1, got {goals.shape}")
-        if not onp.all(onp.isfinite(goals)):
-            raise ValueError("goals must be finite")
         self.goals = goals
         self._init_rows(goals.shape[0], horizon, task_index)
         self._pos = None
@@ -104,11 +102,9 @@ class VecNavigation2D(VecEnv):
         "distance": (N,) float64}`` (``distance`` to the goal after the step).
         """
         self._check_running()
-        actions = onp.asarray(actions, dtype=onp.float64)
+        actions = onp.asarray(check_array("actions", actions), dtype=onp.float64)
         if actions.shape != (self.num_envs, 2):
             raise ValueError(f"actions: expected shape ({self.num_envs}, 2), got {actions.shape}")
-        if not onp.all(onp.isfinite(actions)):
-            raise ValueError("actions must be finite (NaN or inf received)")
         mask = self._alive.copy()                                           # (N,)
         pos_next, reward, reached = navigation_transition(self._pos, self.goals, actions,
                                                           self.goal_tolerance)

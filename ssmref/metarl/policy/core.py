@@ -27,8 +27,9 @@ Two forms compute the same numbers (to rounding, tested to 1e-12):
   action and reward), so consecutive episodes can stream through one state.
 
 Everything here is a pure function of ``params`` (no in-place writes), differentiable with autograd
-to any order.  Each public function checks its arguments and calls the unchecked ``_name`` below
-it; the trainers and :func:`policy_rollout` call those directly once their boundary has checked.
+to any order.  Each public function checks its arguments (:mod:`ssmref.metarl.policy.args`) and
+calls its unchecked twin ``name_core``; the trainers and :func:`policy_rollout` call those
+directly once their boundary has checked.
 
 References: Duan et al., "RL^2: Fast Reinforcement Learning via Slow Reinforcement Learning" (2016)
 for the (o, a_{t-1}, r_{t-1}) input; Finn et al., "Model-Agnostic Meta-Learning" (ICML 2017) for the
@@ -37,9 +38,10 @@ Gaussian MLP policy of MAML-RL; Gu et al., S4 (ICLR 2022) for the SSM layer.
 
 import autograd.numpy as np
 import numpy as onp
-from autograd.tracer import Box, getval
+from autograd.tracer import getval
 
 from ssmref.checks import check_choice
+from ssmref.metarl.policy.args import as_float, check_env, episode_args, step_args
 from ssmref.metarl.policy.spec import check_params
 from ssmref.metarl.rl.rollout import rollout
 from ssmref.nn import (categorical_entropy, categorical_log_prob, categorical_sample,
@@ -49,80 +51,6 @@ from ssmref.rng import as_rng
 from ssmref.ssm import MODES, run_ssm, ssm_states, ssm_step
 
 ACTIVATION = "tanh"             # hidden layers of both heads; the output layers are linear
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks of the public arguments (on values, never differentiated)
-# ---------------------------------------------------------------------------------------------
-
-def _as_float(x):
-    """``x`` as a float64 array, or unchanged if it is an autograd box (being differentiated)."""
-    return x if isinstance(x, Box) else onp.asarray(x, dtype=onp.float64)
-
-
-def _check_sequence_obs(spec, obs):
-    obs = _as_float(obs)
-    if np.ndim(obs) not in (2, 3) or np.shape(obs)[-1] != spec.obs_dim or np.shape(obs)[-2] < 1:
-        raise ValueError(f"obs must have shape (T, {spec.obs_dim}) or (N, T, {spec.obs_dim}) "
-                         f"with T >= 1, got {np.shape(obs)}")
-    return obs
-
-
-def _check_actions(spec, name, actions, lead, check_range=None):
-    """``actions`` of shape ``lead`` (int, discrete) or ``lead + (d,)`` (float, continuous).
-
-    ``check_range`` (bool, shape ``lead``): only those entries of discrete actions must lie in
-    ``[0, K)`` (the others are ignored by the caller); ``None`` checks all.
-    """
-    K = spec.action_dim
-    if spec.discrete:
-        a = onp.asarray(getval(actions))
-        if a.shape != lead:
-            raise ValueError(f"{name} must have shape {lead} (integer actions), got {a.shape}")
-        if a.dtype.kind not in "iu":
-            raise ValueError(f"{name} must be an integer array (discrete actions), "
-                             f"got dtype {a.dtype}")
-        sel = a if check_range is None else a[check_range]
-        if sel.size and (sel.min() < 0 or sel.max() >= K):
-            raise ValueError(f"{name} must lie in [0, {K}), "
-                             f"got values in [{sel.min()}, {sel.max()}]")
-        return a
-    a = _as_float(actions)
-    if np.shape(a) != lead + (K,):
-        raise ValueError(f"{name} must have shape {lead + (K,)}, got {np.shape(a)}")
-    return a
-
-
-def _check_rewards(name, rewards, lead):
-    r = _as_float(rewards)
-    if np.shape(r) != lead:
-        raise ValueError(f"{name} must have shape {lead}, got {np.shape(r)}")
-    return r
-
-
-def _check_episode_inputs(spec, obs, prev_actions, prev_rewards):
-    """The arguments of :func:`policy_inputs`, checked and as float64 / int arrays."""
-    obs = _check_sequence_obs(spec, obs)
-    lead = np.shape(obs)[:-1]                                       # (..., T)
-    if prev_actions is not None:
-        prev_actions = _check_actions(spec, "prev_actions", prev_actions, lead)
-    if prev_rewards is not None:
-        prev_rewards = _check_rewards("prev_rewards", prev_rewards, lead)
-    if spec.use_prev_action_reward and (prev_actions is None or prev_rewards is None):
-        raise ValueError("this policy reads the previous action and reward "
-                         "(use_prev_action_reward=True): pass prev_actions and prev_rewards")
-    return obs, prev_actions, prev_rewards
-
-
-def check_env(spec, env):
-    """``ValueError`` unless ``env`` (a vectorized env or a task family) fits the policy's dims."""
-    if bool(env.discrete) != spec.discrete:
-        raise ValueError(f"env.discrete is {env.discrete}, the policy's is {spec.discrete}")
-    k = env.num_actions if spec.discrete else env.action_dim
-    if env.obs_dim != spec.obs_dim or k != spec.action_dim:
-        raise ValueError(f"env has obs_dim {env.obs_dim} and "
-                         f"{'num_actions' if spec.discrete else 'action_dim'} {k}; the policy "
-                         f"expects {spec.obs_dim} and {spec.action_dim}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +91,7 @@ def policy_inputs(spec, obs, prev_actions=None, prev_rewards=None):
     Without ``spec.use_prev_action_reward`` ``x = obs``, and ``prev_actions`` / ``prev_rewards``
     are ignored (their shapes are still checked when given).
     """
-    return policy_inputs_core(spec, *_check_episode_inputs(spec, obs, prev_actions, prev_rewards))
+    return policy_inputs_core(spec, *episode_args(spec, obs, prev_actions, prev_rewards))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +143,7 @@ def policy_sequence(params, spec, obs, prev_actions=None, prev_rewards=None, mod
     """
     check_params(params, spec)
     mode = check_choice("mode", spec.mode if mode is None else mode, tuple(MODES))
-    obs, prev_actions, prev_rewards = _check_episode_inputs(spec, obs, prev_actions, prev_rewards)
+    obs, prev_actions, prev_rewards = episode_args(spec, obs, prev_actions, prev_rewards)
     return policy_sequence_core(params, spec, obs, prev_actions, prev_rewards, mode, return_states)
 
 
@@ -224,7 +152,7 @@ def policy_sequence(params, spec, obs, prev_actions=None, prev_rewards=None, mod
 # ---------------------------------------------------------------------------------------------
 
 # starting rows: h_{-1} = 0, e(a_{-1}) = 0, r_{-1} = 0;  then one step of the SSM and the heads
-def _step(params, spec, h, obs, prev_action, prev_reward, reset):
+def policy_step_core(params, spec, h, obs, prev_action, prev_reward, reset):
     N = np.shape(obs)[0]
     if h is None:
         h, reset = np.zeros((N, spec.state_dim)), onp.ones(N, dtype=bool)
@@ -258,33 +186,7 @@ def policy_step(params, spec, h, obs, prev_action=None, prev_reward=None, reset=
     ``"features" (N, p)``); ``h_next = h_t: (N, n)``.
     """
     check_params(params, spec)
-    obs = _as_float(obs)
-    if np.ndim(obs) != 2 or np.shape(obs)[-1] != spec.obs_dim:
-        raise ValueError(f"obs must have shape (N, {spec.obs_dim}), got {np.shape(obs)}")
-    N, n = np.shape(obs)[0], spec.state_dim
-    if reset is not None:
-        reset = onp.asarray(getval(reset))
-        if reset.shape != (N,) or reset.dtype.kind not in "bui" or \
-                not onp.all((reset == 0) | (reset == 1)):
-            raise ValueError(f"reset must be a bool array of shape ({N},), got {reset.dtype} "
-                             f"{reset.shape}")
-        reset = reset.astype(bool)
-    if h is not None:
-        h = _as_float(h)
-        if np.shape(h) != (N, n):
-            raise ValueError(f"h must have shape ({N}, {n}), got {np.shape(h)}")
-    starting = onp.ones(N, dtype=bool) if h is None else reset       # rows that start now
-    if spec.use_prev_action_reward:
-        if prev_action is None or prev_reward is None:
-            if starting is None or not bool(onp.all(starting)):
-                raise ValueError("this policy reads the previous action and reward "
-                                 "(use_prev_action_reward=True): pass prev_action and prev_reward "
-                                 "(None is allowed only when every row starts an episode)")
-        else:
-            live = None if starting is None else ~starting
-            prev_action = _check_actions(spec, "prev_action", prev_action, (N,), live)
-            prev_reward = _check_rewards("prev_reward", prev_reward, (N,))
-    return _step(params, spec, h, obs, prev_action, prev_reward, reset)
+    return policy_step_core(params, spec, *step_args(spec, h, obs, prev_action, prev_reward, reset))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +199,7 @@ def log_prob(spec, out, actions):
     (summed over the action dimension)."""
     if spec.discrete:
         return categorical_log_prob(out["logits"], actions)
-    return gaussian_log_prob(out["mean"], out["log_std"], _as_float(actions))
+    return gaussian_log_prob(out["mean"], out["log_std"], as_float("actions", actions))
 
 
 def entropy(spec, out):
@@ -331,7 +233,7 @@ def policy_rollout_core(params, spec, env, rng, deterministic=False):
 
     def act(obs, t, prev_action, prev_reward):
         nonlocal h
-        out, h = _step(params, spec, h, obs, prev_action, prev_reward, None)
+        out, h = policy_step_core(params, spec, h, obs, prev_action, prev_reward, None)
         a = onp.asarray(sample(spec, out, rng, deterministic))
         return a, {"log_probs": log_prob(spec, out, a), "values": out["values"]}
     return rollout(env, act, rng)

@@ -9,7 +9,7 @@ the spec as JSON (format tag ``"ssmref.policy/1"``), written atomically, read wi
 
 import numpy as onp
 
-from ssmref.checks import check_int
+from ssmref.checks import check_array, check_int
 from ssmref.metarl.policy.core import (entropy, log_prob, policy_inputs, policy_rollout,
                                        policy_sequence, policy_step, sample)
 from ssmref.metarl.policy.spec import PolicySpec, check_params, policy_init, policy_param_shapes
@@ -154,8 +154,7 @@ class SSMMetaPolicy:
         check_params(params, self.spec)
         new = tree_copy(stop_gradient(params))
         for name, v in flatten_dict(new).items():
-            if not onp.all(onp.isfinite(v)):
-                raise ValueError(f"params[{name!r}] has non-finite entries")
+            check_array(f"params[{name!r}]", v)
         self.params = new
 
     def save(self, path):

@@ -9,8 +9,9 @@ For step ``t`` of a path (``t`` counted from 0 within the path), with ``o_t`` th
 
 ``reg = reg_coeff * 10^j`` for ``j = 0, 1, ..., 4``: the first finite solution is kept, as in
 cbfinn/maml_rl.  Plain NumPy for the fit (never differentiated); the prediction is written with
-``autograd.numpy``.  Each public function checks its arguments and calls the unchecked ``_name``
-below it.  Reference: ``rllab/baselines/linear_feature_baseline.py`` (rll/rllab, cbfinn/maml_rl).
+``autograd.numpy``.  Each public function checks its arguments and calls its unchecked
+twin ``name_core``.  Reference: ``rllab/baselines/linear_feature_baseline.py`` (rll/rllab,
+cbfinn/maml_rl).
 """
 
 import autograd.numpy as np
@@ -23,7 +24,7 @@ BASELINE_MAX_ATTEMPTS = 5   # cbfinn/maml_rl: ``for _ in range(5)``
 
 
 # phi_t = [o_t, o_t**2, t/100, (t/100)**2, (t/100)**3, 1],  o_t = clip(obs_t, -10, 10)
-def _baseline_features(obs, m):
+def baseline_features_core(obs, m):
     N, T = m.shape
     o = np.clip(masked(obs, m), -10.0, 10.0)                    # (N, T, d)
     al = onp.broadcast_to((onp.arange(T) / 100.0)[None, :, None], (N, T, 1))   # (N, T, 1)
@@ -52,7 +53,7 @@ def baseline_features(obs, mask):
     """
     m = check_mask(mask)
     _check_obs(obs, m)
-    return _baseline_features(obs, m)
+    return baseline_features_core(obs, m)
 
 
 def _ridge_solve(gram, rhs, reg_coeff):
@@ -64,7 +65,7 @@ def _ridge_solve(gram, rhs, reg_coeff):
 # c = lstsq(F^T F + reg I, F^T y),  reg = reg_coeff * 10^j,  j = 0..4: the first finite c
 def fit_linear_baseline_core(obs, returns, m, reg_coeff=1e-5):
     valid = m.reshape(-1) > 0                                   # (N*T,)
-    feats = onp.asarray(_baseline_features(obs, m))             # (N, T, k)
+    feats = onp.asarray(baseline_features_core(obs, m))             # (N, T, k)
     k = feats.shape[2]
     F = feats.reshape(-1, k)[valid]                             # (n_valid, k)
     y = returns.reshape(-1)[valid]                              # (n_valid,)
@@ -97,20 +98,15 @@ def fit_linear_baseline(obs, returns, mask, reg_coeff=1e-5):
     """
     m = check_mask(mask)
     check_like_mask("returns", returns, m)
+    _check_obs(obs, m)
     obs_v = onp.asarray(getval(obs)).astype(onp.float64)
     ret_v = onp.asarray(getval(returns)).astype(onp.float64)
-    valid = m.reshape(-1) > 0                                   # (N*T,)
-    if not onp.all(onp.isfinite(ret_v.reshape(-1)[valid])):
-        raise ValueError("returns must be finite at valid steps")
-    _check_obs(obs_v, m)
-    if not onp.all(onp.isfinite(obs_v.reshape(-1, obs_v.shape[2])[valid])):
-        raise ValueError("obs must be finite at valid steps")
     return fit_linear_baseline_core(obs_v, ret_v, m, reg_coeff)
 
 
 # b_t = phi_t . c  (0 at masked steps)
 def predict_linear_baseline_core(coeffs, obs, m):
-    return masked(np.dot(_baseline_features(obs, m), coeffs), m)     # (N, T)
+    return masked(np.dot(baseline_features_core(obs, m), coeffs), m)     # (N, T)
 
 
 def predict_linear_baseline(coeffs, obs, mask):

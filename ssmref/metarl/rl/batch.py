@@ -20,6 +20,8 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.tracer import getval
 
+from ssmref.checks import check_array
+
 
 def masked(x, m):
     """``x`` where the step is valid, 0.0 elsewhere (also replaces NaN/inf padding)."""
@@ -43,13 +45,16 @@ def check_mask(mask):
 
 
 def check_like_mask(name, x, m, trailing=()):
-    """``x`` must have shape ``mask.shape + trailing``; the error names both shapes."""
+    """``x`` must have shape ``mask.shape + trailing``, the error naming both shapes, and follow
+    :func:`ssmref.checks.check_array` (numeric, not bool), finite at the valid steps (padding may
+    hold anything: :func:`masked` replaces it)."""
     want = m.shape + tuple(trailing)
     got = tuple(np.shape(x))
     if len(got) != len(want) or got[:2] != want[:2] or (trailing and got[2:] != want[2:]):
         raise ValueError(f"{name} has shape {got} but mask has shape {m.shape}; "
                          f"{name} must have shape {'(N, T)' if not trailing else '(N, T, ...)'} "
                          f"matching mask")
+    check_array(name, x, finite=m > 0)
 
 
 def check_discount(name, x):

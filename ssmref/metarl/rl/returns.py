@@ -12,7 +12,7 @@ the horizon ``T`` (no bootstrapping), as rllab / cbfinn/maml_rl do (``np.append(
 ``E[sum_{t<T} gamma^t r_t]`` that MAML-RL optimises.  *Discounting* restarts at each step
 (``R_t`` above), as rllab does.
 
-Each public function checks its arguments and calls the unchecked ``_name`` below it, which the
+Each public function checks its arguments and calls its unchecked twin ``name_core``, which the
 trainers call directly on their own rollouts.  No array is mutated, so everything is
 differentiable with autograd w.r.t. the float inputs, at any order.
 """
@@ -31,7 +31,7 @@ def _discount_matrix(T, discount):
 
 
 # y = where(mask, x, 0) @ D^T,   D[t, k] = discount^(k - t)  (k >= t)
-def _discount_cumsum(x, m, discount):
+def discount_cumsum_core(x, m, discount):
     D = _discount_matrix(m.shape[1], discount)                  # (T, T)
     return np.dot(masked(x, m), D.T)                            # (N, T)
 
@@ -49,12 +49,12 @@ def discount_cumsum(x, mask, discount):
     """
     m = check_mask(mask)
     check_like_mask("x", x, m)
-    return _discount_cumsum(x, m, check_discount("discount", discount))
+    return discount_cumsum_core(x, m, check_discount("discount", discount))
 
 
 # R_t = sum_{k>=t, k valid} gamma^(k-t) r_k
 def discounted_returns_core(rewards, m, gamma):
-    return _discount_cumsum(rewards, m, gamma)
+    return discount_cumsum_core(rewards, m, gamma)
 
 
 def discounted_returns(rewards, mask, gamma):
@@ -71,11 +71,11 @@ def discounted_returns(rewards, mask, gamma):
 
 # delta_t = r_t + gamma V_{t+1} - V_t  (V = 0 after the path end)
 # A_t = sum_{k>=0} (gamma lam)^k delta_{t+k}
-def _gae(rewards, values, m, gamma, lam):
+def gae_core(rewards, values, m, gamma, lam):
     v = masked(values, m)                                       # (N, T), 0 after the path end
     v_next = np.concatenate([v[:, 1:], np.zeros((m.shape[0], 1))], axis=1)   # (N, T): V_{t+1}
     deltas = masked(rewards, m) + gamma * v_next - v            # (N, T)
-    return _discount_cumsum(deltas, m, gamma * lam)
+    return discount_cumsum_core(deltas, m, gamma * lam)
 
 
 def gae(rewards, values, mask, gamma, lam):
@@ -96,4 +96,4 @@ def gae(rewards, values, mask, gamma, lam):
     m = check_mask(mask)
     check_like_mask("rewards", rewards, m)
     check_like_mask("values", values, m)
-    return _gae(rewards, values, m, check_discount("gamma", gamma), check_discount("lam", lam))
+    return gae_core(rewards, values, m, check_discount("gamma", gamma), check_discount("lam", lam))

@@ -12,7 +12,7 @@ Over the valid steps of a batch (:mod:`ssmref.metarl.rl.batch`), ``n = sum(mask)
 DiCE discounts from the start of the episode (``gamma^t r_t``), as the DiCE paper does, so its
 gradient carries an extra ``gamma^t`` relative to rllab's REINFORCE (see :func:`dice_surrogate`).
 
-Each public function checks its arguments and calls the unchecked ``_name`` below it, which the
+Each public function checks its arguments and calls its unchecked twin ``name_core``, which the
 trainers call directly on their own data.  ``log_probs`` (and, where it makes sense, the other
 float inputs) may be autograd boxes, at any derivative order; no array is mutated.
 """
