@@ -128,11 +128,12 @@ def test_evaluate_is_seeded_and_independent_of_the_training_seed(tmp_path):
 
 def test_evaluate_with_a_smaller_step_after_the_first(tmp_path):
     run = tmp_path / "run"
-    assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval"]) == 0
+    assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval",
+                 "--later-lr-scale", "1"]) == 0
     plain = TR.evaluate(run, tasks=2, steps=2, log=lambda *a: None)
     small = TR.evaluate(run, tasks=2, steps=2, later_inner_lr=0.02, name="eval_small.json",
                         log=lambda *a: None)
-    assert plain["inner_lr_by_step"] == [0.1, 0.1] and small["inner_lr_by_step"] == [0.1, 0.02]
+    assert plain["inner_lr_by_step"] == [0.5, 0.5] and small["inner_lr_by_step"] == [0.5, 0.02]
     assert small["returns_by_step"][:2] == plain["returns_by_step"][:2]     # same first step
     assert small["returns_by_step"][2] != plain["returns_by_step"][2]
     assert json.loads((run / "eval_small.json").read_text()) == small
@@ -230,7 +231,8 @@ def test_finn_protocol(tmp_path):
     ours = TR.evaluate(run, tasks=3, steps=2, log=lambda *a: None)
     finn = TR.evaluate(run, tasks=3, steps=2, protocol="finn", log=lambda *a: None)
     assert finn["inner_lr_by_step"] == [0.3, 0.15] and finn["episodes_per_step"] == 40
-    assert ours["inner_lr_by_step"] == [0.3, 0.3] and ours["episodes_per_step"] == 3
+    # ssmref's protocol: the run's own episodes and step sizes (alpha, then later_lr_scale alpha)
+    assert ours["inner_lr_by_step"] == [0.3, 0.15] and ours["episodes_per_step"] == 3
     assert json.loads((run / "evaluation_finn.json").read_text()) == finn
     assert json.loads((run / "evaluation.json").read_text()) == ours
     goals = onp.random.RandomState(1).uniform(-0.5, 0.5, size=(40, 2))  # test_maml_point.py
@@ -297,6 +299,36 @@ def test_the_ssm2step_preset_is_the_measured_run():
     assert abs(max(abs(onp.linalg.eigvals(A))) - 0.7) < 1e-12
 
 
+def test_the_ssm1step_preset_is_the_measured_one_step_run():
+    """docs/train.md's one-step SSM rows were measured with the configuration that config.json
+    stores below (alpha = 0.1 from MetaMAMLConfig's default, one inner step, A's initial
+    spectral radius 0.9 from the policy's default): the preset must build exactly that."""
+    stored = {"checkpoint_every": 25, "env": "navigation2d", "family": {"horizon": 100},
+              "iterations": 250, "lr_decay": True, "maml": {"max_grad_norm": 1.0},
+              "policy": {"hidden_sizes": [64, 64], "kind": "ssm", "ssm_output_dim": 8,
+                         "state_dim": 8},
+              "preset": "ssm1step", "seed": 0}
+    preset = TR.make_config(preset="ssm1step")
+    assert {k: v for k, v in preset.items() if k != "ssmref_version"} == stored
+    mc = TR.maml_config(preset)
+    assert (mc.adapt_rounds, mc.later_lr_scale, mc.inner_lr, mc.max_grad_norm, mc.outer,
+            mc.lr_decay_iterations) == (1, 1.0, 0.1, 1.0, "adam", 250)
+    A = TR.new_trainer(preset).params["ssm"]["A"]
+    assert abs(max(abs(onp.linalg.eigvals(A))) - 0.9) < 1e-12
+
+
+def test_the_navigation_default_trains_through_finns_two_steps():
+    """README command 1: alpha = 0.5 then alpha / 2 in meta-training, A's radius 0.7, and the
+    ssm2step preset is the same configuration run for 500 iterations."""
+    config = TR.make_config("navigation2d")
+    mc = TR.maml_config(config)
+    assert (mc.adapt_rounds, mc.later_lr_scale, mc.inner_lr, mc.max_grad_norm, mc.outer,
+            mc.lr_decay_iterations) == (2, 0.5, 0.5, 1.0, "adam", config["iterations"])
+    assert config["policy"]["ssm_scale"] == 0.7 and config["preset"] is None
+    longer = TR.make_config(preset="ssm2step")
+    assert {**config, "iterations": 500, "preset": "ssm2step"} == longer
+
+
 @pytest.mark.parametrize("bad", ["0.7", -0.1, float("nan"), True, [0.7]])
 def test_a_bad_ssm_scale_in_a_run_config_is_refused(bad):
     config = TR.make_config(preset="ssm2step")
@@ -309,7 +341,7 @@ def test_resume_refuses_settings_that_differ_from_the_stored_run(tmp_path, capsy
     run = tmp_path / "run"
     assert main(["train", *TINY_NAV, "--out", str(run), "--iterations", "1", "--no-eval"]) == 0
     capsys.readouterr()
-    for flags in (["--inner-lr", "0.5"], ["--policy", "mlp"], ["--outer", "trpo"],
+    for flags in (["--inner-lr", "0.3"], ["--adapt-rounds", "1"], ["--policy", "mlp"], ["--outer", "trpo"],
                   ["--seed", "3"], ["--hidden", "16"], ["--preset", "finn2017"],
                   ["--constant-lr"], ["--horizon", "9"]):
         assert main(["train", "--resume", "--out", str(run), "--iterations", "2", "--no-eval",
@@ -319,7 +351,7 @@ def test_resume_refuses_settings_that_differ_from_the_stored_run(tmp_path, capsy
     assert records(run)[-1]["iteration"] == 1                  # nothing was run
     # settings equal to the stored ones are accepted
     assert main(["train", "--resume", "--out", str(run), "--iterations", "2", "--no-eval",
-                 "--inner-lr", "0.1", "--seed", "0", "--policy", "ssm", "--hidden", "8",
+                 "--inner-lr", "0.5", "--seed", "0", "--policy", "ssm", "--hidden", "8",
                  "--outer", "adam"]) == 0
     assert records(run)[-1]["iteration"] == 2
 

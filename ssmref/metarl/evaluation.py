@@ -7,8 +7,11 @@ protocol        ``ssmref`` (default)                      ``finn`` (Finn et al. 
 ==============  ========================================  ======================================
 episodes/step   the run's ``episodes_per_task`` (20)      40 (``batch_size=4000``, "2x" the
                                                           training batch, horizon 100)
-step sizes      ``α`` at every step (or ``α₁`` =          ``α``, then ``α/2`` for every later step
-                ``--later-inner-lr`` after the first)
+step sizes      the run's own: ``α``, then ``s·α``        ``α``, then ``α/2`` for every later step
+                (``s``: its ``later_lr_scale``, 1
+                unless meta-trained with
+                ``--later-lr-scale``); or ``α₁ =
+                --later-inner-lr`` after the first
 goals           40 held-out goals from ``EVAL_SEED``      the same 40, and (navigation2d) Finn's
                                                           40: ``np.random.seed(1);
                                                           np.random.uniform(-0.5, 0.5, (40, 2))``
@@ -103,7 +106,8 @@ def evaluate(run_dir, *, tasks=40, steps=3, later_inner_lr=None, protocol="ssmre
     inner steps with ``protocol`` (module docstring); writes and returns the result
     (``evaluation.json``, or ``evaluation_finn.json`` for ``protocol="finn"``, unless ``name``
     says otherwise).  RL runs: ``later_inner_lr`` is the step size of the second and later
-    steps (``ssmref`` protocol only; default: the run's ``inner_lr``).  ``blas_threads_limit``:
+    steps (``ssmref`` protocol only; default: the run's ``inner_lr`` times its
+    ``later_lr_scale``, the step sizes it was meta-trained with).  ``blas_threads_limit``:
     BLAS threads while evaluating (``None``: the BLAS settings as they are).
 
     Writing holds the run's write lock (:mod:`ssmref.metarl.runlock`).  If another process holds
@@ -160,6 +164,8 @@ def evaluate_core(run_dir, config, tasks, steps, later_inner_lr, protocol, name,
     alpha = trainer.config.inner_lr
     if protocol == "finn":
         later_inner_lr = alpha / 2
+    elif rl and later_inner_lr is None and trainer.config.later_lr_scale != 1:
+        later_inner_lr = alpha * trainer.config.later_lr_scale     # the run's own schedule
     episodes = FINN_EPISODES if protocol == "finn" else None
     held_out = trainer.family.sample_tasks(tasks, onp.random.default_rng([EVAL_SEED, 0]))
     t0 = time.perf_counter()
@@ -212,11 +218,12 @@ def add_evaluate_arguments(p):
     p.add_argument("--steps", type=int, default=3,
                    help="inner steps (0: the returns before adaptation only)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="ssmref",
-                   help="RL: 'ssmref' (the run's episodes, alpha at every step) or 'finn' (Finn "
-                        "et al.: 40 episodes per step, alpha then alpha/2, also on Finn's goals)")
+                   help="RL: 'ssmref' (the run's episodes and step sizes: alpha, then "
+                        "alpha x its later_lr_scale) or 'finn' (Finn et al.: 40 episodes per "
+                        "step, alpha then alpha/2, also on Finn's goals)")
     p.add_argument("--later-inner-lr", type=float, default=None,
                    help="RL, ssmref protocol: step size of the 2nd and later steps "
-                        "(default: the run's inner_lr)")
+                        "(default: the run's inner_lr x its later_lr_scale)")
     p.add_argument("--out-name", default=None,
                    help="file name in RUN_DIR for the result (default: evaluation.json or "
                         "evaluation_finn.json with the default --tasks and --steps, as train "

@@ -52,15 +52,20 @@ def moving_average(values, window):
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def plot_learning_curve(records, env, path):
-    """Before/after-adaptation values of every meta-iteration (``metrics.jsonl`` records)."""
+def plot_learning_curve(records, env, path, inner_lrs=None):
+    """Before/after-adaptation values of every meta-iteration (``metrics.jsonl`` records);
+    ``inner_lrs``: the step sizes of the run's adaptation rounds (RL), named in the legend."""
     plt = pyplot()
     it = [r["iteration"] for r in records]
     rl = "pre_return" in records[0]
     pre, post = ("pre_return", "post_return") if rl else ("pre_loss", "post_loss")
     window = max(1, len(records) // 25)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for key, color, what in ((pre, "C0", "before adaptation"), (post, "C1", "after adaptation")):
+    after = "after adaptation"
+    if inner_lrs:
+        n = len(inner_lrs)
+        after += f" ({n} step{'s' if n > 1 else ''}: α {', '.join(f'{a:g}' for a in inner_lrs)})"
+    for key, color, what in ((pre, "C0", "before adaptation"), (post, "C1", after)):
         values = [r[key] for r in records]
         ax.plot(it, values, color=color, alpha=0.25, lw=0.8)
         ax.plot(it, moving_average(values, window), color=color, lw=2,
@@ -170,7 +175,8 @@ def draw_run(run_dir, log=print):
     written = []
     records = read_metrics(run_dir / "metrics.jsonl", trainer.iteration)
     if records:
-        written.append(plot_learning_curve(records, config["env"], run_dir / PICTURES[0]))
+        lrs = trainer.round_lrs() if hasattr(trainer, "round_lrs") else None
+        written.append(plot_learning_curve(records, config["env"], run_dir / PICTURES[0], lrs))
     results = [read_json(run_dir / name, what="evaluation result")
                for name in ("evaluation.json", "evaluation_finn.json") if (run_dir / name).exists()]
     if results:

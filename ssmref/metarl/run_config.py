@@ -27,15 +27,18 @@ from ssmref.metarl.fewshot import MetaRegression, MetaRegressionConfig, regressi
 from ssmref.metarl.maml_rl import MetaMAML, MetaMAMLConfig
 from ssmref.metarl.policy.kinds import POLICY_KINDS, init_policy, policy_spec
 
-# Per-env defaults.  navigation2d: Finn et al.'s setting (20 tasks x 20 episodes x 100 steps,
-# alpha = 0.1, one inner step) with an Adam outer loop sized to finish in 10 minutes on 2 cores.
+# Per-env defaults.  navigation2d: Finn et al.'s task (20 tasks x 20 episodes x 100 steps) with
+# the SSM policy meta-trained through Finn et al.'s two-step evaluation protocol (a step of
+# alpha = 0.5, then one of alpha / 2, each on fresh episodes), A initialised with spectral radius
+# 0.7, and an Adam outer loop sized to finish in 10 minutes on 2 cores (docs/train.md).
+_NAV_POLICY = {"state_dim": 8, "ssm_output_dim": 8, "hidden_sizes": [64, 64]}
 DEFAULTS = {
     "navigation2d": {
-        "iterations": 250,
+        "iterations": 350,
         "lr_decay": True,
         "family": {"horizon": 100},
-        "policy": {"state_dim": 8, "ssm_output_dim": 8, "hidden_sizes": [64, 64]},
-        "maml": {"max_grad_norm": 1.0},
+        "policy": {**_NAV_POLICY, "ssm_scale": 0.7},
+        "maml": {"max_grad_norm": 1.0, "inner_lr": 0.5, "adapt_rounds": 2, "later_lr_scale": 0.5},
     },
     "bandit": {
         "iterations": 150,
@@ -74,20 +77,27 @@ PRESETS = {
                  "outer": "trpo", "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5,
                  "ls_backtrack_ratio": 0.8, "ls_max_steps": 15, "gamma": 0.99},
     },
-    # The SSM policy meta-trained through Finn et al.'s two-step evaluation protocol (a step of
-    # alpha = 0.5, then one of alpha / 2, each on fresh episodes): the navigation default with
-    # --adapt-rounds 2 --later-lr-scale 0.5 --inner-lr 0.5 --iterations 500, and A initialised
-    # with spectral radius 0.7 instead of 0.9: at 0.9 the first inner step of size 0.5 made A
-    # unstable on some tasks (seed 1: radius 1.13, then 17 after the second step, non-finite
-    # meta-gradient at the first iteration), at 0.7 it did not on seeds 0-5 (docs/train.md).
+    # The navigation default run for 500 meta-iterations instead of 350.
     "ssm2step": {
         "env": "navigation2d",
         "iterations": 500,
         "lr_decay": True,
         "family": {"horizon": 100},
-        "policy": {**DEFAULTS["navigation2d"]["policy"], "kind": "ssm", "ssm_scale": 0.7},
-        "maml": {**DEFAULTS["navigation2d"]["maml"], "inner_lr": 0.5, "adapt_rounds": 2,
-                 "later_lr_scale": 0.5},
+        "policy": {**DEFAULTS["navigation2d"]["policy"], "kind": "ssm"},
+        "maml": dict(DEFAULTS["navigation2d"]["maml"]),
+    },
+    # The SSM policy meta-trained for one inner step of alpha = 0.1 (Finn et al.'s paper), A
+    # initialised with spectral radius 0.9: one step adapts, a second does not help.  At 0.9, a
+    # first inner step of size 0.5 made A unstable on some tasks (seed 1: radius 1.13, then 17
+    # after the second step, a non-finite meta-gradient at the first iteration); at 0.7 it did
+    # not on seeds 0-5 (docs/train.md).
+    "ssm1step": {
+        "env": "navigation2d",
+        "iterations": 250,
+        "lr_decay": True,
+        "family": {"horizon": 100},
+        "policy": {**_NAV_POLICY, "kind": "ssm"},
+        "maml": {"max_grad_norm": 1.0},
     },
 }
 

@@ -61,8 +61,8 @@ from ssmref.metarl.report import format_table, progress_line
 from ssmref.metarl.rundir import (RunError, load_trainer, one_line, read_config,  # noqa: F401
                                   read_json, read_metrics, run_file, save_trainer)
 from ssmref.metarl.runlock import run_lock
-from ssmref.metarl.run_config import (MAX_COUNT, MAX_ITERATIONS, PRESETS,  # noqa: F401
-                                      TRAINABLE_ENVS, is_rl, maml_config, make_config,
+from ssmref.metarl.run_config import (DEFAULTS, MAX_COUNT, MAX_ITERATIONS,  # noqa: F401
+                                      PRESETS, TRAINABLE_ENVS, is_rl, maml_config, make_config,
                                       new_trainer)
 from ssmref.metarl.policy.kinds import POLICY_KINDS
 from ssmref.metarl.maml_rl import OUTERS
@@ -249,20 +249,26 @@ def _hidden(text):
                                          f"64,64), got {text!r}") from None
 
 
+def _per_env(key):
+    """``"navigation2d 300, bandit 150, sinusoid 10000"``: a default of every env, for --help."""
+    return ", ".join(f"{env} {DEFAULTS[env][key]}" for env in TRAINABLE_ENVS)
+
+
 def add_train_arguments(p):
     p.add_argument("--env", choices=TRAINABLE_ENVS, default=None,
                    help="task family (default navigation2d, or the preset's)")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="a measured configuration (docs/train.md): finn2017 = Finn et al.'s MLP "
-                        "policy with the TRPO outer step; ssm2step = the SSM policy meta-trained "
-                        "through two inner steps (alpha, then alpha/2); default: none, the "
-                        "env's defaults")
+                        "policy with the TRPO outer step; ssm2step = the navigation default "
+                        "(the SSM policy meta-trained through two inner steps, alpha then "
+                        "alpha/2) for 500 iterations; ssm1step = the SSM policy meta-trained "
+                        "for one inner step of alpha 0.1; default: none, the env's defaults")
     p.add_argument("--out", default=None, help="run directory (default: runs/ENV or runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     p.add_argument("--iterations", type=int, default=None,
-                   help="meta-iterations (default: navigation2d 250, bandit 150, sinusoid "
-                        "10000, or the preset's; with --resume: the stored run's)")
+                   help=f"meta-iterations (default: {_per_env('iterations')}, or the "
+                        "preset's; with --resume: the stored run's)")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="write checkpoint.npz every N meta-iterations (default 25)")
     p.add_argument("--policy", choices=POLICY_KINDS, default=None,
@@ -274,17 +280,17 @@ def add_train_arguments(p):
                    help="TRPO trust region (default 0.01)")
     p.add_argument("--adapt-rounds", type=int, default=None,
                    help="RL: sampled inner steps in meta-training, each on fresh episodes of "
-                        "the policy adapted so far (default 1)")
+                        "the policy adapted so far (default: navigation2d 2, bandit 1)")
     p.add_argument("--later-lr-scale", type=float, default=None,
-                   help="RL: rounds after the first step with alpha times this (default 1; "
-                        "Finn et al.'s evaluation: 0.5)")
+                   help="RL: rounds after the first step with alpha times this (default: "
+                        "navigation2d 0.5, Finn et al.'s evaluation; bandit 1)")
     p.add_argument("--meta-batch-size", type=int, default=None,
                    help="tasks per meta-iteration (default 20; sinusoid 25; finn2017 40)")
     p.add_argument("--episodes-per-task", type=int, default=None,
                    help="RL: episodes per task and inner step (default 20)")
     p.add_argument("--inner-lr", type=float, default=None,
-                   help="inner step size alpha (default: navigation2d 0.1, bandit 0.5, "
-                        "sinusoid 0.01, the presets 0.5)")
+                   help="inner step size alpha (default: navigation2d 0.5, bandit 0.5, "
+                        "sinusoid 0.01; ssm1step 0.1)")
     p.add_argument("--outer-lr", type=float, default=None,
                    help="Adam learning rate of the meta-parameters (default: navigation2d "
                         "3e-3, bandit 1e-2, sinusoid 1e-3)")
