@@ -306,6 +306,9 @@ def test_one_decoding_of_interleaved_bc():
     ("selective_naive", "ssmref.selective.naive", {"recurrence", "step", "gate", "silu"}),
     ("mamba3_naive", "ssmref.selective.mamba3_loop", {"_sequences", "_rotate", "_sigmoid"}),
     ("delta_naive", "ssmref.delta.recurrent", {"step", "_l2norm"}),
+    ("structured_naive", "ssmref.structured.diagonal_loop",
+     {"discrete_factors", "states", "_states", "readout", "_readout", "powers", "_powers",
+      "scan_loop", "kernel_loop", "s4d_kernel_loop", "bidirectional_loop"}),
     ("ssm", "ssmref.ssm.recurrent", set())])
 def test_the_kits_baselines_run_the_definitions(kit, definition, theirs):
     """Each naive baseline of the kit is the model's definition with rounding arithmetic: it
