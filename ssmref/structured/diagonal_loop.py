@@ -58,7 +58,8 @@ def discretize(Lam, B, dt, method, rnd=None):
 
 
 def states(lam_bar, Bbar, u, h0, rnd=None):
-    """``X (..., T, n)``: ``x_t = R(R(Λ̄ ⊙ x_{t-1}) + R(B̄ u_t))`` one step at a time from ``x_{-1} = h0``."""
+    """``X (..., T, n)``: ``x_t = R(R(Λ̄ ⊙ x_{t-1}) + R(B̄ u_t))`` one step at a time, from
+    ``x_{-1} = h0``."""
     R = _exact if rnd is None else rnd
     Bu = R(u @ Bbar.T)                                        # (..., T, n)
     x, xs = h0, []
