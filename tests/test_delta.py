@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ssmref.delta import (delta_rule, delta_rule_step, gated_delta_rule, gated_delta_rule_step,
                           kda, kda_step)
-from ssmref.delta.recurrent import l2norm
+from ssmref.delta.recurrent import core_layout, l2norm
 
 
 def rel(a, b):
@@ -157,3 +157,24 @@ def test_any_shape_and_chunk_size_agree(T, C, H, groups, K, V, per_channel_gate,
     want = f(q, k, v, g, beta, None, S0, True, use_qk_l2norm_in_kernel=True, method="recurrence")
     got = f(q, k, v, g, beta, None, S0, True, use_qk_l2norm_in_kernel=True, chunk_size=C)
     assert rel(got[0], want[0]) < 1e-12 and rel(got[1], want[1]) < 1e-12
+
+
+@pytest.mark.parametrize("with_g", [False, True])
+def test_core_layout_of_one_step_is_the_sequence_layout_at_that_step(with_g):
+    """The layout without a time axis (the step form, the kit's step baseline) is the sequence
+    layout of a one-step sequence; with a rounding arithmetic every value is rounded."""
+    rng = onp.random.default_rng(2)
+    q, k = rng.standard_normal((2, 2, 5)), rng.standard_normal((2, 2, 5))
+    v, beta = rng.standard_normal((2, 4, 3)), rng.uniform(0, 1, (2, 4))
+    g = -rng.uniform(0, 1, (2, 4)) if with_g else None
+    step = core_layout(q, k, v, g, beta, 0.3, True, time=False)
+    seq = core_layout(*(None if x is None else x[:, None] for x in (q, k, v, g, beta)), 0.3, True)
+    assert [a.shape for a in step] == [(2, 4, 5), (2, 4, 5), (2, 4, 3), (2, 4, 1), (2, 4, 1)]
+    for a, b in zip(step, seq):
+        onp.testing.assert_array_equal(a, b[:, 0])
+    low = core_layout(*(None if x is None else x.astype(onp.float32) for x in (q, k, v, g, beta)),
+                      0.3, True, rnd=lambda x: onp.asarray(x, dtype=onp.float16).astype(onp.float32),
+                      time=False)
+    assert all(a.dtype == onp.float32 for a in low)
+    onp.testing.assert_array_equal(low[0], low[0].astype(onp.float16))
+    assert 0 < onp.max(onp.abs(low[0] - step[0])) < 1e-2

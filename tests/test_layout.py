@@ -305,8 +305,11 @@ def test_one_decoding_of_interleaved_bc():
 @pytest.mark.parametrize("kit,definition,theirs", [
     ("selective_naive", "ssmref.selective.naive", {"recurrence", "step", "gate", "silu"}),
     ("mamba3_naive", "ssmref.selective.mamba3_loop", {"_sequences", "_rotate", "_sigmoid"}),
-    ("delta_naive", "ssmref.delta.recurrent", {"step", "_l2norm"}),
-    ("ssm", "ssmref.ssm.recurrent", set())])
+    ("delta_naive", "ssmref.delta.recurrent", {"step", "_l2norm", "l2norm", "core_layout"}),
+    ("structured_naive", "ssmref.structured.diagonal_loop",
+     {"discrete_factors", "states", "_states", "readout", "_readout", "powers", "_powers",
+      "scan_loop", "kernel_loop", "s4d_kernel_loop", "bidirectional_loop"}),
+    ("ssm", "ssmref.ssm.recurrent", {"ssm_step_core", "ssm_loop"})])
 def test_the_kits_baselines_run_the_definitions(kit, definition, theirs):
     """Each naive baseline of the kit is the model's definition with rounding arithmetic: it
     imports the definition and defines none of its pieces itself."""

@@ -25,6 +25,8 @@ Length" (NeurIPS 2024); Yang, Kautz & Hatamizadeh, "Gated Delta Networks" (ICLR 
 """
 
 import autograd.numpy as np
+import numpy as onp
+from autograd.tracer import getval
 
 #: fla's ``l2norm`` epsilon (``fla.modules.l2norm``): ``x / sqrt(Σ x² + eps)``.
 L2NORM_EPS = 1e-6
@@ -41,23 +43,28 @@ def l2norm(x, eps=L2NORM_EPS, rnd=None):
     return R(x / R(np.sqrt(R(np.sum(x * x, axis=-1, keepdims=True)) + eps)))
 
 
-def core_layout(q, k, v, g, beta, scale, l2norm_qk):
+def core_layout(q, k, v, g, beta, scale, l2norm_qk, *, rnd=None, time=True):
     """The public arrays in the core layout: ``q, k`` normalised (if ``l2norm_qk``), ``q`` times
     ``scale``, both repeated to the ``HV`` value heads (value head ``i`` reads query/key head
     ``i // (HV/H)``: fla's GVA); ``g`` as ``(B, T, HV, Kg)`` (zeros ``Kg = 1`` when ``None``),
-    ``beta`` as ``(B, T, HV, Vb)``."""
+    ``beta`` as ``(B, T, HV, Vb)``.  ``time=False``: one step, no time axis (``(B, HV, ·)``).
+    ``rnd``: the arithmetic, applied to the result of every operation (``None``: exact, ``scale``
+    as given; else ``scale`` is taken in ``v``'s dtype, as the zero ``g`` always is)."""
+    R = _exact if rnd is None else rnd
+    work = onp.asarray(getval(v)).dtype
     if l2norm_qk:
-        q, k = l2norm(q), l2norm(k)
-    q = q * scale
-    H, HV = np.shape(q)[2], np.shape(v)[2]
+        q, k = l2norm(q, rnd=rnd), l2norm(k, rnd=rnd)
+    q = R(q * (scale if rnd is None else R(onp.asarray(scale, dtype=work))))   # scale: differentiable
+    axis = 2 if time else 1                                                    # the head axis
+    H, HV = np.shape(q)[axis], np.shape(v)[axis]
     if HV != H:
-        q, k = np.repeat(q, HV // H, axis=2), np.repeat(k, HV // H, axis=2)   # (B, T, HV, K)
+        q, k = np.repeat(q, HV // H, axis=axis), np.repeat(k, HV // H, axis=axis)   # (…, HV, K)
     if g is None:
-        g = np.zeros(np.shape(v)[:3] + (1,))
-    elif np.ndim(g) == 3:
-        g = g[..., None]                                                       # (B, T, HV, 1)
-    if np.ndim(beta) == 3:
-        beta = beta[..., None]                                                 # (B, T, HV, 1)
+        g = np.zeros(np.shape(v)[:axis + 1] + (1,), dtype=work)
+    elif np.ndim(g) == axis + 1:
+        g = g[..., None]                                                       # (…, HV, 1)
+    if np.ndim(beta) == axis + 1:
+        beta = beta[..., None]                                                 # (…, HV, 1)
     return q, k, v, g, beta
 
 

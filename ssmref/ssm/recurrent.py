@@ -29,6 +29,28 @@ def ssm_step_core(params, h, u, rnd=None):
     return y, h_next
 
 
+def ssm_loop(params, u, h0=None, rnd=None):
+    """The recurrence over a sequence, unchecked and one step at a time: ``(y (..., T, p),
+    H (..., T, n))`` for ``u: (..., T, m)``, ``h0: (..., n)`` (``None``: zeros)::
+
+        b_t = R(B u_t) for all t,   h_t = R(R(A h_{t-1}) + b_t),   y_t = R(R(C h_t) + R(D u_t))
+
+    ``rnd`` as in :func:`ssm_step_core`: exact (``None``) it is the definition that
+    :func:`ssm_scan`, ``ssm_parallel_scan`` and ``ssm_convolve`` are tested against; rounding to
+    a dtype it is the cross-check kit's naive baseline for sequences (the input and output maps
+    are one product each for the whole sequence, as a port computes them)."""
+    R = (lambda v: v) if rnd is None else rnd
+    A, B, C, D = (params[k] for k in PARAM_NAMES)
+    Bu = R(u @ B.T)                                                   # (..., T, n)
+    h = np.zeros(np.shape(u)[:-2] + np.shape(A)[:1]) if h0 is None else h0
+    hs = []
+    for t in range(np.shape(u)[-2]):
+        h = R(R(h @ A.T) + Bu[..., t, :])                            # h_t = A h_{t-1} + B u_t
+        hs.append(h)
+    H = np.stack(hs, axis=-2)                                         # (..., T, n)
+    return R(R(H @ C.T) + R(u @ D.T)), H                             # y_t = C h_t + D u_t
+
+
 def ssm_step(params, h, u):
     """One step: ``h' = A h + B u``, ``y = C h' + D u``; returns ``(y, h')``.
 

@@ -9,6 +9,7 @@ Modules (equations in each module's docstring; the spec is ``docs/structured.md`
 - :mod:`~ssmref.structured.accurate`       ``Λ̄``, ``B̄`` factors and ``Λ̄^k`` directly from ``(Λ, Δ)``
 - :mod:`~ssmref.structured.diagonal`       ``diag_discretize``, ``diag_scan``, ``diag_parallel_scan``,
   ``diag_kernel``, ``diag_convolve``
+- :mod:`~ssmref.structured.diagonal_loop`  the definition: plain loops with their arithmetic passed in
 - :mod:`~ssmref.structured.bidirectional`  S5's bidirectional layer
 - :mod:`~ssmref.structured.layouts`        S4D's per-channel layout, S4D's real parametrisation
 - :mod:`~ssmref.structured.embed`          the equivalent real dense systems

@@ -1,4 +1,4 @@
-"""Baseline mode for the delta rule kinds: the definition (:func:`ssmref.delta.recurrent.l2norm`,
+"""Baseline mode for the delta rule kinds: the definition (:func:`ssmref.delta.recurrent.core_layout`,
 :func:`~ssmref.delta.recurrent.delta_recurrence`, :func:`~ssmref.delta.recurrent.delta_step_core`)
 in a target dtype, rounding after every operation (``R``: :func:`ssmref.crosscheck.precision.rounder`;
 the reductions over ``K`` accumulate in the working precision, float32 for float16 / bfloat16,
@@ -16,30 +16,19 @@ mode through the same loop, every rounding a primitive whose VJP rounds the cota
 
 import autograd
 import autograd.numpy as np
-import numpy as onp
 from autograd.tracer import getval
 
 from ssmref.crosscheck.families.selective_naive import Arith
-from ssmref.delta.recurrent import delta_recurrence, delta_step_core, l2norm
+from ssmref.delta.recurrent import core_layout, delta_recurrence, delta_step_core
 
 #: The float inputs of the sequence kinds that have gradients (``d<name>``).
 GRADS = ("q", "k", "v", "g", "beta", "initial_state")
 
 
 def _layout(ar, x, attrs, time=True):
-    """``q̂, k̂ (…, HV, K)``, ``g (…, HV, Kg)``, ``beta (…, HV, Vb)`` in the dtype."""
-    q, k, v = x["q"], x["k"], x["v"]
-    if attrs["use_qk_l2norm_in_kernel"]:
-        q, k = l2norm(q, rnd=ar.R), l2norm(k, rnd=ar.R)
-    q = ar.R(q * ar.R(onp.asarray(attrs["scale"], dtype=ar.work)))
-    axis = 2 if time else 1
-    rep = np.shape(v)[axis] // np.shape(q)[axis]
-    q, k = np.repeat(q, rep, axis=axis), np.repeat(k, rep, axis=axis)
-    g = x.get("g")
-    g = np.zeros(np.shape(v)[:axis + 1] + (1,), dtype=ar.work) if g is None else \
-        (g[..., None] if np.ndim(g) == axis + 1 else g)
-    beta = x["beta"][..., None] if np.ndim(x["beta"]) == axis + 1 else x["beta"]
-    return q, k, v, g, beta
+    # the definition's core layout in the dtype: q̂, k̂ (…, HV, K), g (…, HV, Kg), beta (…, HV, Vb)
+    return core_layout(x["q"], x["k"], x["v"], x.get("g"), x["beta"], attrs["scale"],
+                       attrs["use_qk_l2norm_in_kernel"], rnd=ar.R, time=time)
 
 
 def sequence(ar, x, attrs):

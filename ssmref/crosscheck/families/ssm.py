@@ -22,7 +22,7 @@ from ssmref.crosscheck.families import ssm_ref
 from ssmref.crosscheck.families.ssm_log_depth import (log_depth_kernel, log_depth_scan,
                                                       log_depth_vjp, vjp_outputs)
 from ssmref.crosscheck.kinds import Case, Kind, memory_length
-from ssmref.ssm.recurrent import ssm_step_core
+from ssmref.ssm.recurrent import ssm_loop, ssm_step_core
 
 PARAMS = ssm.PARAM_NAMES
 
@@ -234,14 +234,8 @@ def _time_axis_of(*names):
 
 def _naive_recurrence(x, R, work):
     A, B, C, D = (R(onp.asarray(x[k], dtype=work)) for k in PARAMS)
-    u, h = R(onp.asarray(x["u"], dtype=work)), R(onp.asarray(x["h0"], dtype=work))
-    Bu = R(u @ B.T)                                       # (b, T, n)
-    hs = []
-    for t in range(u.shape[1]):
-        h = R(R(h @ A.T) + Bu[:, t])                      # h_t = A h_{t-1} + B u_t
-        hs.append(h)
-    H = onp.stack(hs, axis=1)                             # (b, T, n)
-    y = R(R(H @ C.T) + R(u @ D.T))                        # y_t = C h_t + D u_t
+    u, h0 = R(onp.asarray(x["u"], dtype=work)), R(onp.asarray(x["h0"], dtype=work))
+    y, H = ssm_loop({"A": A, "B": B, "C": C, "D": D}, u, h0, R)     # the definition, rounded by R
     return (A, B, C, D, u), H, y
 
 

@@ -1,17 +1,16 @@
 """Baseline mode for the structured kinds: the naive computation in the target dtype.
 
 Every operation is rounded to the dtype by ``R`` (complex values part by part; float16 and
-bfloat16 held in float32 / complex64), the way a straightforward port computes::
+bfloat16 held in float32 / complex64), the way a straightforward port computes.  The diagonal
+kinds' forward passes are the model's definition run with ``R``
+(:mod:`ssmref.structured.diagonal_loop`: direct discretization with ``Λ̄`` rounded ONCE, the
+recurrence one step at a time, the kernel with the running powers ``Λ̄^{k+1} = Λ̄ · Λ̄^k``, S4D per
+channel, S5's two recurrences); their gradients are the reverse recurrences below::
 
-    discretize  z = ΔΛ;  zoh: Λ̄ = exp(z), B̄ = (Λ̄ − 1)/Λ ⊙ B (Δ B where Λ = 0);
-                bilinear: Λ̄ = (1 + z/2)/(1 − z/2), B̄ = Δ/(1 − z/2) ⊙ B;  Λ̄ is rounded ONCE
-    scan        x_t = Λ̄ ⊙ x_{t-1} + B̄ u_t,  y_t = s Re(C x_t) + D u_t, one step at a time
-    kernel      K[k] = s Re(C (Λ̄^k ⊙ B̄)) with the naive powers Λ̄^{k+1} = Λ̄ · Λ̄^k
     scan VJP    a_{T-1} = s Cᵀgy_{T-1} + conj(gx),  a_t = s Cᵀgy_t + Λ̄ ⊙ a_{t+1};  ∂Λ̄ = Σ a_t x_{t-1},
                 ∂B̄ = Σ a_t u_tᵀ, ∂C = s Σ gy_t x_tᵀ, ∂D = Σ gy_t u_tᵀ, ∂u_t = Re(B̄ᵀa_t) + Dᵀgy_t,
                 ∂h0 = Λ̄ a_0; then the chain rule through Λ̄(Λ, Δ), B̄ = b(Λ, Δ) B
     kernel VJP  ∂C, ∂B̄ as sums over lags, ∂Λ through Σ_k k Λ̄^k ∂(Λ̄^k)
-    S5          two recurrences (the backward one on the time-reversed input), D u_t once
     DPLR        dense A = diag(Λ) − P Q^*, LU solves with I − Δ/2 A; Ā^L by repeated squaring;
                 the Cauchy/Woodbury form at ω_j = exp(−2πij/L) with 1 ∓ ω_j formed by
                 subtraction; an inverse FFT in the dtype
@@ -19,6 +18,7 @@ bfloat16 held in float32 / complex64), the way a straightforward port computes::
 
 import numpy as onp
 
+from ssmref.structured import diagonal_loop
 from ssmref.structured.diagonal import output_scale
 
 
@@ -37,18 +37,16 @@ def _get(x, names, R, work):
 
 def _factors(Lam, dt, method, R):
     # Λ̄, b (B̄ = b ⊙ B) and the derivatives dΛ̄/dΛ, dΛ̄/dΔ, db/dΛ, db/dΔ, per state
+    lam_bar, b = diagonal_loop.discrete_factors(Lam, dt, method, R)
     dt = dt * onp.ones(Lam.shape, dtype=dt.dtype)
     z = R(dt * Lam)
     if method == "zoh":
-        lam_bar = R(onp.exp(z))
-        b = onp.where(Lam == 0, dt, R(R(lam_bar - 1) / Lam))
         db_dlam = onp.where(Lam == 0, R(dt * dt / 2),
                             R(R(R(z * lam_bar) - R(lam_bar - 1)) / R(Lam * Lam)))
-        return lam_bar, R(b), R(dt * lam_bar), R(Lam * lam_bar), db_dlam, lam_bar
+        return lam_bar, b, R(dt * lam_bar), R(Lam * lam_bar), db_dlam, lam_bar
     q = R(1 - R(z / 2))
     q2 = R(q * q)
-    return (R(R(1 + R(z / 2)) / q), R(dt / q), R(dt / q2), R(Lam / q2), R(R(dt * dt) / R(2 * q2)),
-            R(1 / q2))
+    return lam_bar, b, R(dt / q2), R(Lam / q2), R(R(dt * dt) / R(2 * q2)), R(1 / q2)
 
 
 def _discretize(Lam, B, dt, method, R):
@@ -59,30 +57,16 @@ def _discretize(Lam, B, dt, method, R):
 def discretize(x, a, R, work):
     """``{"Lambda_bar", "B_bar"}`` in the dtype (the peers' formulas)."""
     Lam, B, dt = _get(x, ("Lambda", "B", "dt"), R, work)
-    f, Bbar = _discretize(Lam, B, dt, a["method"], R)
-    return {"Lambda_bar": f[0], "B_bar": Bbar}
-
-
-def _states(lam_bar, Bbar, u, h0, R):
-    # X: (b, T, n), x_t = Λ̄ x_{t-1} + B̄ u_t step by step
-    Bu = R(u @ Bbar.T)                                        # (b, T, n)
-    x, xs = h0, []
-    for t in range(u.shape[1]):
-        x = R(R(lam_bar * x) + Bu[:, t])
-        xs.append(x)
-    return onp.stack(xs, axis=1)
-
-
-def _readout(X, C, s, R):
-    return R(s * onp.real(R(X @ C.T)))                       # s Re(C x_t): (b, T, p)
+    lam_bar, Bbar = diagonal_loop.discretize(Lam, B, dt, a["method"], R)
+    return {"Lambda_bar": lam_bar, "B_bar": Bbar}
 
 
 def scan(x, a, R, work):
     """``{"y", "x_last"}`` by the plain recurrence in the dtype."""
     Lam, B, C, D, dt, u, h0 = _get(x, ("Lambda", "B", "C", "D", "dt", "u", "h0"), R, work)
-    f, Bbar = _discretize(Lam, B, dt, a["method"], R)
-    X = _states(f[0], Bbar, u, h0, R)
-    return {"y": R(_readout(X, C, output_scale(a["output"]), R) + R(u @ D.T)), "x_last": X[:, -1]}
+    y, x_last = diagonal_loop.scan_loop(Lam, B, C, D, dt, u, h0, method=a["method"],
+                                        output=a["output"], rnd=R)
+    return {"y": y, "x_last": x_last}
 
 
 def _chain(f, g_lam_bar, g_Bbar, B, dt_shape, R):
@@ -101,7 +85,7 @@ def scan_vjp(x, a, R, work):
     s = output_scale(a["output"])
     f, Bbar = _discretize(Lam, B, dt, a["method"], R)
     lam_bar = f[0]
-    X = _states(lam_bar, Bbar, u, h0, R)                      # (b, T, n)
+    X = diagonal_loop.states(lam_bar, Bbar, u, h0, R)        # (b, T, n)
     Cg = R(s * R(gy @ C))                                     # (b, T, n): s Cᵀ gy_t
     T = u.shape[1]
     adj = R(Cg[:, T - 1] + onp.conj(gx))
@@ -114,28 +98,17 @@ def scan_vjp(x, a, R, work):
     g_lam_bar = R(onp.einsum("btn,btn->n", Adj, X_prev))
     g_Bbar = R(onp.einsum("btn,btm->nm", Adj, u))
     dLam, dB, ddt = _chain(f, g_lam_bar, g_Bbar, B, x["dt"].shape, R)
-    return {"y": R(_readout(X, C, s, R) + R(u @ D.T)), "x_last": X[:, -1],
+    return {"y": R(diagonal_loop.readout(X, C, s, R) + R(u @ D.T)), "x_last": X[:, -1],
             "dLambda": dLam, "dB": dB, "dC": R(s * R(onp.einsum("btp,btn->pn", gy, X))),
             "dD": R(onp.einsum("btp,btm->pm", gy, u)), "ddt": ddt,
             "du": R(R(onp.real(R(Adj @ Bbar))) + R(gy @ D)), "dh0": R(lam_bar * Adj[:, 0])}
 
 
-def _powers(lam_bar, L, R):
-    # Λ̄^k, k < L, by running products: (L, ...)
-    W, Ws = onp.ones_like(lam_bar), []
-    for _ in range(L):
-        Ws.append(W)
-        W = R(W * lam_bar)
-    return onp.stack(Ws)
-
-
 def kernel(x, a, R, work):
     """``{"K"}`` with the naive powers of the rounded ``Λ̄``."""
     Lam, B, C, dt = _get(x, ("Lambda", "B", "C", "dt"), R, work)
-    f, Bbar = _discretize(Lam, B, dt, a["method"], R)
-    W = _powers(f[0], int(a["length"]), R)                    # (L, n)
-    CB = R(C[:, :, None] * Bbar[None])                        # (p, n, m)
-    return {"K": R(output_scale(a["output"]) * onp.real(R(onp.einsum("ln,pnm->lpm", W, CB))))}
+    return {"K": diagonal_loop.kernel_loop(Lam, B, C, dt, int(a["length"]), method=a["method"],
+                                           output=a["output"], rnd=R)}
 
 
 def kernel_vjp(x, a, R, work):
@@ -144,7 +117,7 @@ def kernel_vjp(x, a, R, work):
     s = output_scale(a["output"])
     f, Bbar = _discretize(Lam, B, dt, a["method"], R)
     L = int(a["length"])
-    W = _powers(f[0], L, R)                                   # (L, n)
+    W = diagonal_loop.powers(f[0], L, R)                      # (L, n)
     CB = R(C[:, :, None] * Bbar[None])                        # (p, n, m)
     K = R(s * onp.real(R(onp.einsum("ln,pnm->lpm", W, CB))))
     gW = R(s * R(onp.einsum("lpm,pnm->ln", gK, CB)))          # ∂K-sum / ∂(Λ̄^k)
@@ -166,22 +139,16 @@ def kernel_vjp(x, a, R, work):
 def s4d_kernel(x, a, R, work):
     """S4D's ``(c, H, L)`` kernel with the naive powers, per channel."""
     Lam, B, C, dt = _get(x, ("Lambda", "B", "C", "dt"), R, work)
-    H, N = Lam.shape
-    f, Bbar = _discretize(Lam.reshape(-1), B.reshape(-1, 1), onp.repeat(dt, N), a["method"], R)
-    W = _powers(f[0].reshape(H, N), int(a["length"]), R)      # (L, H, N)
-    CB = R(C * Bbar.reshape(H, N)[None])                      # (c, H, N)
-    return {"K": R(output_scale(a["output"]) * onp.real(R(onp.einsum("chi,lhi->chl", CB, W))))}
+    dt = onp.repeat(dt, Lam.shape[1]).reshape(Lam.shape)     # (H, N): the channel's step
+    return {"K": diagonal_loop.s4d_kernel_loop(Lam, B, C, dt, int(a["length"]), method=a["method"],
+                                               output=a["output"], rnd=R)}
 
 
 def bidirectional(x, a, R, work):
     """S5's layer: a forward and a backward recurrence in the dtype."""
     Lam, B, C, Cb, D, dt, u = _get(x, ("Lambda", "B", "C", "Cb", "D", "dt", "u"), R, work)
-    s = output_scale(a["output"])
-    f, Bbar = _discretize(Lam, B, dt, a["method"], R)
-    h0 = onp.zeros((u.shape[0], Lam.shape[0]), dtype=Lam.dtype)
-    y_f = _readout(_states(f[0], Bbar, u, h0, R), C, s, R)
-    y_b = _readout(_states(f[0], Bbar, u[:, ::-1], h0, R), Cb, s, R)[:, ::-1]
-    return {"y": R(R(y_f + y_b) + R(u @ D.T))}
+    return {"y": diagonal_loop.bidirectional_loop(Lam, B, C, Cb, D, dt, u, method=a["method"],
+                                                  output=a["output"], rnd=R)}
 
 
 def _dplr_dense(x, R, work):
