@@ -9,14 +9,14 @@ cover the dense kinds) and three variants; ``-m slow`` runs every SSM case from 
 as a user would, and every variant on every SSM case.  Skipped when jax is not installed.
 """
 
-import ast
-import importlib.util
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+import ports                                                              # tests/ports.py
 
 jax = pytest.importorskip("jax")
 
@@ -62,10 +62,7 @@ NAMED = ("re-instead-of-2re", "bilinear-instead-of-zoh", "conj-dropped-in-Ct")
 @pytest.fixture(scope="module")
 def port():
     """The port as a module: one process, one compilation cache for every run."""
-    spec = importlib.util.spec_from_file_location("jax_port", PORT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return ports.load("jax_port")
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +71,8 @@ def vectors(written_vectors):
     return lambda dtype: written_vectors("jax_vectors", SSM, dtype)
 
 
-def failed(vectors_dir, results_dir, cases, dtype):
-    report = X.check(vectors_dir, str(results_dir), dtype, cases=cases)
-    return {c["name"] for c in report["cases"] if not c["passed"]}, report
-
-
 def test_port_never_imports_ssmref():
-    with open(PORT, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not [m for m in imported if m.split(".")[0] == "ssmref"]
+    assert "ssmref" not in ports.imported_packages("jax_port")
 
 
 def test_the_variants_are_the_ones_tested(port):
@@ -115,7 +103,7 @@ def test_port_passes_a_case_of_each_structured_kind(port, vectors, tmp_path, dty
     with np.load(tmp_path / "diag_scan_slow.npz") as z:
         want = np.complex128 if dtype == "float64" else np.complex64
         assert z["x_last"].dtype == want                    # computed in the dtype, not cast
-    bad, report = failed(vectors(dtype), tmp_path, FAST, dtype)
+    bad, report = ports.failed(vectors(dtype), tmp_path, FAST, dtype)
     assert not bad, X.format_report(report)
 
 
@@ -123,7 +111,7 @@ def test_port_passes_a_case_of_each_structured_kind(port, vectors, tmp_path, dty
 def test_broken_variant_fails_exactly_the_cases_it_touches_among_fast(port, vectors, tmp_path,
                                                                        variant):
     port.run(vectors("float64"), str(tmp_path), "float64", variant, cases=FAST, quiet=True)
-    bad, _ = failed(vectors("float64"), tmp_path, FAST, "float64")
+    bad, _ = ports.failed(vectors("float64"), tmp_path, FAST, "float64")
     assert bad == TOUCHED[variant] & set(FAST)
 
 
@@ -134,7 +122,7 @@ def test_port_passes_every_ssm_case_from_the_command_line(vectors, tmp_path, dty
     proc = subprocess.run([sys.executable, PORT, vectors(dtype), str(tmp_path), "--dtype", dtype],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and f"{len(SSM)} cases in" in proc.stdout, proc.stderr
-    bad, report = failed(vectors(dtype), tmp_path, SSM, dtype)
+    bad, report = ports.failed(vectors(dtype), tmp_path, SSM, dtype)
     assert not bad, X.format_report(report)
 
 
@@ -142,5 +130,5 @@ def test_port_passes_every_ssm_case_from_the_command_line(vectors, tmp_path, dty
 @pytest.mark.parametrize("variant", sorted(TOUCHED))
 def test_broken_variant_fails_exactly_the_cases_it_touches(port, vectors, tmp_path, variant):
     port.run(vectors("float64"), str(tmp_path), "float64", variant, cases=SSM, quiet=True)
-    bad, _ = failed(vectors("float64"), tmp_path, SSM, "float64")
+    bad, _ = ports.failed(vectors("float64"), tmp_path, SSM, "float64")
     assert bad == TOUCHED[variant]

@@ -9,15 +9,15 @@ head gate with GVA, the step, KDA's gradients); ``-m slow`` runs every case from
 in both forms and every variant on every case.  Skipped when jax is not installed.
 """
 
-import ast
 import functools
-import importlib.util
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+import ports                                                              # tests/ports.py
 
 jax = pytest.importorskip("jax")
 
@@ -54,10 +54,7 @@ def touched():
 @pytest.fixture(scope="module")
 def port():
     """The port as a module: one process, one compilation cache for every run."""
-    spec = importlib.util.spec_from_file_location("jax_port_delta", PORT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return ports.load("jax_port_delta")
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +62,8 @@ def vectors(written_vectors):
     return lambda dtype: written_vectors("jax_delta", DELTA, dtype)
 
 
-def failed(vectors_dir, results_dir, cases, dtype):
-    report = X.check(vectors_dir, str(results_dir), dtype, cases=cases)
-    return {c["name"] for c in report["cases"] if not c["passed"]}, report
-
-
 def test_port_never_imports_ssmref():
-    with open(PORT, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not [m for m in imported if m.split(".")[0] == "ssmref"]
+    assert "ssmref" not in ports.imported_packages("jax_port_delta")
 
 
 def test_the_variants_are_the_ones_tested(port):
@@ -94,7 +82,7 @@ def test_port_passes(port, vectors, tmp_path, dtype):
     port.run(vectors(dtype), str(tmp_path), dtype, cases=FAST, quiet=True)
     with np.load(tmp_path / "kda_vjp.npz") as z:
         assert z["o"].dtype == np.dtype(dtype) and z["dg"].shape[-1] == 16   # a gate per channel
-    bad, report = failed(vectors(dtype), tmp_path, FAST, dtype)
+    bad, report = ports.failed(vectors(dtype), tmp_path, FAST, dtype)
     worst = max(c["err_over_tol"] for c in report["cases"])
     assert not bad and worst < (1e-6 if dtype == "float64" else 0.2), X.format_report(report)
 
@@ -102,7 +90,7 @@ def test_port_passes(port, vectors, tmp_path, dtype):
 def test_chunked_port_passes_the_float32_table(port, vectors, tmp_path):
     port.run(vectors("float32"), str(tmp_path), "float32", cases=FAST_CHUNKED, quiet=True,
              chunked=True)
-    bad, report = failed(vectors("float32"), tmp_path, FAST_CHUNKED, "float32")
+    bad, report = ports.failed(vectors("float32"), tmp_path, FAST_CHUNKED, "float32")
     worst = max(c["err_over_tol"] for c in report["cases"])
     assert not bad and worst < 0.2, X.format_report(report)
 
@@ -112,7 +100,7 @@ def test_broken_variant_fails_exactly_the_cases_it_touches_among_fast(port, vect
                                                                        variant):
     port.run(vectors("float64"), str(tmp_path), "float64", variant, cases=FAST_VARIANTS,
              quiet=True)
-    bad, _ = failed(vectors("float64"), tmp_path, FAST_VARIANTS, "float64")
+    bad, _ = ports.failed(vectors("float64"), tmp_path, FAST_VARIANTS, "float64")
     assert bad == touched()[variant] & set(FAST_VARIANTS)
 
 
@@ -130,7 +118,7 @@ def test_port_passes_every_case_from_the_command_line(vectors, tmp_path, dtype):
                                dtype] + form, cwd=ROOT, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0 and f"{len(DELTA)} cases in" in proc.stdout, proc.stderr
-        bad, report = failed(vectors(dtype), tmp_path, DELTA, dtype)
+        bad, report = ports.failed(vectors(dtype), tmp_path, DELTA, dtype)
         worst = max(c["err_over_tol"] for c in report["cases"])
         assert not bad and worst < (1e-6 if dtype == "float64" else 0.2), X.format_report(report)
 
@@ -139,7 +127,7 @@ def test_port_passes_every_case_from_the_command_line(vectors, tmp_path, dtype):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_broken_variant_fails_exactly_the_cases_it_touches(port, vectors, tmp_path, variant):
     port.run(vectors("float64"), str(tmp_path), "float64", variant, quiet=True)
-    bad, _ = failed(vectors("float64"), tmp_path, DELTA, "float64")
+    bad, _ = ports.failed(vectors("float64"), tmp_path, DELTA, "float64")
     assert bad == touched()[variant]
 
 
@@ -148,5 +136,5 @@ def test_broken_variant_fails_exactly_the_cases_it_touches(port, vectors, tmp_pa
 def test_layout_variants_fail_the_same_cases_in_the_chunked_form(port, vectors, tmp_path,
                                                                  variant):
     port.run(vectors("float64"), str(tmp_path), "float64", variant, quiet=True, chunked=True)
-    bad, _ = failed(vectors("float64"), tmp_path, DELTA, "float64")
+    bad, _ = ports.failed(vectors("float64"), tmp_path, DELTA, "float64")
     assert bad == touched()[variant]

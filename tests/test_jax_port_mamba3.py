@@ -8,15 +8,15 @@ and the step; GQA, wrapping angles); ``-m slow`` runs every case from the comman
 chunked form on every case and every variant on every case.  Skipped when jax is not installed.
 """
 
-import ast
 import functools
-import importlib.util
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+import ports                                                              # tests/ports.py
 
 jax = pytest.importorskip("jax")
 
@@ -67,10 +67,7 @@ def touched():
 @pytest.fixture(scope="module")
 def port():
     """The port as a module: one process, one compilation cache for every run."""
-    spec = importlib.util.spec_from_file_location("jax_port_mamba3", PORT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return ports.load("jax_port_mamba3")
 
 
 @pytest.fixture(scope="module")
@@ -78,17 +75,8 @@ def vectors(written_vectors):
     return lambda dtype: written_vectors("jax_mamba3", MAMBA3, dtype)
 
 
-def failed(vectors_dir, results_dir, cases, dtype):
-    report = X.check(vectors_dir, str(results_dir), dtype, cases=cases)
-    return {c["name"] for c in report["cases"] if not c["passed"]}, report
-
-
 def test_port_never_imports_ssmref():
-    with open(PORT, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not [m for m in imported if m.split(".")[0] == "ssmref"]
+    assert "ssmref" not in ports.imported_packages("jax_port_mamba3")
 
 
 def test_the_variants_are_the_ones_tested(port):
@@ -108,7 +96,7 @@ def test_port_passes(port, vectors, tmp_path, dtype, chunked):
     port.run(vectors(dtype), str(tmp_path), dtype, cases=FAST, quiet=True, chunked=chunked)
     with np.load(tmp_path / "mamba3_siso.npz") as z:
         assert z["ssm_state"].dtype == np.dtype(dtype)             # computed in the dtype
-    bad, report = failed(vectors(dtype), tmp_path, FAST, dtype)
+    bad, report = ports.failed(vectors(dtype), tmp_path, FAST, dtype)
     worst = max(c["err_over_tol"] for c in report["cases"])
     assert not bad and worst < (1e-6 if dtype == "float64" else 0.5), X.format_report(report)
 
@@ -117,7 +105,7 @@ def test_port_passes(port, vectors, tmp_path, dtype, chunked):
 def test_broken_variant_fails_exactly_the_cases_it_touches_among_fast(port, vectors, tmp_path,
                                                                        variant):
     port.run(vectors("float64"), str(tmp_path), "float64", variant, cases=FAST, quiet=True)
-    bad, _ = failed(vectors("float64"), tmp_path, FAST, "float64")
+    bad, _ = ports.failed(vectors("float64"), tmp_path, FAST, "float64")
     assert bad == touched()[variant] & set(FAST)
 
 
@@ -130,7 +118,7 @@ def test_port_passes_every_case_from_the_command_line(vectors, tmp_path, dtype):
                                dtype] + form, cwd=ROOT, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0 and f"{len(MAMBA3)} cases in" in proc.stdout, proc.stderr
-        bad, report = failed(vectors(dtype), tmp_path, MAMBA3, dtype)
+        bad, report = ports.failed(vectors(dtype), tmp_path, MAMBA3, dtype)
         worst = max(c["err_over_tol"] for c in report["cases"])
         assert not bad and worst < (1e-6 if dtype == "float64" else 0.5), X.format_report(report)
 
@@ -141,7 +129,7 @@ def test_port_passes_every_case_from_the_command_line(vectors, tmp_path, dtype):
 def test_broken_variant_fails_exactly_the_cases_it_touches(port, vectors, tmp_path, variant,
                                                            chunked):
     port.run(vectors("float64"), str(tmp_path), "float64", variant, quiet=True, chunked=chunked)
-    bad, report = failed(vectors("float64"), tmp_path, MAMBA3, "float64")
+    bad, report = ports.failed(vectors("float64"), tmp_path, MAMBA3, "float64")
     assert bad == touched()[variant]
     if variant == "no-wrap":                                   # the rotations are the same
         outs = {o["name"] for c in report["cases"] for o in c["outputs"] if not o["passed"]}

@@ -6,14 +6,14 @@ the cases the bug touches, and nothing else.  Skipped when torch is not installe
 """
 
 import argparse
-import ast
-import importlib.util
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+import ports                                                              # tests/ports.py
 
 torch = pytest.importorskip("torch")
 
@@ -26,10 +26,7 @@ DELTA = [c.name for c in delta.CASES]
 
 
 def _load_port():
-    spec = importlib.util.spec_from_file_location("torch_port_delta", PORT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return ports.load("torch_port_delta")
 
 
 port = _load_port()
@@ -67,11 +64,7 @@ def expected_failures(vectors_dir):
 
 
 def test_port_never_imports_ssmref():
-    with open(PORT, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not [m for m in imported if m.split(".")[0] == "ssmref"]
+    assert "ssmref" not in ports.imported_packages("torch_port_delta")
 
 
 @pytest.mark.slow                       # a subprocess importing torch: about 6 s

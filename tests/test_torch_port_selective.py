@@ -7,14 +7,14 @@ not installed.
 """
 
 import argparse
-import ast
-import importlib.util
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+import ports                                                              # tests/ports.py
 
 torch = pytest.importorskip("torch")
 
@@ -27,10 +27,7 @@ SELECTIVE = [c.name for c in selective.CASES]
 
 
 def _load_port():
-    spec = importlib.util.spec_from_file_location("torch_port_selective", PORT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return ports.load("torch_port_selective")
 
 
 port = _load_port()
@@ -79,11 +76,7 @@ def expected_failures(vectors_dir):
 
 
 def test_port_never_imports_ssmref():
-    with open(PORT, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not [m for m in imported if m.split(".")[0] == "ssmref"]
+    assert "ssmref" not in ports.imported_packages("torch_port_selective")
 
 
 def test_float64_port_passes_from_the_command_line(vectors, tmp_path, capsys):

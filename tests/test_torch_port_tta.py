@@ -5,11 +5,11 @@ The port passes the float64 and float32 tables; each of its ``--broken`` variant
 the case its bug touches.  Skipped when torch is not installed.
 """
 
-import ast
-import importlib.util
 import os
 
 import pytest
+
+import ports                                                              # tests/ports.py
 
 torch = pytest.importorskip("torch")
 
@@ -22,10 +22,7 @@ CASES = [c.name for c in adapter_methods.CASES]
 
 
 def _load_port():
-    spec = importlib.util.spec_from_file_location("torch_port_tta", PORT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return ports.load("torch_port_tta")
 
 
 port = _load_port()
@@ -50,11 +47,7 @@ def failed_cases(vectors_dir, results_dir, dtype="float64"):
 
 
 def test_port_never_imports_ssmref():
-    with open(PORT, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not [m for m in imported if m.split(".")[0] == "ssmref"]
+    assert "ssmref" not in ports.imported_packages("torch_port_tta")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
