@@ -32,15 +32,22 @@ def iterations(run_dir):
 def test_sigint_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "ssmref", "train", *TINY, "--out", str(run),
-                             "--iterations", "100000"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (
-            (run / "metrics.jsonl").exists() and len(iterations(run)) >= 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    # Ctrl-C as in a terminal: a runner started in the background by a shell without job control
+    # ignores SIGINT, its children inherit that, and Python installs no KeyboardInterrupt handler
+    # for an ignored SIGINT; the child starts with the default action restored.
+    with subprocess.Popen([sys.executable, "-m", "ssmref", "train", *TINY, "--out", str(run),
+                           "--iterations", "100000"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+                (run / "metrics.jsonl").exists() and len(iterations(run)) >= 3):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
     assert proc.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
