@@ -51,6 +51,7 @@ any kernel; :func:`gpu_bfloat16` emulates a GPU instead):
 Shapes, vectors and tolerances: docs/kernels.md.
 """
 
+import argparse
 import builtins
 import contextlib
 import json
@@ -237,3 +238,32 @@ def summary(rows):
         lines.append(f"| `{name}` | {'yes' if report.passed else '**no**'} | "
                      f"{report.err_over_tol:.3g} (`{worst}`) | {bad} |")
     return "\n".join(lines)
+
+
+def client_parser(doc, cases, dtype="float32"):
+    """The command line every kernel client shares (``vectors``, ``--dtype``, ``--cases``,
+    ``--gpu-bfloat16``, ``--gpu-tf32``, ``--tolerances``, ``--summary``); a client adds its own."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("vectors", help="a folder written by python -m ssmref vectors")
+    parser.add_argument("--dtype", choices=sorted(TORCH_DTYPES), default=dtype)
+    parser.add_argument("--cases", nargs="+", choices=cases, default=cases)
+    parser.add_argument("--gpu-bfloat16", action="store_true",
+                        help="bfloat16 as on a GPU (round to nearest even, dot on values)")
+    parser.add_argument("--gpu-tf32", action="store_true",
+                        help="float32 tl.dot operands rounded to TF32, as on an NVIDIA GPU")
+    parser.add_argument("--tolerances", choices=sorted(TORCH_DTYPES),
+                        help="judge with this dtype's tolerances (default: --dtype's)")
+    parser.add_argument("--summary", action="store_true",
+                        help="one Markdown row per case instead of one line per output")
+    return parser
+
+
+def report(rows, args, extra=()):
+    """Print ``rows`` (:func:`table`, or :func:`summary` with ``--summary``), the lines of
+    ``extra`` and the count; the client's exit status: 0 when every case passes, else 1."""
+    print(summary(rows) if args.summary else table(rows))
+    for line in extra:
+        print(line)
+    failed = [name for name, case in rows if not case.passed]
+    print(f"{len(rows) - len(failed)} passed, {len(failed)} failed ({args.dtype})")
+    return 1 if failed else 0

@@ -37,7 +37,6 @@ Two things around the kernels, neither in a kernel file (docs/kernels.md):
                           :func:`cpu_tensors_pass_cuda_asserts` answers True while it runs.
 """
 
-import argparse
 import contextlib
 import os
 import sys
@@ -215,18 +214,7 @@ def check_cases(vectors_dir, dtype, cases=CASES, gpu_bfloat16=False, gpu_tf32=Fa
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("vectors", help="a folder written by python -m ssmref vectors")
-    parser.add_argument("--dtype", choices=sorted(harness.TORCH_DTYPES), default="bfloat16")
-    parser.add_argument("--cases", nargs="+", choices=CASES, default=CASES)
-    parser.add_argument("--gpu-bfloat16", action="store_true",
-                        help="bfloat16 as on a GPU (round to nearest even, dot on values)")
-    parser.add_argument("--gpu-tf32", action="store_true",
-                        help="float32 tl.dot operands rounded to TF32, as on an NVIDIA GPU")
-    parser.add_argument("--tolerances", choices=sorted(harness.TORCH_DTYPES),
-                        help="judge with this dtype's tolerances (default: --dtype's)")
-    parser.add_argument("--summary", action="store_true",
-                        help="one Markdown row per case instead of one line per output")
+    parser = harness.client_parser(__doc__, CASES, dtype="bfloat16")
     parser.add_argument("--mamba-metric", action="store_true",
                         help="also print the error in the metric of mamba's tests")
     args = parser.parse_args(argv)
@@ -234,13 +222,9 @@ def main(argv=None):
     metrics = {} if args.mamba_metric else None
     rows = check_cases(args.vectors, args.dtype, args.cases, args.gpu_bfloat16, args.gpu_tf32,
                        args.tolerances, metrics)
-    print(harness.summary(rows) if args.summary else harness.table(rows))
-    for name, errors in (metrics or {}).items():
-        print(f"{name:<26} mamba's metric: " + ", ".join(f"{k} {v:.2g}" for k, v in
-                                                          errors.items()))
-    failed = [name for name, report in rows if not report.passed]
-    print(f"{len(rows) - len(failed)} passed, {len(failed)} failed ({args.dtype})")
-    return 1 if failed else 0
+    return harness.report(rows, args, [
+        f"{name:<26} mamba's metric: " + ", ".join(f"{k} {v:.2g}" for k, v in errors.items())
+        for name, errors in (metrics or {}).items()])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ tolerances.  The cases (docs/crosscheck.md):
                                   sum(gfinal * final_states)
 """
 
-import argparse
 import os
 import sys
 
@@ -140,29 +139,15 @@ def check_cases(vectors_dir, dtype, cases=CASES, fix_softplus=False, gpu_bfloat1
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("vectors", help="a folder written by python -m ssmref vectors")
-    parser.add_argument("--dtype", choices=sorted(harness.TORCH_DTYPES), default="float32")
-    parser.add_argument("--cases", nargs="+", choices=CASES, default=CASES)
+    parser = harness.client_parser(__doc__, CASES)
     parser.add_argument("--fix-softplus", action="store_true",
                         help="the kernels' softplus replaced by an accurate one")
-    parser.add_argument("--gpu-bfloat16", action="store_true",
-                        help="bfloat16 as on a GPU (round to nearest even, dot on values)")
-    parser.add_argument("--gpu-tf32", action="store_true",
-                        help="float32 tl.dot operands rounded to TF32, as on an NVIDIA GPU")
-    parser.add_argument("--tolerances", choices=sorted(harness.TORCH_DTYPES),
-                        help="judge with this dtype's tolerances (default: --dtype's)")
-    parser.add_argument("--summary", action="store_true",
-                        help="one Markdown row per case instead of one line per output")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = check_cases(args.vectors, args.dtype, args.cases, args.fix_softplus,
                        args.gpu_bfloat16, args.gpu_tf32,
                        args.tolerances)
-    print(harness.summary(rows) if args.summary else harness.table(rows))
-    failed = [name for name, report in rows if not report.passed]
-    print(f"{len(rows) - len(failed)} passed, {len(failed)} failed ({args.dtype})")
-    return 1 if failed else 0
+    return harness.report(rows, args)
 
 
 if __name__ == "__main__":
