@@ -77,28 +77,16 @@ PRESETS = {
                  "outer": "trpo", "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5,
                  "ls_backtrack_ratio": 0.8, "ls_max_steps": 15, "gamma": 0.99},
     },
-    # The navigation default run for 500 meta-iterations instead of 350.
-    "ssm2step": {
-        "env": "navigation2d",
-        "iterations": 500,
-        "lr_decay": True,
-        "family": {"horizon": 100},
-        "policy": {**DEFAULTS["navigation2d"]["policy"], "kind": "ssm"},
-        "maml": dict(DEFAULTS["navigation2d"]["maml"]),
-    },
+    # The navigation default run for 500 meta-iterations instead of 350 (a preset's missing keys
+    # are the env's defaults).
+    "ssm2step": {"env": "navigation2d", "iterations": 500},
     # The SSM policy meta-trained for one inner step of alpha = 0.1 (Finn et al.'s paper), A
     # initialised with spectral radius 0.9: one step adapts, a second does not help.  At 0.9, a
     # first inner step of size 0.5 made A unstable on some tasks (seed 1: radius 1.13, then 17
     # after the second step, a non-finite meta-gradient at the first iteration); at 0.7 it did
     # not on seeds 0-5 (docs/train.md).
-    "ssm1step": {
-        "env": "navigation2d",
-        "iterations": 250,
-        "lr_decay": True,
-        "family": {"horizon": 100},
-        "policy": {**_NAV_POLICY, "kind": "ssm"},
-        "maml": {"max_grad_norm": 1.0},
-    },
+    "ssm1step": {"env": "navigation2d", "iterations": 250, "policy": _NAV_POLICY,
+                 "maml": {"max_grad_norm": 1.0}},
 }
 
 
