@@ -9,8 +9,9 @@ torch and JAX peers.
    ssm_output_dim=8, hidden_sizes=(64, 64), rng=0), MetaMAMLConfig())``: 20 tasks x 20 episodes
    x 100 steps, second-order meta-gradient, task-batched.  The breakdown comes from wrapping, in
    this process only, the pieces that ``meta_step`` calls (``MetaMAML._sample``,
-   ``MetaMAML._adapt``, ``maml_rl.tasks_trajectory_data``, ``maml.batched_meta_gradient``); the
-   rest (task sampling, the Adam step, bookkeeping) is "other".  Against the PyTorch MAML-RL
+   ``maml_rl.tasks_trajectory_data``, ``maml.adapt``, ``maml.value_and_grad_tree``, each counted
+   without the pieces it calls: the post-update sampling and the inner steps run inside the
+   traced meta-objective); the rest (task sampling, the Adam step, bookkeeping) is "other".  Against the PyTorch MAML-RL
    peer of ``benchmarks/torch_maml_rl.py`` (MLP 64-64 tanh, TRPO, float32, ``--torch-threads``,
    the same 20 x 20 x 100 sampled steps twice per iteration), per sampled environment step, and
    ssmref running the peer's algorithm (the MLP policy, 64-64 tanh, ``outer="trpo"``): one warm-up iteration each, then ``--iterations`` rounds that run each once, in a
@@ -112,20 +113,28 @@ def timed_runs(fn, repeats):
 # ---------------------------------------------------------------------------------------------
 
 class PhaseTimer:
-    """Seconds spent in each wrapped piece of ``meta_step``, summed per iteration."""
+    """Seconds spent in each wrapped piece of ``meta_step``, summed per iteration; a piece called
+    inside another (the post-update sampling and the inner steps run inside the traced
+    meta-objective) counts for itself only, not for its caller."""
 
     def __init__(self):
         self.totals = {}
         self.samples_this_iteration = 0
+        self._inner = []                    # per open piece: seconds spent in pieces it called
 
     def wrap(self, fn, label):
         def timed(*args, **kwargs):
             name = label(*args, **kwargs) if callable(label) else label
+            self._inner.append(0.0)
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - t0
+                elapsed = time.perf_counter() - t0
+                inner = self._inner.pop()
+                if self._inner:
+                    self._inner[-1] += elapsed
+                self.totals[name] = self.totals.get(name, 0.0) + elapsed - inner
         return timed
 
 
@@ -137,16 +146,16 @@ def instrumented(meta, timer):
         first = timer.samples_this_iteration == 1
         return "sampling, pre-update" if first else "sampling, post-update"
 
-    saved_traj, saved_grad = maml_rl.tasks_trajectory_data, maml.batched_meta_gradient
-    meta._sample = timer.wrap(meta._sample, sample_label)          # instance attributes
-    meta._adapt = timer.wrap(meta._adapt, "inner adaptation (all tasks)")
-    maml_rl.tasks_trajectory_data = timer.wrap(saved_traj, "returns, baseline, advantages")
-    maml.batched_meta_gradient = timer.wrap(saved_grad, "meta-gradient")
+    saved = (maml_rl.tasks_trajectory_data, maml.adapt, maml.value_and_grad_tree)
+    meta._sample = timer.wrap(meta._sample, sample_label)          # an instance attribute
+    maml_rl.tasks_trajectory_data = timer.wrap(saved[0], "returns, baseline, advantages")
+    maml.adapt = timer.wrap(saved[1], "inner adaptation (all tasks, traced)")
+    maml.value_and_grad_tree = timer.wrap(saved[2], "meta-gradient (losses, backward pass)")
     try:
         yield
     finally:
-        del meta._sample, meta._adapt
-        maml_rl.tasks_trajectory_data, maml.batched_meta_gradient = saved_traj, saved_grad
+        del meta._sample
+        maml_rl.tasks_trajectory_data, maml.adapt, maml.value_and_grad_tree = saved
 
 
 def navigation_trainers():

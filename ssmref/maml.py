@@ -52,7 +52,7 @@ from ssmref.params import (flatten_dict, is_node, stop_gradient, tree_leaves, tr
 from ssmref.recurrence import sum_to
 
 __all__ = ["adapt", "meta_loss", "meta_gradient", "tile_params", "batched_meta_loss",
-           "batched_meta_gradient", "stop_gradient"]
+           "batched_meta_gradient", "stop_gradient", "value_and_grad_tree"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,10 +191,10 @@ def meta_gradient(params, loss_fn, tasks, *, inner_lr, steps=1, first_order=Fals
 def _outer_value_and_grad(objective, params, inner_lr, wrt_inner_lr):
     """``(F, ∇_θ F)`` or ``(F, (∇_θ F, ∇_α F))`` of ``objective(θ, α)``."""
     if wrt_inner_lr:
-        value, g = _value_and_grad(lambda t: objective(t["theta"], t["alpha"]),
+        value, g = value_and_grad_tree(lambda t: objective(t["theta"], t["alpha"]),
                                    {"theta": params, "alpha": _as_float_lr(inner_lr)})
         return value, (g["theta"], g["alpha"])
-    return _value_and_grad(lambda theta: objective(theta, inner_lr), params)
+    return value_and_grad_tree(lambda theta: objective(theta, inner_lr), params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +302,10 @@ def _tree_vjp(fun, tree):
     return out._value, vjp
 
 
-def _value_and_grad(fun, tree):
-    """``(fun(tree), ∇ fun(tree))`` for a real scalar ``fun``, w.r.t. the leaves of ``tree``."""
+def value_and_grad_tree(fun, tree):
+    """``(fun(tree), ∇ fun(tree))`` for a real scalar ``fun``, w.r.t. the leaves of ``tree`` (a
+    dict of arrays, possibly nested): autograd's ``value_and_grad`` with every leaf traced as a
+    root of its own, so ``fun`` receives a plain dict of boxes (not a ``DictBox``) and may read
+    their values (:func:`stop_gradient`) for work outside the derivative, such as sampling."""
     value, vjp = _tree_vjp(fun, tree)
     return value, vjp(np.ones_like(value))

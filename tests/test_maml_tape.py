@@ -39,7 +39,7 @@ def _tree(rng):
 
 def test_tree_vjp_equals_autograd_on_the_dict(rng):
     theta = _tree(rng)
-    value, grads = maml._value_and_grad(_loss, theta)
+    value, grads = maml.value_and_grad_tree(_loss, theta)
     want_value, want = autograd.value_and_grad(_loss)(theta)
     assert value == want_value
     for got, ref in zip(P.tree_leaves(grads), P.tree_leaves(want)):
@@ -57,7 +57,7 @@ def test_tree_vjp_is_differentiable_to_second_order(rng):
             g = gradient(dict(theta, a={"W": W}))
             return np.sum(g["a"]["W"] * v["a"]["W"]) + np.sum(g["b"] * v["b"]) + g["c"]
         return f
-    ours = through(lambda t: maml._value_and_grad(_loss, t)[1])
+    ours = through(lambda t: maml.value_and_grad_tree(_loss, t)[1])
     ref = through(autograd.grad(_loss))
     W = theta["a"]["W"]
     onp.testing.assert_allclose(autograd.grad(ours)(W), autograd.grad(ref)(W), rtol=1e-14)
@@ -66,7 +66,7 @@ def test_tree_vjp_is_differentiable_to_second_order(rng):
 
 def test_tree_vjp_of_a_constant(rng):
     theta = _tree(rng)
-    value, grads = maml._value_and_grad(lambda t: 3.0, theta)
+    value, grads = maml.value_and_grad_tree(lambda t: 3.0, theta)
     assert value == 3.0 and all(onp.all(g == 0) for g in P.tree_leaves(grads))
 
 

@@ -252,5 +252,5 @@ def test_one_trpo_meta_step_equals_pytorch_float64():
     trainer, _, _ = meta_batch("mlp", M=3, E=4, T=6, seed=1)
     trainer.config = MetaMAMLConfig(meta_batch_size=3, episodes_per_task=4, inner_lr=ALPHA,
                                     outer="trpo")
-    new, _ = trainer._trpo_step([support], query)
+    new, _ = trainer._trpo_step([support], [(1, query)])
     assert onp.allclose(ravel(new)[0], ravel(ours)[0], rtol=0, atol=1e-14)

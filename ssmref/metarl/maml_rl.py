@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as onp
 
 import autograd.numpy as np
-from autograd import value_and_grad
 
 from ssmref import maml
 from ssmref.checks import check_choice, check_int, check_scalar
@@ -77,6 +76,9 @@ class MetaMAMLConfig:
     adapt_rounds: int = 1            # sampled inner steps in meta-training: round r samples E
                                      # episodes with the r-times adapted policy and adapts on them
     later_lr_scale: float = 1.0      # rounds 2, 3, ... step with alpha * later_lr_scale
+    loss_rounds: int = 1             # the meta-objective averages the post-update losses (TRPO:
+                                     # surrogates and KLs) of the last loss_rounds rounds (1: the
+                                     # last round's only)
 
     def __post_init__(self):
         for name in ("meta_batch_size", "episodes_per_task", "inner_steps", "cg_iters",
@@ -91,6 +93,10 @@ class MetaMAMLConfig:
         check_scalar("gamma", self.gamma, low=0.0, high=1.0)
         check_choice("estimator", self.estimator, ESTIMATORS)
         check_choice("outer", self.outer, OUTERS)
+        check_int("loss_rounds", self.loss_rounds, minimum=1)
+        if self.loss_rounds > self.adapt_rounds:
+            raise ValueError(f"loss_rounds must be at most adapt_rounds ({self.adapt_rounds}), "
+                             f"got {self.loss_rounds}")
 
 
 # R = discounted returns,  b = linear baseline fitted on this batch,  A = normalize(R - b)
@@ -239,35 +245,65 @@ class MetaMAML(MetaTrainer):
     def _meta_step(self, rng):
         c, M = self.config, self.config.meta_batch_size
         tasks = self.family.sample_tasks(M, rng)
-        theta = tile_values(self.params, M)
-        pre = traj = self._sample(theta, tasks, rng)
-        supports = []
-        for lr in self.round_lrs():                   # one round unless adapt_rounds > 1
+        pre = self._sample(tile_values(self.params, M), tasks, rng)
+        if c.outer == "trpo":
+            return self._trpo_iteration(tasks, pre, rng)
+        rounds = {}
+        loss, grads = maml.value_and_grad_tree(
+            lambda theta: self._sampled_objective(theta, tasks, pre, rng, rounds), self.params)
+        metrics = {"pre_return": float(_returns(pre, M).mean()),
+                   "post_return": float(_returns(rounds["post"], M).mean())}
+        grad_norm = global_norm(grads)
+        if c.max_grad_norm > 0:
+            grads, _ = clip_by_global_norm(grads, c.max_grad_norm)
+        self.apply_meta_gradient(grads, self.lr_factor(self.iteration))
+        metrics.update(meta_loss=float(loss), grad_norm=float(grad_norm))
+        return {"iteration": self.iteration, **metrics}
+
+    # Θ_0 = tile(θ);  round r: D_r ~ π(Θ_r) (values),  Θ_{r+1} = adapt(Θ_r; D_r, α_r);
+    # D_R ~ π(Θ_R);  F = mean over the last loss_rounds rounds r of mean_i L_i(Θ_r; D_r)
+    def _sampled_objective(self, theta, tasks, pre, rng, record):
+        """The meta-objective of one iteration as a differentiable function of ``theta``, sampling
+        each round's episodes on the way (with the values of the adapted parameters), so that each
+        inner step is computed once, for sampling and for the meta-gradient alike.  ``record``
+        receives the last round's trajectories (``"post"``)."""
+        c, M = self.config, self.config.meta_batch_size
+        fast, traj, losses = maml.tile_params(theta, M), pre, []
+        lrs = self.round_lrs()
+        for r, lr in enumerate(lrs):
+            support = tasks_trajectory_data(traj, M, c.gamma, c.estimator)
+            if r >= len(lrs) - c.loss_rounds + 1:        # an earlier round's post-update loss
+                query = support if c.estimator == "reinforce" else \
+                    tasks_trajectory_data(traj, M, c.gamma, "reinforce")
+                losses.append(np.mean(self.tasks_loss_fn(fast, query)))
+            fast = maml.adapt(fast, self.summed_loss, support, inner_lr=lr, steps=c.inner_steps,
+                              first_order=c.first_order)
+            traj = self._sample(stop_gradient(fast), tasks, rng)
+        record["post"] = traj
+        query = tasks_trajectory_data(traj, M, c.gamma, "reinforce")
+        losses.append(np.mean(self.tasks_loss_fn(fast, query)))
+        return losses[0] if len(losses) == 1 else sum(losses) / len(losses)
+
+    def _trpo_iteration(self, tasks, pre, rng):
+        """One meta-iteration with the TRPO outer step: sampling and adaptation by values, then
+        :meth:`_trpo_step` on the post-update episodes of the last ``loss_rounds`` rounds."""
+        c, M = self.config, self.config.meta_batch_size
+        theta, traj, supports, queries = tile_values(self.params, M), pre, [], []
+        for r, lr in enumerate(self.round_lrs()):     # one round unless adapt_rounds > 1
             supports.append(tasks_trajectory_data(traj, M, c.gamma, c.estimator))
+            if r >= c.adapt_rounds - c.loss_rounds + 1:
+                queries.append((r, supports[-1] if c.estimator == "reinforce" else
+                                tasks_trajectory_data(traj, M, c.gamma, "reinforce")))
             theta = self._adapt(theta, supports[-1], inner_lr=lr)
             traj = self._sample(theta, tasks, rng)
-        query = tasks_trajectory_data(traj, M, c.gamma, "reinforce")
+        queries.append((c.adapt_rounds, tasks_trajectory_data(traj, M, c.gamma, "reinforce")))
         metrics = {"pre_return": float(_returns(pre, M).mean()),
                    "post_return": float(_returns(traj, M).mean())}
-        if c.outer == "trpo":
-            self.params, info = self._trpo_step(supports, query)
-            self.iteration += 1
-            metrics.update(meta_loss=info["loss_before"], grad_norm=info["grad_norm"],
-                           kl=info["kl_after"], backtracks=info["backtracks"],
-                           accepted=info["accepted"], step_norm=info["step_norm"])
-        else:
-            if c.adapt_rounds == 1:
-                loss, grads = maml.batched_meta_gradient(
-                    self.params, self.tasks_loss_fn, supports[0], query, num_tasks=M,
-                    inner_lr=c.inner_lr, steps=c.inner_steps, first_order=c.first_order)
-            else:
-                loss, grads = value_and_grad(lambda t: np.mean(self.tasks_loss_fn(
-                    self.adapted(t, supports), query)))(self.params)
-            grad_norm = global_norm(grads)
-            if c.max_grad_norm > 0:
-                grads, _ = clip_by_global_norm(grads, c.max_grad_norm)
-            self.apply_meta_gradient(grads, self.lr_factor(self.iteration))
-            metrics.update(meta_loss=float(loss), grad_norm=float(grad_norm))
+        self.params, info = self._trpo_step(supports, queries)
+        self.iteration += 1
+        metrics.update(meta_loss=info["loss_before"], grad_norm=info["grad_norm"],
+                       kl=info["kl_after"], backtracks=info["backtracks"],
+                       accepted=info["accepted"], step_norm=info["step_norm"])
         return {"iteration": self.iteration, **metrics}
 
     # Θ_0 = tile(θ),  Θ_{r+1} = adapt(Θ_r; D_r, α_r)   (differentiable: second order)
@@ -281,17 +317,28 @@ class MetaMAML(MetaTrainer):
                               first_order=c.first_order)
         return fast
 
-    def _trpo_step(self, supports, query):
-        """The TRPO outer step (:mod:`ssmref.metarl.trpo`): from second-order pieces for one
-        round of one inner step, by the direct Hessian-vector products of the KL otherwise."""
+    def _trpo_step(self, supports, queries):
+        """The TRPO outer step (:mod:`ssmref.metarl.trpo`) on ``queries``, ``(r, data)`` pairs:
+        the post-update episodes after ``r`` rounds.  From second-order pieces for one round of
+        one inner step, by the direct Hessian-vector products of the KL otherwise; with several
+        pairs the surrogate and the KL are the means of theirs."""
         c, M = self.config, self.config.meta_batch_size
         settings = dict(max_kl=c.max_kl, cg_iters=c.cg_iters, cg_damping=c.cg_damping,
                         backtrack_ratio=c.ls_backtrack_ratio, max_backtracks=c.ls_max_steps)
         if c.inner_steps == 1 and len(supports) == 1:
-            return maml_trpo_step(self.params, self.spec, self.tasks_loss_fn, supports[0], query,
-                                  M, inner_lr=c.inner_lr, first_order=c.first_order, **settings)
-        objective = maml_trpo_objective(self.params, self.spec, query,
-                                        lambda theta: self.adapted(theta, supports))
+            return maml_trpo_step(self.params, self.spec, self.tasks_loss_fn, supports[0],
+                                  queries[-1][1], M, inner_lr=c.inner_lr,
+                                  first_order=c.first_order, **settings)
+        parts = [maml_trpo_objective(self.params, self.spec, query,
+                                     lambda theta, r=r: self.adapted(theta, supports[:r]))
+                 for r, query in queries]
+        if len(parts) == 1:
+            return trpo_step(self.params, parts[0], **settings)
+
+        def objective(theta):
+            values = [part(theta) for part in parts]
+            return (sum(v[0] for v in values) / len(values),
+                    sum(v[1] for v in values) / len(values))
         return trpo_step(self.params, objective, **settings)
 
     def lr_factor(self, iteration):

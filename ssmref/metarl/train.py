@@ -284,6 +284,9 @@ def add_train_arguments(p):
     p.add_argument("--later-lr-scale", type=float, default=None,
                    help="RL: rounds after the first step with alpha times this (default: "
                         "navigation2d 0.5, Finn et al.'s evaluation; bandit 1)")
+    p.add_argument("--loss-rounds", type=int, default=None,
+                   help="RL: the meta-objective averages the post-update losses (TRPO: the "
+                        "surrogates and the KLs) of the last this many rounds (default 1: the last round's)")
     p.add_argument("--meta-batch-size", type=int, default=None,
                    help="tasks per meta-iteration (default 20; sinusoid 25; finn2017 40)")
     p.add_argument("--episodes-per-task", type=int, default=None,
@@ -326,7 +329,8 @@ def given_settings(args):
     ``--resume`` checks against the stored run)."""
     maml, family, policy, top = {}, {}, {}, {}
     for name in ("meta_batch_size", "episodes_per_task", "inner_lr", "outer_lr", "estimator",
-                 "max_grad_norm", "outer", "max_kl", "adapt_rounds", "later_lr_scale"):
+                 "max_grad_norm", "outer", "max_kl", "adapt_rounds", "later_lr_scale",
+                 "loss_rounds"):
         if getattr(args, name) is not None:
             maml[name] = getattr(args, name)
     if args.first_order:
