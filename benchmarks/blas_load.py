@@ -14,7 +14,7 @@ order) after one warm-up call:
 - ``default``: the environment as it is (BLAS variables removed);
 - ``one BLAS thread``: ``OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = MKL_NUM_THREADS = 1``;
 - with ``--no-limit`` also ``default, no run-time limit``: the default environment with the
-  trainer's limit switched off (``blas_threads = None``), i.e. what the default was before the limit.
+  trainer's limit switched off (``blas_threads = None``): NumPy's own threading.
 
 The BLAS thread count is read when NumPy is imported, so the settings need separate processes;
 interleaving the rounds gives every setting the same share of a load that changes.  The verdict

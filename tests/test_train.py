@@ -280,18 +280,22 @@ def test_the_finn2017_preset():
 
 
 def test_the_ssm2step_preset_is_the_measured_run():
-    """docs/train.md's two-step SSM rows were measured with the navigation default plus
-    --adapt-rounds 2 --later-lr-scale 0.5 --inner-lr 0.5 --iterations 500 and A's initial
-    spectral radius 0.7: the preset must build exactly that configuration (and so the same
-    trainer)."""
-    flags = TR.make_config("navigation2d", iterations=500, policy={"ssm_scale": 0.7},
-                           maml={"adapt_rounds": 2, "later_lr_scale": 0.5, "inner_lr": 0.5})
+    """docs/train.md's two-step SSM rows were measured with the configuration that config.json
+    stores below (--adapt-rounds 2 --later-lr-scale 0.5 --inner-lr 0.5 --iterations 350 and A's
+    initial spectral radius 0.7; the meta-objective the loss after the second step): the preset
+    must build exactly that configuration (and so the same trainer)."""
+    stored = {"checkpoint_every": 25, "env": "navigation2d", "family": {"horizon": 100},
+              "iterations": 350, "lr_decay": True,
+              "maml": {"adapt_rounds": 2, "inner_lr": 0.5, "later_lr_scale": 0.5,
+                       "max_grad_norm": 1.0},
+              "policy": {"hidden_sizes": [64, 64], "kind": "ssm", "ssm_output_dim": 8,
+                         "ssm_scale": 0.7, "state_dim": 8},
+              "preset": "ssm2step", "seed": 0}
     preset = TR.make_config(preset="ssm2step")
-    assert {**preset, "preset": None} == {**flags, "preset": None}
-    assert preset["preset"] == "ssm2step"
+    assert {k: v for k, v in preset.items() if k != "ssmref_version"} == stored
     mc = TR.maml_config(preset)
-    assert (mc.adapt_rounds, mc.later_lr_scale, mc.inner_lr, mc.max_grad_norm, mc.outer,
-            mc.lr_decay_iterations) == (2, 0.5, 0.5, 1.0, "adam", 500)
+    assert (mc.adapt_rounds, mc.loss_rounds, mc.later_lr_scale, mc.inner_lr, mc.max_grad_norm,
+            mc.outer, mc.lr_decay_iterations) == (2, 1, 0.5, 0.5, 1.0, "adam", 350)
     with pytest.raises(ValueError, match="preset"):
         TR.make_config("sinusoid", preset="ssm2step")
     trainer = TR.new_trainer(preset)
@@ -317,16 +321,20 @@ def test_the_ssm1step_preset_is_the_measured_one_step_run():
     assert abs(max(abs(onp.linalg.eigvals(A))) - 0.9) < 1e-12
 
 
-def test_the_navigation_default_trains_through_finns_two_steps():
-    """README command 1: alpha = 0.5 then alpha / 2 in meta-training, A's radius 0.7, and the
-    ssm2step preset is the same configuration run for 500 iterations."""
+def test_the_navigation_default_trains_through_three_of_finns_steps():
+    """README command 1: alpha = 0.5 then alpha / 2 twice in meta-training, the mean of the losses
+    after the second and the third step, A's radius 0.7; the ssm2step preset differs only in
+    its rounds, its objective and its length."""
     config = TR.make_config("navigation2d")
     mc = TR.maml_config(config)
-    assert (mc.adapt_rounds, mc.later_lr_scale, mc.inner_lr, mc.max_grad_norm, mc.outer,
-            mc.lr_decay_iterations) == (2, 0.5, 0.5, 1.0, "adam", config["iterations"])
+    assert (mc.adapt_rounds, mc.loss_rounds, mc.later_lr_scale, mc.inner_lr, mc.max_grad_norm,
+            mc.outer, mc.lr_decay_iterations) == (3, 2, 0.5, 0.5, 1.0, "adam",
+                                                  config["iterations"])
     assert config["policy"]["ssm_scale"] == 0.7 and config["preset"] is None
-    longer = TR.make_config(preset="ssm2step")
-    assert {**config, "iterations": 500, "preset": "ssm2step"} == longer
+    two = TR.make_config(preset="ssm2step")
+    assert {**config, "iterations": 350, "preset": "ssm2step",
+            "maml": {**config["maml"], "adapt_rounds": 2, "loss_rounds": 1}} == \
+        {**two, "maml": {"loss_rounds": 1, **two["maml"]}}
 
 
 @pytest.mark.parametrize("bad", ["0.7", -0.1, float("nan"), True, [0.7]])
@@ -368,3 +376,15 @@ def test_runs_without_policy_kind_evaluate_and_resume(tmp_path):
     assert records(run)[-1]["iteration"] == 3
     assert main(["train", "--resume", "--out", str(run), "--iterations", "4", "--no-eval",
                  "--outer", "trpo"]) == 2
+
+
+def test_the_default_loss_rounds_follow_a_given_adapt_rounds():
+    """``--adapt-rounds 1`` alone trains one round on its own loss (the navigation default's
+    ``loss_rounds = 2`` is capped at the rounds given); an explicit ``--loss-rounds`` is kept and
+    refused when it exceeds the rounds."""
+    for rounds, want in ((1, 1), (2, 2), (4, 2)):
+        config = TR.make_config("navigation2d", maml={"adapt_rounds": rounds})
+        assert (config["maml"]["adapt_rounds"], config["maml"]["loss_rounds"]) == (rounds, want)
+    with pytest.raises(ValueError, match=r"loss_rounds must be at most adapt_rounds \(1\), got 2"):
+        TR.make_config("navigation2d", maml={"adapt_rounds": 1, "loss_rounds": 2})
+    assert "loss_rounds" not in TR.make_config("bandit", maml={"adapt_rounds": 2})["maml"]

@@ -11,7 +11,7 @@ test checks the numbers):
   30 (malformed, unbounded sizes, settings that do not apply, a config and a checkpoint of
   different runs, links, lock files that are not files, bad metrics records, a directory without
   a run)
-- options refused before any work or any write: 35 (values, unbounded sizes, usage errors,
+- options refused before any work or any write: 37 (values, unbounded sizes, usage errors,
   options that do not apply, ``--out`` and ``--out-name`` that would overwrite, ``--resume`` with other settings)
 - runs interrupted before their first checkpoint, and corrupt metrics: 4
 - concurrent writers of one run directory: 4 (a writer refused while another process holds the
@@ -241,6 +241,9 @@ BAD_OPTIONS = {
     "checkpoint-every 0": (TINY_RUN + ["--checkpoint-every", "0"], "--checkpoint-every must"),
     "inner-lr nan": (TINY_RUN + ["--inner-lr", "nan"], "--inner-lr must be finite"),
     "outer-lr -1": (TINY_RUN + ["--outer-lr", "-1"], "--outer-lr must be >= 0"),
+    "loss-rounds 0": (NAV + ["--loss-rounds", "0"], "--loss-rounds must be an int >= 1"),
+    "loss-rounds over adapt-rounds": (NAV + ["--adapt-rounds", "2", "--loss-rounds", "3"],
+                                      "--loss-rounds must be at most adapt_rounds (2), got 3"),
     # a later option wins in argparse, so TINY's bandit options would stay for these: not used
     "sinusoid horizon": (SIN + ["--horizon", "5"], "do not apply to env 'sinusoid'"),
     "sinusoid episodes": (SIN + ["--episodes-per-task", "3"], "unknown MAML settings"),

@@ -28,17 +28,19 @@ from ssmref.metarl.maml_rl import MetaMAML, MetaMAMLConfig
 from ssmref.metarl.policy.kinds import POLICY_KINDS, init_policy, policy_spec
 
 # Per-env defaults.  navigation2d: Finn et al.'s task (20 tasks x 20 episodes x 100 steps) with
-# the SSM policy meta-trained through Finn et al.'s two-step evaluation protocol (a step of
-# alpha = 0.5, then one of alpha / 2, each on fresh episodes), A initialised with spectral radius
-# 0.7, and an Adam outer loop sized to finish in 10 minutes on 2 cores (docs/train.md).
+# the SSM policy meta-trained through three steps of Finn et al.'s evaluation protocol (a step of
+# alpha = 0.5, then steps of alpha / 2, each on fresh episodes), the meta-objective the mean of the
+# losses after the second and the third step, A initialised with spectral radius 0.7, and an Adam
+# outer loop sized to finish in 10 minutes on 2 cores (docs/train.md).
 _NAV_POLICY = {"state_dim": 8, "ssm_output_dim": 8, "hidden_sizes": [64, 64]}
 DEFAULTS = {
     "navigation2d": {
-        "iterations": 350,
+        "iterations": 300,
         "lr_decay": True,
         "family": {"horizon": 100},
         "policy": {**_NAV_POLICY, "ssm_scale": 0.7},
-        "maml": {"max_grad_norm": 1.0, "inner_lr": 0.5, "adapt_rounds": 2, "later_lr_scale": 0.5},
+        "maml": {"max_grad_norm": 1.0, "inner_lr": 0.5, "adapt_rounds": 3, "later_lr_scale": 0.5,
+                 "loss_rounds": 2},
     },
     "bandit": {
         "iterations": 150,
@@ -77,9 +79,11 @@ PRESETS = {
                  "outer": "trpo", "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5,
                  "ls_backtrack_ratio": 0.8, "ls_max_steps": 15, "gamma": 0.99},
     },
-    # The navigation default run for 500 meta-iterations instead of 350 (a preset's missing keys
-    # are the env's defaults).
-    "ssm2step": {"env": "navigation2d", "iterations": 500},
+    # The SSM policy meta-trained through Finn et al.'s two steps only (alpha = 0.5, then
+    # alpha / 2; the meta-objective the loss after the second), 350 iterations.
+    "ssm2step": {"env": "navigation2d", "iterations": 350,
+                 "maml": {"max_grad_norm": 1.0, "inner_lr": 0.5, "adapt_rounds": 2,
+                          "later_lr_scale": 0.5}},
     # The SSM policy meta-trained for one inner step of alpha = 0.1 (Finn et al.'s paper), A
     # initialised with spectral radius 0.9: one step adapts, a second does not help.  At 0.9, a
     # first inner step of size 0.5 made A unstable on some tasks (seed 1: radius 1.13, then 17
@@ -129,7 +133,7 @@ def make_config(env=None, *, seed=0, iterations=None, checkpoint_every=25, famil
               "lr_decay": bool(d.get("lr_decay", False) if lr_decay is None else lr_decay),
               "family": {**d["family"], **(family or {})},
               "policy": policy,
-              "maml": {**d["maml"], **(maml or {})}}
+              "maml": _maml_settings(d["maml"], maml or {})}
     if config["lr_decay"] and not is_rl(env):
         raise ValueError("lr_decay applies to the RL envs only (navigation2d, bandit)")
     if "lr_decay_iterations" in config["maml"]:
@@ -139,6 +143,17 @@ def make_config(env=None, *, seed=0, iterations=None, checkpoint_every=25, famil
     if is_rl(env):
         new_trainer(config)                 # the policy's settings, checked once by building it
     return config
+
+
+def _maml_settings(defaults, given):
+    """The MAML settings: ``given`` over ``defaults``; a default ``loss_rounds`` is capped at a
+    given ``adapt_rounds`` (``--adapt-rounds 1`` alone trains one round on its own loss)."""
+    maml = {**defaults, **given}
+    rounds = given.get("adapt_rounds")
+    if ("loss_rounds" in defaults and "loss_rounds" not in given and isinstance(rounds, int)
+            and not isinstance(rounds, bool) and rounds >= 1):
+        maml["loss_rounds"] = min(maml["loss_rounds"], rounds)
+    return maml
 
 
 #: The largest width or state size a policy may declare: far above any published setting, and

@@ -259,10 +259,11 @@ def add_train_arguments(p):
                    help="task family (default navigation2d, or the preset's)")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="a measured configuration (docs/train.md): finn2017 = Finn et al.'s MLP "
-                        "policy with the TRPO outer step; ssm2step = the navigation default "
-                        "(the SSM policy meta-trained through two inner steps, alpha then "
-                        "alpha/2) for 500 iterations; ssm1step = the SSM policy meta-trained "
-                        "for one inner step of alpha 0.1; default: none, the env's defaults")
+                        "policy with the TRPO outer step; ssm2step = the SSM policy "
+                        "meta-trained through two inner steps (alpha then alpha/2; the "
+                        "navigation default trains through three); ssm1step = the SSM policy "
+                        "meta-trained for one inner step of alpha 0.1; default: none, the env's "
+                        "defaults")
     p.add_argument("--out", default=None, help="run directory (default: runs/ENV or runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
@@ -280,13 +281,14 @@ def add_train_arguments(p):
                    help="TRPO trust region (default 0.01)")
     p.add_argument("--adapt-rounds", type=int, default=None,
                    help="RL: sampled inner steps in meta-training, each on fresh episodes of "
-                        "the policy adapted so far (default: navigation2d 2, bandit 1)")
+                        "the policy adapted so far (default: navigation2d 3, bandit 1)")
     p.add_argument("--later-lr-scale", type=float, default=None,
                    help="RL: rounds after the first step with alpha times this (default: "
                         "navigation2d 0.5, Finn et al.'s evaluation; bandit 1)")
     p.add_argument("--loss-rounds", type=int, default=None,
                    help="RL: the meta-objective averages the post-update losses (TRPO: the "
-                        "surrogates and the KLs) of the last this many rounds (default 1: the last round's)")
+                        "surrogates and the KLs) of the last this many rounds (default: "
+                        "navigation2d 2, after the second and the third step; bandit 1)")
     p.add_argument("--meta-batch-size", type=int, default=None,
                    help="tasks per meta-iteration (default 20; sinusoid 25; finn2017 40)")
     p.add_argument("--episodes-per-task", type=int, default=None,
