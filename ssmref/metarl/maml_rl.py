@@ -9,15 +9,22 @@ One meta-iteration, for ``M`` tasks ``i`` drawn from the task family::
                    theta <- Adam(theta, clip(g))                         (ssmref.metarl.trainer)
     outer="trpo":  theta <- the TRPO step on D_i' through theta_i'(theta)  (ssmref.metarl.trpo)
 
+With ``adapt_rounds = R > 1`` the adapt-and-sample round repeats ``R`` times (round ``r`` steps
+with ``alpha`` for ``r = 1``, ``alpha * later_lr_scale`` after), the meta-gradient flowing through
+every round, and the objective is the mean of the post-update losses of the last ``loss_rounds``
+rounds (TRPO: of their surrogates and of their KLs).  With Adam the iteration after the
+pre-update rollout is one function of ``theta`` traced once (``maml.value_and_grad_tree``): each
+inner step is taken on the traced parameters and the next episodes are sampled with its values.
+
 ``L`` is the REINFORCE surrogate ``-mean(log pi(a|o) * A)`` over valid steps, with advantages
 ``A`` = discounted return minus the rllab linear feature baseline fitted on the same batch,
 normalised per batch (:func:`trajectory_data`); advantages are constants.
 
 All ``M`` tasks run at once: the policy is task-batched (:mod:`ssmref.metarl.policy.tasks`: one
 parameter copy per task on a leading axis), so sampling, the inner steps and the meta-gradient
-(:func:`ssmref.maml.batched_meta_gradient`) are each one computation over the meta-batch, not
-``M``; the tests check them against the per-task forms.  The hot loops run with at most
-``blas_threads`` BLAS threads (1: the products are small, :mod:`ssmref.metarl.threads`).
+(the computation of :func:`ssmref.maml.batched_meta_gradient`) are each one computation over the
+meta-batch, not ``M``; the tests check them against the per-task forms.  The hot loops run with
+at most ``blas_threads`` BLAS threads (1: the products are small, :mod:`ssmref.metarl.threads`).
 
 The estimator is Finn et al.'s: the meta-gradient differentiates through the inner update but
 not through the dependence of the pre-update sampling distribution on ``theta`` (see
