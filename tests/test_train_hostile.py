@@ -243,7 +243,7 @@ BAD_OPTIONS = {
     "outer-lr -1": (TINY_RUN + ["--outer-lr", "-1"], "--outer-lr must be >= 0"),
     "loss-rounds 0": (NAV + ["--loss-rounds", "0"], "--loss-rounds must be an int >= 1"),
     "loss-rounds over adapt-rounds": (NAV + ["--adapt-rounds", "2", "--loss-rounds", "3"],
-                                      "--loss-rounds must be at most adapt_rounds (2), got 3"),
+                                      "--loss-rounds must be at most --adapt-rounds (2), got 3"),
     # a later option wins in argparse, so TINY's bandit options would stay for these: not used
     "sinusoid horizon": (SIN + ["--horizon", "5"], "do not apply to env 'sinusoid'"),
     "sinusoid episodes": (SIN + ["--episodes-per-task", "3"], "unknown MAML settings"),
