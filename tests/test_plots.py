@@ -86,3 +86,29 @@ def test_plot_refuses_a_run_another_writer_holds(tmp_path, capsys):
     finally:
         done.set()
         thread.join()
+
+
+def test_the_trajectories_follow_finns_protocol_for_three_steps(monkeypatch):
+    # The paths after k = 0..3 steps: every episode starts at the origin, the first step is taken
+    # with alpha and the later ones with alpha/2, each on fresh episodes of the adapted policy.
+    from ssmref import maml
+    from ssmref.metarl import plots
+    from ssmref.metarl.evaluation import finn_goals
+    from ssmref.metarl.run_config import make_config, new_trainer
+    config = make_config("navigation2d", family={"horizon": 8},
+                         policy={"hidden_sizes": [8], "state_dim": 3},
+                         maml={"meta_batch_size": 2, "episodes_per_task": 3})
+    trainer = new_trainer(config)
+    steps_taken, adapt = [], maml.adapt
+
+    def recorded(*args, **kwargs):
+        steps_taken.append(kwargs["inner_lr"])
+        return adapt(*args, **kwargs)
+    monkeypatch.setattr(plots.maml, "adapt", recorded)
+    paths, masks = plots.navigation_paths(trainer, finn_goals()[:2], steps=3, episodes=4, shown=2)
+    assert steps_taken == [0.5, 0.25, 0.25]
+    assert len(paths) == len(masks) == 4
+    for p, m in zip(paths, masks):
+        assert p.shape == (2, 2, 8, 2) and m.shape == (2, 2, 8)
+        assert (p[:, :, 0] == 0).all()
+    assert not (paths[2] == paths[3]).all()                     # a fourth policy, fresh draws

@@ -12,8 +12,9 @@ nothing else changes) and ``plot`` redraws them from the files of a run:
                         Finn et al.'s 40 goals and their reported row (navigation2d), the random
                         arm and the best arm (bandit); error bars ± 1 standard error over tasks
 ``trajectories.png``    navigation2d: paths of the policy to four of Finn et al.'s goals before
-                        adaptation and after one and two inner steps of Finn et al.'s protocol
-                        (``α``, then ``α/2``, 40 episodes a step; 5 episodes drawn per goal)
+                        adaptation and after one, two and three inner steps of Finn et al.'s
+                        protocol (``α``, then ``α/2``, 40 episodes a step; 5 episodes drawn per
+                        goal)
 ``sinusoid_fit.png``    sinusoid: Finn et al.'s figure 2: the regressor before adaptation and
                         after 1 and 10 inner steps on ``K`` support points, against the true curve
 ======================  ==========================================================================
@@ -111,12 +112,13 @@ def plot_trajectories(trainer, path, num_goals=4):
     """``trajectories.png``: :func:`navigation_paths` to ``num_goals`` of Finn et al.'s goals."""
     plt = pyplot()
     goals = finn_goals()[:num_goals]
-    paths, masks = navigation_paths(trainer, goals)
-    fig, axes = plt.subplots(1, len(paths), figsize=(4 * len(paths), 4.3), sharex=True,
+    paths, masks = navigation_paths(trainer, goals, steps=3)
+    fig, axes = plt.subplots(1, len(paths), figsize=(4 * len(paths), 4.6), sharex=True,
                              sharey=True)
     alpha = trainer.config.inner_lr
     titles = ["before adaptation", f"after 1 step (α {alpha:g})",
-              f"after 2 steps (α {alpha:g}, then {alpha / 2:g})"]
+              f"after 2 steps (α {alpha:g}, then {alpha / 2:g})",
+              f"after 3 steps (α {alpha:g}, then {alpha / 2:g} twice)"]
     for k, ax in enumerate(axes):
         for i, goal in enumerate(goals):
             color = f"C{i}"
@@ -132,7 +134,7 @@ def plot_trajectories(trainer, path, num_goals=4):
     fig.suptitle(f"navigation2d, meta-iteration {trainer.iteration}: 5 episodes to each of "
                  f"{len(goals)} of Finn et al.'s goals (stars); start at the origin; each step "
                  f"adapts on {FINN_EPISODES} episodes", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return save_figure(fig, path)
 
 

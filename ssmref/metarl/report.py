@@ -76,7 +76,8 @@ def save_figure(fig, path):
     """Write ``fig`` as a PNG to ``path`` atomically and close it; returns ``Path(path)``."""
     plt = pyplot()
     try:
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight",
+                                                 pad_inches=0.1))
     finally:
         plt.close(fig)
     return Path(path)
