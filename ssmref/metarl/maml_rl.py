@@ -268,45 +268,44 @@ class MetaMAML(MetaTrainer):
         return {"iteration": self.iteration, **metrics}
 
     # Θ_0 = tile(θ);  round r: D_r ~ π(Θ_r) (values),  Θ_{r+1} = adapt(Θ_r; D_r, α_r);
-    # D_R ~ π(Θ_R);  F = mean over the last loss_rounds rounds r of mean_i L_i(Θ_r; D_r)
-    def _sampled_objective(self, theta, tasks, pre, rng, record):
-        """The meta-objective of one iteration as a differentiable function of ``theta``, sampling
-        each round's episodes on the way (with the values of the adapted parameters), so that each
-        inner step is computed once, for sampling and for the meta-gradient alike.  ``record``
-        receives the last round's trajectories (``"post"``)."""
+    # D_R ~ π(Θ_R);  the loss rounds: the last loss_rounds of r = 1..R
+    def _rounds(self, theta, tasks, pre, rng):
+        """The adaptation rounds of one iteration from the pre-update episodes ``pre``, sampling
+        each round's episodes with the values of the adapted parameters; differentiable in
+        ``theta`` when it is traced (each inner step is then computed once, for sampling and for
+        the meta-gradient alike).  Returns ``(supports, losses, post)``: the data each round
+        adapts on, ``(r, Θ_r, query)`` for every loss round ``r`` (``query``: the REINFORCE data
+        of the episodes of ``Θ_r``), and the last round's trajectories."""
         c, M = self.config, self.config.meta_batch_size
-        fast, traj, losses = maml.tile_params(theta, M), pre, []
-        lrs = self.round_lrs()
-        for r, lr in enumerate(lrs):
-            support = tasks_trajectory_data(traj, M, c.gamma, c.estimator)
-            if r >= len(lrs) - c.loss_rounds + 1:        # an earlier round's post-update loss
-                query = support if c.estimator == "reinforce" else \
-                    tasks_trajectory_data(traj, M, c.gamma, "reinforce")
-                losses.append(np.mean(self.tasks_loss_fn(fast, query)))
-            fast = maml.adapt(fast, self.summed_loss, support, inner_lr=lr, steps=c.inner_steps,
-                              first_order=c.first_order)
+        fast, traj, supports, losses = maml.tile_params(theta, M), pre, [], []
+        first_loss = c.adapt_rounds - c.loss_rounds + 1
+        for r, lr in enumerate(self.round_lrs()):
+            supports.append(tasks_trajectory_data(traj, M, c.gamma, c.estimator))
+            if r >= first_loss:                        # an earlier round's post-update loss
+                losses.append((r, fast, supports[-1] if c.estimator == "reinforce" else
+                               tasks_trajectory_data(traj, M, c.gamma, "reinforce")))
+            fast = maml.adapt(fast, self.summed_loss, supports[-1], inner_lr=lr,
+                              steps=c.inner_steps, first_order=c.first_order)
             traj = self._sample(stop_gradient(fast), tasks, rng)
-        record["post"] = traj
-        query = tasks_trajectory_data(traj, M, c.gamma, "reinforce")
-        losses.append(np.mean(self.tasks_loss_fn(fast, query)))
-        return losses[0] if len(losses) == 1 else sum(losses) / len(losses)
+        losses.append((c.adapt_rounds, fast, tasks_trajectory_data(traj, M, c.gamma, "reinforce")))
+        return supports, losses, traj
+
+    def _sampled_objective(self, theta, tasks, pre, rng, record):
+        """The meta-objective of one iteration as a differentiable function of ``theta``: the mean
+        over the loss rounds of ``mean_i L_i(Θ_r; D_r)`` (:meth:`_rounds`).  ``record`` receives
+        the last round's trajectories (``"post"``)."""
+        _, losses, record["post"] = self._rounds(theta, tasks, pre, rng)
+        values = [np.mean(self.tasks_loss_fn(fast, query)) for _, fast, query in losses]
+        return values[0] if len(values) == 1 else sum(values) / len(values)
 
     def _trpo_iteration(self, tasks, pre, rng):
-        """One meta-iteration with the TRPO outer step: sampling and adaptation by values, then
-        :meth:`_trpo_step` on the post-update episodes of the last ``loss_rounds`` rounds."""
-        c, M = self.config, self.config.meta_batch_size
-        theta, traj, supports, queries = tile_values(self.params, M), pre, [], []
-        for r, lr in enumerate(self.round_lrs()):     # one round unless adapt_rounds > 1
-            supports.append(tasks_trajectory_data(traj, M, c.gamma, c.estimator))
-            if r >= c.adapt_rounds - c.loss_rounds + 1:
-                queries.append((r, supports[-1] if c.estimator == "reinforce" else
-                                tasks_trajectory_data(traj, M, c.gamma, "reinforce")))
-            theta = self._adapt(theta, supports[-1], inner_lr=lr)
-            traj = self._sample(theta, tasks, rng)
-        queries.append((c.adapt_rounds, tasks_trajectory_data(traj, M, c.gamma, "reinforce")))
+        """One meta-iteration with the TRPO outer step: the rounds by values (:meth:`_rounds`),
+        then :meth:`_trpo_step` on the post-update episodes of the loss rounds."""
+        M = self.config.meta_batch_size
+        supports, losses, post = self._rounds(stop_gradient(self.params), tasks, pre, rng)
         metrics = {"pre_return": float(_returns(pre, M).mean()),
-                   "post_return": float(_returns(traj, M).mean())}
-        self.params, info = self._trpo_step(supports, queries)
+                   "post_return": float(_returns(post, M).mean())}
+        self.params, info = self._trpo_step(supports, [(r, query) for r, _, query in losses])
         self.iteration += 1
         metrics.update(meta_loss=info["loss_before"], grad_norm=info["grad_norm"],
                        kl=info["kl_after"], backtracks=info["backtracks"],
