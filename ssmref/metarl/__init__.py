@@ -9,6 +9,7 @@
 - :mod:`ssmref.metarl.threads`  the BLAS-thread limit of the hot loops
 - :mod:`ssmref.metarl.trainer`  the training loop and checkpoint every meta-trainer shares
 - :mod:`ssmref.metarl.maml_rl`  ``MetaMAML``: the MAML-RL meta-training loop
+- :mod:`ssmref.metarl.maml_losses`  the data of a sampled batch and the MAML-RL losses on it
 - :mod:`ssmref.metarl.trpo`     the TRPO outer step (conjugate gradient, Fisher-vector products)
 - :mod:`ssmref.metarl.fewshot`  ``MetaRegression``: MAML for few-shot (sinusoid) regression
 - :mod:`ssmref.metarl.run_config`, :mod:`~ssmref.metarl.rundir`, :mod:`~ssmref.metarl.train`,
@@ -17,8 +18,9 @@
 """
 
 from ssmref.metarl.fewshot import MetaRegression, MetaRegressionConfig
-from ssmref.metarl.maml_rl import (ESTIMATORS, OUTERS, MetaMAML, MetaMAMLConfig, surrogate_loss,
-                                   tasks_surrogate_loss, tasks_trajectory_data, trajectory_data)
+from ssmref.metarl.maml_losses import (ESTIMATORS, surrogate_loss, tasks_surrogate_loss,
+                                       tasks_trajectory_data, trajectory_data)
+from ssmref.metarl.maml_rl import OUTERS, MetaMAML, MetaMAMLConfig
 
 __all__ = ["MetaMAML", "MetaMAMLConfig", "MetaRegression", "MetaRegressionConfig", "ESTIMATORS",
            "OUTERS", "surrogate_loss", "trajectory_data", "tasks_surrogate_loss",
